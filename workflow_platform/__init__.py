@@ -1,0 +1,1 @@
+"""workflow-platform: workflow.json files run as Dagster jobs on real services."""

@@ -1,0 +1,237 @@
+"""`wfp`: validate, run and inspect workflows; start the embedded stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from workflow_platform.problems import Problem
+from workflow_platform.settings import wfp_home
+
+EXIT_RUN_FAILED = 1
+EXIT_INVALID = 2
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _expand(paths: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = (
+                [path / "workflow.json"]
+                if (path / "workflow.json").is_file()
+                else sorted(path.glob("*/workflow.json"))
+            )
+            files.extend(found or sorted(path.glob("*.json")))
+        else:
+            files.append(path)
+    return files
+
+
+def _report_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        _err(problem.render())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """workflow-platform: business workflows (workflow.json) run as Dagster jobs on real services."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="print the problems as JSON")
+def validate(paths: tuple[str, ...], as_json: bool) -> None:
+    """Check workflow files (or folders of them); exit 2 listing PATH:POINTER: message for every problem."""
+    from workflow_platform.validate import check_file
+
+    everything: list[Problem] = []
+    for path in _expand(paths):
+        spec, problems = check_file(path)
+        everything.extend(problems)
+        if spec is not None and not as_json:
+            click.echo(f"{path}: ok ({spec.name}, {len(spec.steps)} steps)")
+    if as_json:
+        click.echo(
+            json.dumps({"valid": not everything, "problems": [p.as_dict() for p in everything]}, indent=2)
+        )
+    else:
+        _report_problems(everything)
+    if everything:
+        sys.exit(EXIT_INVALID)
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="write to a file")
+def schema(output: str | None) -> None:
+    """Print the JSON Schema of workflow.json (with every plugin action's input)."""
+    from workflow_platform.schema import workflow_schema
+
+    text = json.dumps(workflow_schema(), indent=2)
+    if output:
+        Path(output).write_text(text + "\n")
+    else:
+        click.echo(text)
+
+
+@main.command(name="list")
+def list_workflows() -> None:
+    """The workflows in WORKFLOWS_DIR and whether they are valid."""
+    from workflow_platform.definitions import workflow_files, workflows_dir
+    from workflow_platform.validate import check_file
+
+    for path in workflow_files(workflows_dir()):
+        spec, problems = check_file(path)
+        state = f"{spec.name} ({len(spec.steps)} steps)" if spec else f"INVALID ({len(problems)} problems)"
+        click.echo(f"{path.parent.name:32} {state}")
+
+
+def _parse_params(values: tuple[str, ...], declared: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"'{item}' is not NAME=VALUE", param_hint="--param")
+        if name not in declared:
+            known = ", ".join(declared) or "none"
+            raise click.BadParameter(f"unknown param '{name}' (declared: {known})", param_hint="--param")
+        kind = declared[name].type
+        if kind == "string":
+            params[name] = raw
+            continue
+        try:
+            params[name] = json.loads(raw)
+        except ValueError:
+            raise click.BadParameter(f"{name}: '{raw}' is not a valid {kind}", param_hint="--param") from None
+    return params
+
+
+_SYMBOLS = {"start": "▶", "success": "✔", "retry": "↻", "failure": "✘"}
+
+
+@main.command()
+@click.argument("target")
+@click.option(
+    "--param", "-p", "param_values", multiple=True, metavar="NAME=VALUE", help="set a workflow param"
+)
+@click.option("--json", "as_json", is_flag=True, help="end with one JSON object describing the run")
+@click.option("--outputs", type=click.Path(file_okay=False), help="where to download stored objects")
+def run(target: str, param_values: tuple[str, ...], as_json: bool, outputs: str | None) -> None:
+    """Run a workflow (file, folder or name) through Dagster; exit 0 success, 1 run failed, 2 invalid."""
+    from workflow_platform.preflight import preflight
+    from workflow_platform.runner import (
+        WorkflowNotFound,
+        download_outputs,
+        environment,
+        execute,
+        resolve_workflow,
+        services,
+    )
+    from workflow_platform.validate import check_file
+
+    try:
+        path = resolve_workflow(target)
+    except WorkflowNotFound as error:
+        _err(f"error: {error}")
+        sys.exit(EXIT_INVALID)
+    spec, problems = check_file(path)
+    if spec is None:
+        _report_problems(problems)
+        _err(f"{path}: invalid workflow, nothing was run")
+        sys.exit(EXIT_INVALID)
+    params = _parse_params(param_values, spec.params)
+
+    with services(_err) as service_env, environment(service_env):
+        problems = preflight(spec, os.environ["WFP_PG_DSN"], str(path))
+        if problems:
+            _report_problems(problems)
+            _err(f"{path}: invalid workflow, nothing was run")
+            sys.exit(EXIT_INVALID)
+
+        def progress(step: str, kind: str, detail: str) -> None:
+            _err(f"  {_SYMBOLS[kind]} {step}" + (f"  {detail}" if detail else ""))
+
+        _err(f"running {spec.name} ({len(spec.steps)} steps)")
+        report = execute(spec, path, params, progress)
+        for step_id, step in report.steps.items():
+            if step.status == "skipped":
+                _err(f"  - {step_id}  skipped (an upstream step failed)")
+        outputs_dir = Path(outputs) if outputs else path.parent / "outputs"
+        try:
+            report.outputs = download_outputs(spec, report, outputs_dir)
+        except OSError as error:
+            _err(f"warning: could not download outputs to {outputs_dir}: {error}")
+    for output in report.outputs:
+        _err(f"  ↓ {output}")
+    _err(f"run {report.run_id}: {report.status}")
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), default=str))
+    sys.exit(0 if report.status == "SUCCESS" else EXIT_RUN_FAILED)
+
+
+@main.group()
+def stack() -> None:
+    """The embedded stack: real PostgreSQL, NATS JetStream, S3 server and Pathway service on loopback."""
+
+
+def _state_dir() -> Path:
+    return wfp_home() / "stack"
+
+
+@stack.command()
+def up() -> None:
+    """Start the stack in the background (it keeps running until `wfp stack down`)."""
+    from workflow_platform.stack import EmbeddedStack
+
+    running = EmbeddedStack.attach(_state_dir())
+    if running is None:
+        running = EmbeddedStack(_state_dir()).start()
+        _err(f"stack started ({_state_dir()}); `eval $(wfp stack env)` points the dagster CLI at it")
+    else:
+        _err(f"stack already running ({_state_dir()})")
+    _print_env(running.env)
+
+
+@stack.command()
+def down() -> None:
+    """Stop the stack started by `wfp stack up`."""
+    from workflow_platform.stack import EmbeddedStack
+
+    running = EmbeddedStack.attach(_state_dir())
+    if running is None:
+        _err("no stack is running")
+        return
+    running.stop()
+    _err("stack stopped")
+
+
+@stack.command()
+def env() -> None:
+    """Print `export WFP_...=...` lines for the running stack."""
+    from workflow_platform.stack import EmbeddedStack
+
+    running = EmbeddedStack.attach(_state_dir())
+    if running is None:
+        _err("no stack is running: start it with `wfp stack up`")
+        sys.exit(1)
+    _print_env(running.env)
+
+
+def _print_env(values: dict[str, str]) -> None:
+    import shlex
+
+    for key, value in sorted(values.items()):
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""What a plugin is: named actions, each an input model plus a function that talks to one resource."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ActionInput(BaseModel):
+    """Base of every action's input model: unknown keys are an error, so typos surface at validation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ActionError(Exception):
+    """The action failed because of its input (not the service): retrying will not help."""
+
+
+@dataclass(frozen=True)
+class Touched:
+    """Something a step read or wrote, reported to Dagster's asset catalog for lineage."""
+
+    asset_key: tuple[str, ...]
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    wrote: bool = True  # False: only read (an observation)
+
+
+@dataclass
+class ActionOutput:
+    value: Any
+    touched: list[Touched] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    run_id: str
+    step_id: str
+    workflow: str
+    timeout_s: float | None = None
+
+
+ActionFn = Callable[[Any, Any, StepContext], ActionOutput]
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    input_model: type[ActionInput]
+    fn: ActionFn
+    description: str
+
+
+@dataclass(frozen=True)
+class Plugin:
+    id: str
+    description: str
+    resource_key: str | None
+    actions: dict[str, Action]
+
+
+def plugin(plugin_id: str, description: str, resource_key: str | None, *actions: Action) -> Plugin:
+    return Plugin(plugin_id, description, resource_key, {a.name: a for a in actions})
+
+
+def jsonable(value: Any) -> Any:
+    """Turn database / client values into JSON values (Decimal -> float, datetime -> ISO text ...)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | memoryview):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [jsonable(v) for v in value]
+    return str(value)

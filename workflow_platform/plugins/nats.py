@@ -1,0 +1,110 @@
+"""NATS actions. Publishes go to JetStream (stream created on first use) with a Nats-Msg-Id, so a retried
+step never stores the same message twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.js import JetStreamContext
+from nats.js.errors import NoStreamResponseError, NotFoundError
+from pydantic import Field
+
+from workflow_platform.plugins.base import Action, ActionInput, ActionOutput, StepContext, Touched, plugin
+from workflow_platform.resources.nats import NatsResource
+
+SUBJECT = r"^[^\s*>]+(\.[^\s*>]+)*$"
+
+
+class PublishInput(ActionInput):
+    subject: str = Field(pattern=SUBJECT, description="e.g. reports.sales.daily")
+    message: Any = Field(description="an object/list (sent as JSON) or a string")
+    headers: dict[str, str] = Field(default_factory=dict)
+    stream: str | None = Field(
+        None, description="stream to create if none holds the subject (default: derived)"
+    )
+    msgId: str | None = Field(
+        None, description="deduplication id (default: derived from run, step and subject)"
+    )
+
+
+class RequestInput(ActionInput):
+    subject: str = Field(pattern=SUBJECT)
+    message: Any = None
+    timeoutMs: int = Field(5000, ge=1, le=600_000)
+
+
+def encode(message: Any) -> bytes:
+    return message.encode() if isinstance(message, str) else json.dumps(message, ensure_ascii=False).encode()
+
+
+def stream_name(subject: str) -> str:
+    """The stream created for a subject on first publish: 'fraud.alerts' -> FRAUD holding 'fraud.>'."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", subject.split(".")[0]).upper() or "WORKFLOWS"
+
+
+async def _ensure_stream(js: JetStreamContext, subject: str, name: str) -> None:
+    root = subject.split(".")[0]
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        await js.add_stream(name=name, subjects=[root, f"{root}.>"])
+        return
+    if subject not in info.config.subjects and f"{root}.>" not in (info.config.subjects or []):
+        info.config.subjects = [*(info.config.subjects or []), subject]
+        await js.update_stream(info.config)
+
+
+def publish(nats_resource: NatsResource, spec: PublishInput, ctx: StepContext) -> ActionOutput:
+    body = encode(spec.message)
+    msg_id = (
+        spec.msgId or hashlib.sha256(f"{ctx.run_id}/{ctx.step_id}/{spec.subject}".encode()).hexdigest()[:32]
+    )
+    headers = {**spec.headers, "Nats-Msg-Id": msg_id}
+
+    async def work(client: Client, js: JetStreamContext):  # noqa: ANN202 - PubAck
+        try:
+            return await js.publish(spec.subject, body, headers=headers, timeout=5)
+        except (NoStreamResponseError, NoRespondersError):
+            # No stream holds this subject yet: create one, as the original system did, and publish again.
+            await _ensure_stream(js, spec.subject, spec.stream or stream_name(spec.subject))
+            return await js.publish(spec.subject, body, headers=headers, timeout=5)
+
+    ack = nats_resource.run(work, ctx.timeout_s)
+    result = {
+        "subject": spec.subject,
+        "stream": ack.stream,
+        "seq": ack.seq,
+        "duplicate": bool(ack.duplicate),
+        "msgId": msg_id,
+        "size": len(body),
+    }
+    metadata = {"stream": ack.stream, "sequence": ack.seq, "duplicate": bool(ack.duplicate)}
+    return ActionOutput(result, [Touched(("nats", *spec.subject.split(".")), "message published", metadata)])
+
+
+def request(nats_resource: NatsResource, spec: RequestInput, ctx: StepContext) -> ActionOutput:
+    async def work(client: Client, js: JetStreamContext) -> bytes:
+        reply = await client.request(spec.subject, encode(spec.message), timeout=spec.timeoutMs / 1000)
+        return reply.data
+
+    data = nats_resource.run(work, ctx.timeout_s)
+    text = data.decode("utf-8", errors="replace")
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        value = text
+    return ActionOutput({"subject": spec.subject, "data": value})
+
+
+NATS = plugin(
+    "nats",
+    "NATS messaging with JetStream persistence",
+    "nats",
+    Action("publish", PublishInput, publish, "publish a message on JetStream (stream created on first use)"),
+    Action("request", RequestInput, request, "send a request and wait for the reply"),
+)

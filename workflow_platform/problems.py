@@ -1,0 +1,40 @@
+"""Problems found in a workflow file: where (file + JSON pointer), what, and what to do about it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    pointer: str  # RFC 6901 JSON pointer into the workflow document ("" = the whole document)
+    message: str
+    hint: str = ""
+    file: str = ""
+
+    def render(self) -> str:
+        location = f"{self.file}:{self.pointer or '/'}" if self.file else self.pointer or "/"
+        text = f"{location}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "pointer": self.pointer, "message": self.message, "hint": self.hint}
+
+
+class WorkflowInvalid(Exception):
+    """A workflow failed validation; carries every problem found, not just the first."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(p.render() for p in self.problems))
+
+
+def pointer(*parts: str | int) -> str:
+    """Build a JSON pointer, escaping '~' and '/' as RFC 6901 requires."""
+    escaped = (str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    return "".join("/" + p for p in escaped)
+
+
+def join_pointer(base: str, parts: Iterable[str | int]) -> str:
+    return base + pointer(*parts)

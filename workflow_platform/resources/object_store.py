@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+import dagster as dg
+import urllib3
+from minio import Minio
+from pydantic import Field, PrivateAttr
+
+
+class ObjectStoreResource(dg.ConfigurableResource):
+    """An S3-compatible object store (MinIO in production, moto's S3 server embedded) through the minio SDK."""
+
+    endpoint: str = Field(description="URL, e.g. http://minio:9000")
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+    bucket: str = Field(description="bucket used when a step names none")
+
+    _client: Minio | None = PrivateAttr(default=None)
+    _buckets: set[str] = PrivateAttr(default_factory=set)
+
+    def client(self) -> Minio:
+        if self._client is None:
+            url = urlparse(self.endpoint)
+            http = urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=10, read=120),
+                retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+            )
+            self._client = Minio(
+                url.netloc or url.path,
+                access_key=self.access_key,
+                secret_key=self.secret_key,
+                secure=url.scheme == "https",
+                region=self.region,
+                http_client=http,
+            )
+        return self._client
+
+    def ensure_bucket(self, bucket: str | None = None) -> str:
+        """Create the bucket on first use, as the original system did."""
+        name = bucket or self.bucket
+        if name not in self._buckets:
+            client = self.client()
+            if not client.bucket_exists(name):
+                client.make_bucket(name)
+            self._buckets.add(name)
+        return name

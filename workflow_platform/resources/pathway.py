@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import requests
+from pydantic import PrivateAttr
+
+
+class PathwayServiceError(Exception):
+    def __init__(self, status: int, message: str):
+        self.status = status
+        super().__init__(message)
+
+
+class PathwayResource(dg.ConfigurableResource):
+    """The Pathway ETL service over HTTP (`python -m workflow_platform.pathway_service`)."""
+
+    url: str
+    timeout_s: float = 300.0
+
+    _session: requests.Session | None = PrivateAttr(default=None)
+
+    def call(self, method: str, path: str, body: Any = None, timeout_s: float | None = None) -> Any:
+        if self._session is None:
+            self._session = requests.Session()
+        response = self._session.request(
+            method, self.url.rstrip("/") + path, json=body, timeout=timeout_s or self.timeout_s
+        )
+        if response.status_code >= 400:
+            raise PathwayServiceError(response.status_code, _error_text(response))
+        return response.json()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:500]}"
+    detail = (
+        body.get("error") or body.get("message") or body.get("detail") if isinstance(body, dict) else body
+    )
+    return f"HTTP {response.status_code}: {detail}"

@@ -1,0 +1,227 @@
+"""`wfp run`: execute one workflow through Dagster on a persistent instance, with live step progress.
+
+The services come from the environment when WFP_* endpoints are set, else from a stack started with
+`wfp stack up`, else from an embedded stack started for this run and stopped after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster import DagsterEventType
+
+from workflow_platform.definitions import workflow_files, workflows_dir
+from workflow_platform.settings import endpoints_configured, wfp_home
+from workflow_platform.spec import WorkflowSpec
+from workflow_platform.translate import build_job, dagster_name, params_run_config
+
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+class WorkflowNotFound(Exception):
+    pass
+
+
+def resolve_workflow(target: str) -> Path:
+    """A workflow.json path, a folder holding one, or the name of a workflow in WORKFLOWS_DIR."""
+    path = Path(target)
+    if path.is_file():
+        return path.resolve()
+    if (path / "workflow.json").is_file():
+        return (path / "workflow.json").resolve()
+    directory = workflows_dir()
+    if (directory / target / "workflow.json").is_file():
+        return (directory / target / "workflow.json").resolve()
+
+    for candidate in workflow_files(directory):
+        with contextlib.suppress(ValueError, OSError):
+            if json.loads(candidate.read_text()).get("name") == target:
+                return candidate.resolve()
+    known = ", ".join(p.parent.name for p in workflow_files(directory)) or "none"
+    raise WorkflowNotFound(f"no workflow file, folder or name '{target}' (workflows in {directory}: {known})")
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME, or .wfp/dagster with a local instance: run history persists between `wfp run`s."""
+    home = Path(os.environ.get("DAGSTER_HOME") or wfp_home() / "dagster")
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+@contextlib.contextmanager
+def services(log: Callable[[str], None]) -> Iterator[dict[str, str]]:
+    """The WFP_* environment of the services to use (see module docstring)."""
+    if endpoints_configured():
+        yield {}
+        return
+    from workflow_platform.stack import EmbeddedStack
+
+    state_dir = wfp_home() / "stack"
+    running = EmbeddedStack.attach(state_dir)
+    if running is not None:
+        log(f"using the embedded stack started by `wfp stack up` ({state_dir})")
+        yield running.env
+        return
+    log("starting the embedded stack (PostgreSQL, NATS JetStream, S3, Pathway) ...")
+    started = time.perf_counter()
+    with EmbeddedStack(state_dir) as stack:
+        log(f"stack ready in {time.perf_counter() - started:.1f} s")
+        yield stack.env
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@dataclass
+class StepReport:
+    status: str = "skipped"  # succeeded | failed | skipped (never ran: an upstream step failed)
+    attempts: int = 0
+    duration_ms: float | None = None
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    status: str
+    steps: dict[str, StepReport] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "steps": {sid: vars(report) for sid, report in self.steps.items()},
+            "outputs": self.outputs,
+        }
+
+
+def execute(
+    spec: WorkflowSpec,
+    source: Path,
+    params: Mapping[str, Any],
+    on_event: Callable[[str, str, str], None] = lambda step, kind, detail: None,
+) -> RunReport:
+    """Run the workflow's job in-process on the persistent instance; report each step's events as they happen."""
+    ensure_dagster_home()
+    job = build_job(spec, source)
+    run_id = str(uuid.uuid4())
+    step_ids = {dagster_name(s.id): s.id for s in spec.steps}
+    report = RunReport(run_id, "STARTED", {s.id: StepReport() for s in spec.steps})
+    with dg.DagsterInstance.get() as instance:
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = job.execute_in_process(
+                    run_config={**params_run_config(params), **QUIET_LOGS},
+                    instance=instance,
+                    run_id=run_id,
+                    raise_on_error=False,
+                )
+            except Exception as error:  # invalid run config and the like: nothing ran
+                outcome["error"] = error
+
+        worker = threading.Thread(target=run, name="wfp-run")
+        worker.start()
+        cursor = 0
+        while True:
+            alive = worker.is_alive()
+            records = instance.all_logs(run_id)
+            for record in records[cursor:]:
+                _apply_event(record, step_ids, report, on_event)
+            cursor = len(records)
+            if not alive:
+                break
+            worker.join(0.1)
+        if "error" in outcome:
+            raise outcome["error"]
+        result = outcome["result"]
+        for step in spec.steps:
+            if report.steps[step.id].status == "succeeded":
+                report.steps[step.id].result = result.output_for_node(dagster_name(step.id))
+        report.status = "SUCCESS" if result.success else "FAILURE"
+    return report
+
+
+def _apply_event(record: Any, step_ids: Mapping[str, str], report: RunReport, on_event: Callable) -> None:
+    event = record.dagster_event
+    if event is None or event.step_key not in step_ids:
+        return
+    step_id = step_ids[event.step_key]
+    step = report.steps[step_id]
+    kind = event.event_type
+    if kind == DagsterEventType.STEP_START or kind == DagsterEventType.STEP_RESTARTED:
+        step.attempts += 1
+        step.status = "running"
+        on_event(step_id, "start", f"attempt {step.attempts}" if step.attempts > 1 else "")
+    elif kind == DagsterEventType.STEP_SUCCESS:
+        step.status = "succeeded"
+        step.duration_ms = round(event.event_specific_data.duration_ms, 1)
+        on_event(step_id, "success", f"{step.duration_ms:.0f} ms")
+    elif kind == DagsterEventType.STEP_UP_FOR_RETRY:
+        data = event.event_specific_data
+        step.error = data.error.message.strip() if data.error else None
+        on_event(step_id, "retry", f"{step.error} — retrying in {data.seconds_to_wait or 0:g} s")
+    elif kind == DagsterEventType.STEP_FAILURE:
+        data = event.event_specific_data
+        step.status = "failed"
+        description = data.user_failure_data.description if data.user_failure_data else None
+        step.error = (description or (data.error.message if data.error else "failed")).strip()
+        on_event(step_id, "failure", step.error)
+
+
+def download_outputs(spec: WorkflowSpec, report: RunReport, outputs_dir: Path) -> list[str]:
+    """Copy the objects the run stored (minio putObject results) into the workflow's outputs/ folder."""
+    from workflow_platform.resources.object_store import ObjectStoreResource
+
+    written = [
+        report.steps[s.id].result
+        for s in spec.steps
+        if s.plugin == "minio" and s.action == "putObject" and report.steps[s.id].status == "succeeded"
+    ]
+    if not written:
+        return []
+    store = ObjectStoreResource(
+        endpoint=os.environ["WFP_S3_ENDPOINT"],
+        access_key=os.environ["WFP_S3_ACCESS_KEY"],
+        secret_key=os.environ["WFP_S3_SECRET_KEY"],
+        region=os.environ.get("WFP_S3_REGION", "us-east-1"),
+        bucket=os.environ["WFP_S3_BUCKET"],
+    )
+    paths = []
+    for item in written:
+        key = item["key"].removeprefix("outputs/")
+        target = (outputs_dir / key).resolve()
+        if outputs_dir.resolve() not in target.parents:
+            continue  # a key with '..' never writes outside outputs/
+        target.parent.mkdir(parents=True, exist_ok=True)
+        store.client().fget_object(item["bucket"], item["key"], str(target))
+        paths.append(str(target))
+    return paths

@@ -1,0 +1,241 @@
+"""WorkflowSpec -> Dagster job (one op per step) and schedule (DESIGN §1, §6).
+
+Each op renders its step's input templates with the results of upstream steps (Dagster inputs), validates the
+rendered input with the action's model, calls the plugin with its resource, and reports what it touched as
+asset events. A failed step fails the run; Dagster skips its dependents and still runs independent branches.
+"""
+
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import ValidationError
+
+from workflow_platform.plugins import Action, ActionError, ActionOutput, Plugin, StepContext, plugin_registry
+from workflow_platform.resources import service_resources
+from workflow_platform.spec import ParamSpec, StepSpec, WorkflowSpec
+from workflow_platform.templates import TemplateError, analyze, render
+from workflow_platform.validate import ancestors, pydantic_problems, template_strings
+
+WORKFLOW_TAG = "wfp/workflow"
+STEP_TAG = "wfp/step"
+TRIGGER_TAG = "wfp/trigger"
+PARAMS_RESOURCE = "workflow_params"
+PREVIEW_CHARS = 4000
+
+
+def dagster_name(name: str) -> str:
+    """Dagster names allow letters, digits and _ only: 'run-pathway' -> 'run_pathway'."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def job_name(spec: WorkflowSpec) -> str:
+    return dagster_name(spec.name)
+
+
+def build_job(spec: WorkflowSpec, source: Path | None = None, registry: Mapping[str, Plugin] | None = None):
+    """The Dagster job of a validated workflow (validate first: this assumes a valid spec)."""
+    registry = plugin_registry() if registry is None else registry
+    graph = {s.id: list(s.needs) for s in spec.steps}
+    step_ids = set(graph)
+    ops: list[dg.OpDefinition] = []
+    dependencies: dict[str, dict[str, dg.DependencyDefinition]] = {}
+    for step in spec.steps:
+        # An op takes the results of the steps it needs and of any ancestor its templates read.
+        referenced = set()
+        for _, text in template_strings(step.input):
+            referenced |= analyze(text, set(spec.params), step_ids).steps
+        upstream = sorted(set(step.needs) | (referenced & ancestors(graph, step.id)))
+        plugin = registry[step.plugin]
+        ops.append(_step_op(spec, step, plugin, plugin.actions[step.action], upstream))
+        dependencies[dagster_name(step.id)] = {
+            dagster_name(u): dg.DependencyDefinition(dagster_name(u)) for u in upstream
+        }
+    resources: dict[str, Any] = {**service_resources(), PARAMS_RESOURCE: _params_resource(spec.params)}
+    metadata: dict[str, Any] = {"workflow": spec.name, "steps": len(spec.steps)}
+    if source:
+        metadata["source"] = dg.MetadataValue.path(str(source))
+    return dg.GraphDefinition(
+        name=job_name(spec), node_defs=ops, dependencies=dependencies, description=spec.description
+    ).to_job(
+        name=job_name(spec),
+        description=spec.description or f"workflow {spec.name}",
+        tags={WORKFLOW_TAG: spec.name, **spec.tags},
+        metadata=metadata,
+        resource_defs=resources,
+        executor_def=dg.multiprocess_executor if spec.executor == "multiprocess" else dg.in_process_executor,
+    )
+
+
+def build_schedule(spec: WorkflowSpec, job: dg.JobDefinition) -> dg.ScheduleDefinition | None:
+    if spec.schedule is None:
+        return None
+    return dg.ScheduleDefinition(
+        name=f"{job.name}_schedule",
+        cron_schedule=spec.schedule.cron,
+        execution_timezone=spec.schedule.timezone,
+        job=job,
+        run_config=params_run_config(spec.schedule.params) if spec.schedule.params else None,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"{spec.name} on '{spec.schedule.cron}' ({spec.schedule.timezone})",
+    )
+
+
+def params_run_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Run config that sets workflow params: what `--param k=v`, schedules and the API produce."""
+    return {"resources": {PARAMS_RESOURCE: {"config": dict(values)}}}
+
+
+_PARAM_CONFIG_TYPES = {"string": str, "integer": int, "number": float, "boolean": bool}
+
+
+def _params_resource(params: Mapping[str, ParamSpec]) -> dg.ResourceDefinition:
+    schema = {}
+    for name, param in params.items():
+        config_type = _PARAM_CONFIG_TYPES.get(param.type, dg.Any)
+        if param.default is None:
+            schema[name] = dg.Field(config_type, is_required=True, description=param.description)
+        else:
+            schema[name] = dg.Field(config_type, default_value=param.default, description=param.description)
+    return dg.ResourceDefinition(
+        resource_fn=lambda init: dict(init.resource_config or {}),
+        config_schema=schema,
+        description="the workflow's declared params",
+    )
+
+
+def _retry_policy(spec: WorkflowSpec, step: StepSpec) -> dg.RetryPolicy | None:
+    retry = spec.retry_for(step)
+    if retry is None or retry.maxAttempts <= 1:
+        return None
+    return dg.RetryPolicy(
+        max_retries=retry.maxAttempts - 1,
+        delay=retry.delayMs / 1000,
+        backoff=dg.Backoff.EXPONENTIAL if retry.backoff == "exponential" else None,
+        jitter=dg.Jitter.FULL if retry.jitter else None,
+    )
+
+
+def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action, upstream: list[str]):
+    input_steps = {dagster_name(u): u for u in upstream}
+    timeout_ms = spec.timeout_for(step)
+    resource_keys = {PARAMS_RESOURCE} | ({plugin.resource_key} if plugin.resource_key else set())
+
+    @dg.op(
+        name=dagster_name(step.id),
+        description=step.description or f"{step.plugin}.{step.action} ({action.description})",
+        ins={name: dg.In(dg.Any) for name in input_steps},
+        out=dg.Out(dg.Any),
+        required_resource_keys=resource_keys,
+        retry_policy=_retry_policy(spec, step),
+        tags={"plugin": step.plugin, "action": step.action, STEP_TAG: step.id, **step.tags},
+    )
+    def step_op(context: dg.OpExecutionContext, **results: Any):
+        template_context = {
+            "steps": {input_steps[name]: {"result": value} for name, value in results.items()},
+            "params": dict(getattr(context.resources, PARAMS_RESOURCE)),
+            "run": {
+                "id": context.run_id,
+                "started_at": _run_started_at(context),
+                "job_name": context.job_name,
+            },
+            "workflow": {"name": spec.name, "description": spec.description},
+            "trigger": json.loads(context.run.tags.get(TRIGGER_TAG, "{}")),
+        }
+        parsed = _render_input(step, action, template_context)
+        resource = getattr(context.resources, plugin.resource_key) if plugin.resource_key else None
+        step_context = StepContext(
+            context.run_id, step.id, spec.name, timeout_ms / 1000 if timeout_ms else None
+        )
+        started = time.perf_counter()
+        output = _call(step, action, resource, parsed, step_context)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        for touched in output.touched:
+            event_type = dg.AssetMaterialization if touched.wrote else dg.AssetObservation
+            context.log_event(
+                event_type(
+                    asset_key=list(touched.asset_key),
+                    description=f"{touched.description} by step {step.id} of {spec.name}",
+                    metadata={**touched.metadata, "workflow": spec.name, "step": step.id},
+                )
+            )
+        yield dg.Output(output.value, metadata={"duration_ms": elapsed_ms, **_preview(output.value)})
+
+    return step_op
+
+
+def _run_started_at(context: dg.OpExecutionContext) -> str:
+    # The run's creation time, not the clock: a retried step renders 'now' the same way as its first attempt.
+    record = context.instance.get_run_record_by_id(context.run_id)
+    created = record.create_timestamp if record else datetime.now(UTC)
+    return (created if created.tzinfo else created.replace(tzinfo=UTC)).isoformat()
+
+
+def _render_input(step: StepSpec, action: Action, template_context: dict[str, Any]) -> Any:
+    try:
+        rendered = render(step.input, template_context)
+    except TemplateError as error:
+        raise dg.Failure(f"step {step.id}: template error in input: {error}", allow_retries=False) from None
+    try:
+        return action.input_model.model_validate(rendered)
+    except ValidationError as error:
+        problems = "; ".join(p.render() for p in pydantic_problems(error, rendered, "/input"))
+        raise dg.Failure(
+            f"step {step.id}: the rendered input is not valid for {step.plugin}.{step.action}: {problems}",
+            metadata={"input": dg.MetadataValue.json(_truncate_json(rendered))},
+            allow_retries=False,
+        ) from None
+
+
+def _call(
+    step: StepSpec, action: Action, resource: Any, parsed: Any, step_context: StepContext
+) -> ActionOutput:
+    what = f"step {step.id} ({step.plugin}.{step.action})"
+    try:
+        if step_context.timeout_s is None:
+            return action.fn(resource, parsed, step_context)
+        return _with_timeout(action, resource, parsed, step_context)
+    except ActionError as error:
+        raise dg.Failure(f"{what}: {error}", allow_retries=False) from None
+    except dg.Failure:
+        raise
+    except Exception as error:  # a service failure: fail with its message; the retry policy applies
+        message = str(error).strip() or type(error).__name__
+        raise dg.Failure(f"{what} failed: {type(error).__name__}: {message}") from error
+
+
+def _with_timeout(action: Action, resource: Any, parsed: Any, step_context: StepContext) -> ActionOutput:
+    # Actions also pass the timeout to their client (statement_timeout, HTTP timeout, asyncio.wait_for), so
+    # the call is cancelled where it runs; this guard fails the step even if a client ignores it.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"wfp-{step_context.step_id}")
+    future = pool.submit(action.fn, resource, parsed, step_context)
+    try:
+        return future.result(timeout=step_context.timeout_s)
+    except FutureTimeout:
+        raise dg.Failure(
+            f"step {step_context.step_id} timed out after {step_context.timeout_s:g} s"
+        ) from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _truncate_json(value: Any) -> Any:
+    text = json.dumps(value, default=str)
+    return value if len(text) <= PREVIEW_CHARS else {"preview": text[:PREVIEW_CHARS] + "..."}
+
+
+def _preview(value: Any) -> dict[str, dg.MetadataValue]:
+    text = json.dumps(value, default=str)
+    if len(text) <= PREVIEW_CHARS:
+        return {
+            "result": dg.MetadataValue.json(value if isinstance(value, dict | list) else {"value": value})
+        }
+    return {"result_preview": dg.MetadataValue.text(text[:PREVIEW_CHARS] + "..."), "result_chars": len(text)}
