@@ -71,7 +71,9 @@ class ScheduleSpec(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone '{value}' (use an IANA name such as 'UTC' or 'Europe/Paris')")
+            raise ValueError(
+                f"unknown timezone '{value}' (use an IANA name such as 'UTC' or 'Europe/Paris')"
+            ) from None
         return value
 
 

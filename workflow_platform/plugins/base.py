@@ -23,6 +23,14 @@ class ActionError(Exception):
     """The action failed because of its input (not the service): retrying will not help."""
 
 
+class ServiceHTTPError(Exception):
+    """A service answered an HTTP request with an error status."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class Touched:
     """Something a step read or wrote, reported to Dagster's asset catalog for lineage."""

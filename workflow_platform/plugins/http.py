@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +20,9 @@ from workflow_platform.plugins.base import (
     StepContext,
     plugin,
 )
-from workflow_platform.resources.http import HttpResource
+
+if TYPE_CHECKING:  # resources import dagster; validation must stay light
+    from workflow_platform.resources.http import HttpResource
 
 
 class HttpRequestInput(ActionInput):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import io
 import json
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from minio.error import S3Error
 from pydantic import Field
 
 from workflow_platform.plugins.base import (
@@ -19,7 +18,11 @@ from workflow_platform.plugins.base import (
     Touched,
     plugin,
 )
-from workflow_platform.resources.object_store import ObjectStoreResource
+
+if TYPE_CHECKING:  # clients and resources are heavy imports; validation must stay light
+    from minio.error import S3Error
+
+    from workflow_platform.resources.object_store import ObjectStoreResource
 
 
 class _ObjectInput(ActionInput):
@@ -92,6 +95,8 @@ def _not_found(error: S3Error) -> bool:
 
 
 def get_object(store: ObjectStoreResource, spec: GetObjectInput, ctx: StepContext) -> ActionOutput:
+    from minio.error import S3Error
+
     bucket = spec.bucket or store.bucket
     try:
         response = store.client().get_object(bucket, spec.key)

@@ -6,16 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.js import JetStreamContext
-from nats.js.errors import NoStreamResponseError, NotFoundError
 from pydantic import Field
 
 from workflow_platform.plugins.base import Action, ActionInput, ActionOutput, StepContext, Touched, plugin
-from workflow_platform.resources.nats import NatsResource
+
+if TYPE_CHECKING:  # clients and resources are heavy imports; validation must stay light
+    from nats.aio.client import Client
+    from nats.js import JetStreamContext
+
+    from workflow_platform.resources.nats import NatsResource
 
 SUBJECT = r"^[^\s*>]+(\.[^\s*>]+)*$"
 
@@ -48,6 +49,8 @@ def stream_name(subject: str) -> str:
 
 
 async def _ensure_stream(js: JetStreamContext, subject: str, name: str) -> None:
+    from nats.js.errors import NotFoundError
+
     root = subject.split(".")[0]
     try:
         info = await js.stream_info(name)
@@ -60,6 +63,9 @@ async def _ensure_stream(js: JetStreamContext, subject: str, name: str) -> None:
 
 
 def publish(nats_resource: NatsResource, spec: PublishInput, ctx: StepContext) -> ActionOutput:
+    from nats.errors import NoRespondersError
+    from nats.js.errors import NoStreamResponseError
+
     body = encode(spec.message)
     msg_id = (
         spec.msgId or hashlib.sha256(f"{ctx.run_id}/{ctx.step_id}/{spec.subject}".encode()).hexdigest()[:32]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -11,11 +11,14 @@ from workflow_platform.plugins.base import (
     ActionError,
     ActionInput,
     ActionOutput,
+    ServiceHTTPError,
     StepContext,
     Touched,
     plugin,
 )
-from workflow_platform.resources.pathway import PathwayResource, PathwayServiceError
+
+if TYPE_CHECKING:  # resources import dagster; validation must stay light
+    from workflow_platform.resources.pathway import PathwayResource
 
 
 class RunPipelineInput(ActionInput):
@@ -30,7 +33,7 @@ class NoInput(ActionInput):
 def run_pipeline(service: PathwayResource, spec: RunPipelineInput, ctx: StepContext) -> ActionOutput:
     try:
         result = service.call("POST", f"/pipelines/{spec.pipelineId}/run", spec.input, ctx.timeout_s)
-    except PathwayServiceError as error:
+    except ServiceHTTPError as error:
         if 400 <= error.status < 500:
             # The pipeline rejected its input (or does not exist): the same call would fail again.
             raise ActionError(f"pipeline {spec.pipelineId}: {error}") from None

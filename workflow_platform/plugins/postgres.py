@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 import psycopg2.extras
@@ -21,7 +21,9 @@ from workflow_platform.plugins.base import (
     jsonable,
     plugin,
 )
-from workflow_platform.resources.postgres import PostgresResource
+
+if TYPE_CHECKING:  # resources import dagster; validation must stay light
+    from workflow_platform.resources.postgres import PostgresResource
 
 Row = dict[str, Any]
 Scalar = str | int | float | bool | None

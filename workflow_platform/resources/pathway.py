@@ -6,11 +6,7 @@ import dagster as dg
 import requests
 from pydantic import PrivateAttr
 
-
-class PathwayServiceError(Exception):
-    def __init__(self, status: int, message: str):
-        self.status = status
-        super().__init__(message)
+from workflow_platform.plugins.base import ServiceHTTPError
 
 
 class PathwayResource(dg.ConfigurableResource):
@@ -28,7 +24,7 @@ class PathwayResource(dg.ConfigurableResource):
             method, self.url.rstrip("/") + path, json=body, timeout=timeout_s or self.timeout_s
         )
         if response.status_code >= 400:
-            raise PathwayServiceError(response.status_code, _error_text(response))
+            raise ServiceHTTPError(response.status_code, _error_text(response))
         return response.json()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

@@ -1,0 +1,93 @@
+"""Session fixtures: the real services (embedded stack) started once, and helpers to look at what they hold."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import psycopg2
+import pytest
+from minio import Minio
+
+from workflow_platform.settings import ENDPOINT_VARIABLES
+
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Start PostgreSQL, NATS JetStream, the S3 server and the Pathway service; export their WFP_* variables."""
+    from workflow_platform.stack import EmbeddedStack
+
+    saved = dict(os.environ)
+    for name in ENDPOINT_VARIABLES:
+        os.environ.pop(name, None)
+    with EmbeddedStack(tmp_path_factory.mktemp("stack")) as stack:
+        os.environ.update(stack.env)
+        os.environ["DAGSTER_HOME"] = str(tmp_path_factory.mktemp("dagster_home"))
+        Path(os.environ["DAGSTER_HOME"], "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        try:
+            yield stack.env
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+@pytest.fixture
+def pg(stack_env: dict[str, str]) -> Iterator[psycopg2.extensions.connection]:
+    connection = psycopg2.connect(stack_env["WFP_PG_DSN"])
+    connection.autocommit = True
+    yield connection
+    connection.close()
+
+
+def fetch(connection: psycopg2.extensions.connection, query: str, *params: object) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        return cursor.fetchall()
+
+
+@pytest.fixture
+def s3(stack_env: dict[str, str]) -> Minio:
+    endpoint = stack_env["WFP_S3_ENDPOINT"].split("://", 1)[1]
+    return Minio(
+        endpoint,
+        access_key=stack_env["WFP_S3_ACCESS_KEY"],
+        secret_key=stack_env["WFP_S3_SECRET_KEY"],
+        secure=False,
+        region=stack_env["WFP_S3_REGION"],
+    )
+
+
+def read_json_object(client: Minio, bucket: str, key: str) -> object:
+    response = client.get_object(bucket, key)
+    try:
+        return json.loads(response.read())
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def stream_messages(nats_url: str, stream: str, subject: str) -> list[tuple[int, dict, dict]]:
+    """Every message of a JetStream stream on a subject: (sequence, headers, JSON body)."""
+
+    async def read() -> list[tuple[int, dict, dict]]:
+        client = await nats.connect(nats_url)
+        try:
+            js = client.jetstream()
+            info = await js.stream_info(stream)
+            messages = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                try:
+                    message = await js.get_msg(stream, seq)
+                except nats.js.errors.NotFoundError:
+                    continue
+                if message.subject == subject:
+                    messages.append((seq, dict(message.headers or {}), json.loads(message.data)))
+            return messages
+        finally:
+            await client.drain()
+
+    return asyncio.run(read())

@@ -1,0 +1,335 @@
+"""Workflows run through Dagster against the real services; assertions on what the services hold."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from workflow_platform.translate import build_job
+from workflow_platform.validate import check_document
+from workflow_platform_tests.conftest import fetch, read_json_object, stream_messages
+
+ROOT = Path(__file__).parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+
+pytestmark = pytest.mark.usefixtures("stack_env")
+
+
+def execute(
+    document: dict, params: dict | None = None
+) -> tuple[dg.ExecuteInProcessResult, dg.DagsterInstance]:
+    spec, problems = check_document(document)
+    assert problems == [], [p.render() for p in problems]
+    instance = dg.DagsterInstance.get()
+    run_config = {"resources": {"workflow_params": {"config": params}}} if params else None
+    result = build_job(spec).execute_in_process(
+        run_config=run_config, instance=instance, raise_on_error=False
+    )
+    return result, instance
+
+
+def step_events(result: dg.ExecuteInProcessResult, step: str) -> list[str]:
+    return [e.event_type_value for e in result.all_events if e.step_key == step]
+
+
+def test_minio_store_workflow_with_wfp_run(stack_env, pg, s3, tmp_path):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workflow_platform.cli",
+            "run",
+            "minio-store-workflow",
+            "--json",
+            "--outputs",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report["status"] == "SUCCESS"
+    assert {s["status"] for s in report["steps"].values()} == {"succeeded"}
+    computed = report["steps"]["run-pathway"]["result"]
+    assert computed["recordCount"] == 150 and computed["overall"]["count"] == 150
+    # the object in the bucket holds the pipeline's computed result
+    stored = read_json_object(s3, stack_env["WFP_S3_BUCKET"], "outputs/minio-store-workflow/result.json")
+    assert stored == computed
+    # ... it was downloaded to the outputs folder
+    downloaded = tmp_path / "minio-store-workflow" / "result.json"
+    assert report["outputs"] == [str(downloaded)]
+    assert json.loads(downloaded.read_text()) == computed
+    # ... and the completion is recorded in orchestrator.events, with the run id
+    rows = fetch(
+        pg,
+        "SELECT data FROM orchestrator.events WHERE event_type = 'workflow_completed' AND data->>'runId' = %s",
+        report["run_id"],
+    )
+    assert (
+        rows
+        and rows[0][0]["object"]
+        == f"s3://{stack_env['WFP_S3_BUCKET']}/outputs/minio-store-workflow/result.json"
+    )
+    # progress is shown per step
+    assert "✔ run-pathway" in completed.stderr and "✔ emit-event" in completed.stderr
+
+
+def test_original_format_workflow_touches_every_service(stack_env, pg, s3):
+    fetch(
+        pg,
+        "INSERT INTO orchestrator.transactions (customer_id, amount) VALUES (1, 10.5), (2, 99.99) RETURNING id",
+    )
+    result, _ = execute(json.loads((FIXTURES / "orders-digest.json").read_text()))
+    assert result.success
+    orders = result.output_for_node("fetch_open_orders")
+    assert orders["rowCount"] >= 2 and set(orders["rows"][0]) == {"id", "customer_id", "amount"}
+    summary = result.output_for_node("summarise")
+    assert summary["source"] == f"{orders['rowCount']} open orders"
+    archived = result.output_for_node("archive_digest")
+    assert (
+        archived["key"].startswith("digests/")
+        and read_json_object(s3, archived["bucket"], archived["key"]) == summary
+    )
+    published = result.output_for_node("announce")
+    messages = stream_messages(stack_env["WFP_NATS_URL"], published["stream"], "digests.orders")
+    seq, headers, body = next(m for m in messages if m[0] == published["seq"])
+    assert body == {"type": "digest_ready", "records": 12}
+    assert headers["Nats-Msg-Id"] == published["msgId"]
+    assert fetch(
+        pg,
+        "SELECT data FROM orchestrator.events WHERE id = %s",
+        result.output_for_node("log_done")["rows"][0]["id"],
+    ) == [({"digest": "orders"},)]
+    # lineage: what the run wrote is in the asset catalog
+    keys = {m.asset_key for m in result.asset_materializations_for_node("archive_digest")}
+    assert dg.AssetKey(["s3", archived["bucket"], *archived["key"].split("/")]) in keys
+
+
+def test_failing_step_is_retried_fails_the_run_and_skips_dependents(stack_env, s3):
+    document = {
+        "name": "failing-branch",
+        "steps": [
+            {
+                "id": "read-missing",
+                "plugin": "postgres",
+                "action": "query",
+                "retry": {"maxAttempts": 2, "delayMs": 10},
+                "input": {"sql": "SELECT * FROM orchestrator.no_such_table"},
+            },
+            {
+                "id": "store",
+                "plugin": "minio",
+                "action": "putObject",
+                "needs": ["read-missing"],
+                "input": {"key": "failing/never.json", "data": "{{ steps.read-missing.result }}"},
+            },
+            {
+                "id": "independent",
+                "plugin": "minio",
+                "action": "putObject",
+                "input": {"key": "failing/independent.json", "data": {"ok": True}},
+            },
+        ],
+    }
+    result, _ = execute(document)
+    assert not result.success
+    events = step_events(result, "read_missing")
+    assert events.count("STEP_UP_FOR_RETRY") == 1 and events[-1] == "STEP_FAILURE"
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert (
+        'relation "orchestrator.no_such_table" does not exist'
+        in failure.event_specific_data.user_failure_data.description
+    )
+    assert "STEP_START" not in step_events(result, "store")
+    assert result.output_for_node("independent")["key"] == "failing/independent.json"
+    assert read_json_object(s3, stack_env["WFP_S3_BUCKET"], "failing/independent.json") == {"ok": True}
+
+
+def test_step_timeout_cancels_the_call():
+    document = {
+        "name": "slow-step",
+        "steps": [
+            {
+                "id": "sleep",
+                "plugin": "postgres",
+                "action": "query",
+                "timeout": 300,
+                "input": {"sql": "SELECT pg_sleep(5)"},
+            }
+        ],
+    }
+    result, _ = execute(document)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.user_failure_data.description
+    assert "timed out" in message or "statement timeout" in message
+
+
+def test_input_errors_are_not_retried_and_name_the_columns(pg):
+    document = {
+        "name": "bad-column",
+        "steps": [
+            {
+                "id": "select",
+                "plugin": "postgres",
+                "action": "select",
+                "retry": {"maxAttempts": 3, "delayMs": 10},
+                "input": {"table": "orchestrator.events", "columns": ["id", "colour"]},
+            }
+        ],
+    }
+    result, _ = execute(document)
+    assert not result.success
+    assert "STEP_UP_FOR_RETRY" not in step_events(result, "select")
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    description = failure.event_specific_data.user_failure_data.description
+    assert "'colour' not in table orchestrator.events" in description and "event_type" in description
+
+
+def test_postgres_actions_and_params(pg):
+    fetch(pg, "CREATE TABLE IF NOT EXISTS public.stock (sku text PRIMARY KEY, qty int NOT NULL, meta jsonb)")
+    fetch(pg, "TRUNCATE public.stock")
+    document = {
+        "name": "stock-keeping",
+        "params": {"threshold": {"type": "integer", "default": 3}},
+        "steps": [
+            {
+                "id": "load",
+                "plugin": "postgres",
+                "action": "insert",
+                "input": {
+                    "table": "stock",
+                    "rows": [
+                        {"sku": "a", "qty": 1},
+                        {"sku": "b", "qty": 5, "meta": {"x": 1}},
+                        {"sku": "c", "qty": 9},
+                    ],
+                },
+            },
+            {
+                "id": "merge",
+                "plugin": "postgres",
+                "action": "upsert",
+                "needs": ["load"],
+                "input": {
+                    "table": "stock",
+                    "conflict": ["sku"],
+                    "rows": [{"sku": "a", "qty": 2}, {"sku": "d", "qty": 4}],
+                },
+            },
+            {
+                "id": "bump",
+                "plugin": "postgres",
+                "action": "update",
+                "needs": ["merge"],
+                "input": {"table": "stock", "data": {"qty": 0}, "where": {"sku": ["c"]}},
+            },
+            {
+                "id": "low",
+                "plugin": "postgres",
+                "action": "select",
+                "needs": ["bump"],
+                "input": {
+                    "table": "stock",
+                    "where": {"qty": {"<": "{{ params.threshold }}"}},
+                    "orderBy": "-sku",
+                    "columns": ["sku", "qty"],
+                },
+            },
+            {
+                "id": "count",
+                "plugin": "postgres",
+                "action": "query",
+                "needs": ["low"],
+                "input": {
+                    "sql": "SELECT count(*)::int AS n FROM stock WHERE qty >= :min AND meta IS NULL",
+                    "params": {"min": "{{ params.threshold }}"},
+                },
+            },
+            {
+                "id": "drop",
+                "plugin": "postgres",
+                "action": "delete",
+                "needs": ["count"],
+                "input": {"table": "stock", "where": {"sku": {"in": ["a", "c"]}}},
+            },
+        ],
+    }
+    result, _ = execute(document, {"threshold": 3})
+    assert result.success
+    assert result.output_for_node("load")["rowCount"] == 3
+    assert result.output_for_node("low")["rows"] == [{"sku": "c", "qty": 0}, {"sku": "a", "qty": 2}]
+    assert result.output_for_node("count")["rows"] == [{"n": 1}]
+    assert result.output_for_node("drop")["rowCount"] == 2
+    assert fetch(pg, "SELECT sku, qty, meta FROM stock ORDER BY sku") == [("b", 5, {"x": 1}), ("d", 4, None)]
+
+
+def test_update_without_where_is_refused(pg):
+    document = {
+        "name": "unsafe-update",
+        "steps": [
+            {
+                "id": "all",
+                "plugin": "postgres",
+                "action": "update",
+                "input": {"table": "orchestrator.events", "data": {"event_type": "x"}},
+            }
+        ],
+    }
+    result, _ = execute(document)
+    assert not result.success
+    assert fetch(pg, "SELECT count(*) FROM orchestrator.events WHERE event_type = 'x'") == [(0,)]
+
+
+def test_publish_deduplicates_on_message_id(stack_env):
+    document = {
+        "name": "dedupe",
+        "steps": [
+            {
+                "id": "first",
+                "plugin": "nats",
+                "action": "publish",
+                "input": {"subject": "dedupe.test", "message": {"n": 1}, "msgId": "fixed-id"},
+            },
+            {
+                "id": "again",
+                "plugin": "nats",
+                "action": "publish",
+                "needs": ["first"],
+                "input": {"subject": "dedupe.test", "message": {"n": 1}, "msgId": "fixed-id"},
+            },
+        ],
+    }
+    result, _ = execute(document)
+    assert result.success
+    assert result.output_for_node("first")["duplicate"] is False
+    assert result.output_for_node("again")["duplicate"] is True
+    assert len(stream_messages(stack_env["WFP_NATS_URL"], "DEDUPE", "dedupe.test")) == 1
+
+
+def test_dagster_cli_executes_a_shipped_workflow(tmp_path):
+    completed = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "job",
+            "execute",
+            "-m",
+            "workflow_platform.definitions",
+            "-j",
+            "minio_store_workflow",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "RUN_SUCCESS" in completed.stderr + completed.stdout
