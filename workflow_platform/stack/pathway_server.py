@@ -1,0 +1,42 @@
+"""The Pathway ETL service (`python -m workflow_platform.pathway_service`), started by its own launcher."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import workflow_platform
+from workflow_platform.pathway_service.launcher import start_pathway_service
+from workflow_platform.stack.processes import (
+    LOOPBACK,
+    ProcessRef,
+    ServiceHandle,
+    ServiceStartError,
+    free_ports,
+)
+
+SERVICE = "pathway"
+# Importing pathway alone takes about a second; its engine needs a few more to serve.
+TIMEOUT = 60.0
+
+
+def available() -> bool:
+    return (Path(workflow_platform.__file__).parent / "pathway_service" / "__main__.py").exists()
+
+
+def start(state_dir: Path, log_path: Path) -> ServiceHandle:
+    began = time.monotonic()
+    (port,) = free_ports()
+    try:
+        # Starts the service in its own session and returns once GET /health answers 200.
+        process = start_pathway_service(LOOPBACK, port, log_path, timeout=TIMEOUT)
+    except RuntimeError as exc:  # the launcher's failure: it has stopped the process and quotes the log
+        raise ServiceStartError(SERVICE, str(exc)) from exc
+    return ServiceHandle(
+        name=SERVICE,
+        process=ProcessRef.of(process.pid),
+        ports={"http": port},
+        env={"WFP_PATHWAY_URL": f"http://{LOOPBACK}:{port}"},
+        log=str(log_path),
+        startup_seconds=round(time.monotonic() - began, 3),
+    )

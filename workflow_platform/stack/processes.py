@@ -1,0 +1,222 @@
+"""Process plumbing shared by the embedded services: free ports, detached children, readiness, teardown."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+LOOPBACK = "127.0.0.1"
+# Loopback checks must never go through an HTTP proxy taken from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class StackError(RuntimeError):
+    """The embedded stack could not be started or stopped."""
+
+
+class ServiceStartError(StackError):
+    """A service did not become ready; the message names it and quotes the end of its log."""
+
+    def __init__(self, service: str, reason: str, log_path: Path | None = None) -> None:
+        message = f"{service} failed to start: {reason}"
+        if log_path is not None:
+            message += f"\n--- last lines of {log_path} ---\n{log_tail(log_path)}"
+        super().__init__(message)
+        self.service = service
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """A pid plus its start time, so a recycled pid is never mistaken for one of our servers."""
+
+    pid: int
+    create_time: float
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRef:
+        return cls(pid, psutil.Process(pid).create_time())
+
+    def alive(self) -> bool:
+        try:
+            proc = psutil.Process(self.pid)
+            with proc.oneshot():
+                if abs(proc.create_time() - self.create_time) >= 0.05:
+                    return False
+                # A zombie has exited (nobody may reap it once its parent, e.g. `wfp stack up`, is gone), unless
+                # it is only the main thread that ended and other threads still run and hold its sockets.
+                return proc.status() != psutil.STATUS_ZOMBIE or proc.num_threads() > 1
+        except psutil.NoSuchProcess:
+            return False
+
+
+@dataclass(frozen=True)
+class ServiceHandle:
+    """One running service as recorded in stack.json."""
+
+    name: str
+    process: ProcessRef
+    ports: dict[str, int]
+    env: dict[str, str]
+    log: str
+    startup_seconds: float
+    data_dir: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ServiceHandle:
+        return cls(**{**raw, "process": ProcessRef(**raw["process"])})
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """Ports the kernel considers free, all held open together so they are distinct."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def port_open(port: int, host: str = LOOPBACK) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with _DIRECT.open(url, timeout=timeout) as response:
+            return response.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def rotate_log(path: Path) -> None:
+    """Start an empty log, keeping the previous run's as `<name>.1` (it may explain a crash)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".1"))
+    path.touch()
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(log unreadable: {exc})"
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    service: str,
+    log_path: Path,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Poll `ready` until it holds; fail early if the process died, so errors come without the full wait."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process is not None and process.poll() is not None:
+            raise ServiceStartError(service, f"process exited with code {process.returncode}", log_path)
+        if time.monotonic() > deadline:
+            raise ServiceStartError(service, f"not ready after {timeout:.0f} s", log_path)
+        time.sleep(0.05)
+
+
+def start_detached(
+    service: str,
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    ready: Callable[[], bool],
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> ProcessRef:
+    """Start `argv` in its own session (it outlives us and stops as a group) and wait until it is ready."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env) if env is not None else None,
+        )
+    ref = ProcessRef.of(process.pid)
+    try:
+        wait_until(ready, service=service, log_path=log_path, timeout=timeout, process=process)
+    except BaseException:
+        stop_process(ref)
+        raise
+    return ref
+
+
+def stop_process(ref: ProcessRef, grace: float = 10.0) -> None:
+    """SIGTERM the process (its whole group if it leads one), then SIGKILL whatever is left after `grace`."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if not ref.alive():
+            return
+        _signal(ref.pid, sig)
+        if wait_gone(ref, wait):
+            # Children of a group leader may outlive it; the group id stays theirs until they exit.
+            _signal(ref.pid, signal.SIGKILL, only_group=True)
+            return
+    raise StackError(f"process {ref.pid} survived SIGKILL")
+
+
+def wait_gone(ref: ProcessRef, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap(ref.pid)
+        if not ref.alive():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _signal(pid: int, sig: signal.Signals, only_group: bool = False) -> None:
+    try:
+        if _leads_group(pid):
+            os.killpg(pid, sig)
+        elif not only_group:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _leads_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        # The leader is gone; the group still exists if any member does.
+        return any(_pgid(proc) == pid for proc in psutil.process_iter())
+
+
+def _pgid(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return None
+
+
+def _reap(pid: int) -> None:
+    """Collect our own exited child so it does not linger as a zombie."""
+    with suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
