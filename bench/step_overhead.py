@@ -99,7 +99,10 @@ def main() -> None:
             {
                 "steps": args.steps,
                 "executor": "in_process",
-                "platform_s": {"min": round(best_platform, 3), "median": round(statistics.median(platform_s), 3)},
+                "platform_s": {
+                    "min": round(best_platform, 3),
+                    "median": round(statistics.median(platform_s), 3),
+                },
                 "direct_s": {"min": round(best_direct, 4), "median": round(statistics.median(direct_s), 4)},
                 "overhead_ms_per_step": round((best_platform - best_direct) / args.steps * 1000, 2),
                 "platform_steps_per_s": round(args.steps / best_platform, 1),

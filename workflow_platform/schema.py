@@ -32,4 +32,9 @@ def workflow_schema(registry: Mapping[str, Plugin] | None = None) -> dict[str, A
     ]
     defs["StepSpec"]["properties"]["plugin"]["enum"] = sorted(registry)
     root = defs.pop("WorkflowSpec")
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **root, "$defs": defs}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        **root,
+        "$defs": defs,
+    }

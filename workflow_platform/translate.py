@@ -5,7 +5,6 @@ rendered input with the action's model, calls the plugin with its resource, and 
 asset events. A failed step fails the run; Dagster skips its dependents and still runs independent branches.
 """
 
-
 import json
 import re
 import time

@@ -21,7 +21,10 @@ def test_whole_value_templates_keep_their_type():
 
 
 def test_templates_inside_text_are_interpolated():
-    assert render("orders-{{ params.region }}-{{ steps.fetch-orders.result.rows[0].id }}", CONTEXT) == "orders-EU-7"
+    assert (
+        render("orders-{{ params.region }}-{{ steps.fetch-orders.result.rows[0].id }}", CONTEXT)
+        == "orders-EU-7"
+    )
     # objects inside text become JSON, not Python reprs
     assert render("x={{ steps.fetch-orders.result.rows }}", CONTEXT) == 'x=[{"amount": 12.5, "id": 7}]'
 
@@ -80,7 +83,9 @@ def test_static_analysis_rejects_bad_templates(template, expected):
 
 
 def test_static_analysis_collects_references():
-    found = analyze("{{ steps.fetch-orders.result.rows[0] }} {{ params.region }}", {"region"}, {"fetch-orders"})
+    found = analyze(
+        "{{ steps.fetch-orders.result.rows[0] }} {{ params.region }}", {"region"}, {"fetch-orders"}
+    )
     assert found.errors == []
     assert found.steps == {"fetch-orders"}
     assert found.params == {"region"}
