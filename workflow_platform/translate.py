@@ -127,6 +127,8 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
     input_steps = {dagster_name(u): u for u in upstream}
     timeout_ms = spec.timeout_for(step)
     resource_keys = {PARAMS_RESOURCE} | ({plugin.resource_key} if plugin.resource_key else set())
+    # Looking up the run's start costs a storage query: only steps whose templates use it pay for it.
+    reads_start_time = any("started_at" in text or "date" in text for _, text in template_strings(step.input))
 
     @dg.op(
         name=dagster_name(step.id),
@@ -143,7 +145,7 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
             "params": dict(getattr(context.resources, PARAMS_RESOURCE)),
             "run": {
                 "id": context.run_id,
-                "started_at": _run_started_at(context),
+                "started_at": _run_started_at(context) if reads_start_time else None,
                 "job_name": context.job_name,
             },
             "workflow": {"name": spec.name, "description": spec.description},
