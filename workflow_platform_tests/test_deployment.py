@@ -1,0 +1,60 @@
+"""The deployment files: dagster.yaml is a working instance on PostgreSQL; docker-compose.yml is consistent."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from workflow_platform.settings import ENDPOINT_VARIABLES
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_project_dagster_yaml_is_a_working_postgres_instance(stack_env, tmp_path, monkeypatch):
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv(
+        "DAGSTER_PG_URL", stack_env["WFP_PG_DSN"].replace("postgresql://", "postgresql+psycopg2://")
+    )
+
+    @dg.op
+    def hello() -> int:
+        return 1
+
+    @dg.job
+    def deployment_check():
+        hello()
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        result = deployment_check.execute_in_process(instance=instance)
+        assert result.success
+        assert instance.get_run_by_id(result.run_id).is_success
+
+
+def test_compose_file_runs_every_service_with_the_platform_environment():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "nats", "minio", "pathway", "code-server", "webserver", "daemon"} <= set(services)
+    for name in ("code-server", "webserver", "daemon"):
+        assert set(ENDPOINT_VARIABLES) <= set(services[name]["environment"]), name
+    assert "healthcheck" in services["pathway"]
+    assert services["nats"]["command"][0] == "-js"
+    assert (ROOT / services["postgres"]["volumes"][1].split(":")[0]).exists()  # the orchestrator schema
+    assert (ROOT / "deploy" / "workspace.yaml").exists()
+
+
+def test_compose_file_is_valid_for_docker_compose():
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        import pytest
+
+        pytest.skip("docker-compose is not installed (the Debian package docker-compose provides it)")
+    completed = subprocess.run(
+        [binary, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr
