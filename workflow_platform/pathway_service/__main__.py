@@ -1,0 +1,62 @@
+"""`python -m workflow_platform.pathway_service [--host H] [--port P]`: run the Pathway service.
+
+Defaults come from WFP_PATHWAY_HOST / WFP_PATHWAY_PORT (127.0.0.1:8000). Logs go to stderr; SIGTERM and SIGINT
+stop the service cleanly (exit status 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+
+log = logging.getLogger("workflow_platform.pathway_service")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m workflow_platform.pathway_service", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("WFP_PATHWAY_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("WFP_PATHWAY_PORT", "8000")))
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=float(os.environ.get("WFP_PATHWAY_REQUEST_TIMEOUT", "300")),
+        help="seconds after which a request still without an answer gets a 504 (default 300)",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("WFP_PATHWAY_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    # Pathway's engine unwinds cleanly from KeyboardInterrupt (Ctrl-C); raising it for SIGTERM too gives
+    # `docker stop` and the launcher the same clean stop, with exit status 0.
+    log.info("received %s, stopping", signal.Signals(signum).name)
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Pathway logs every request itself (`http_access`, with status and duration); aiohttp's line would repeat it.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        from .app import serve  # imports pathway (~1 s): only once the arguments are known to be good
+
+        serve(args.host, args.port, args.request_timeout)
+    except KeyboardInterrupt:
+        pass
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

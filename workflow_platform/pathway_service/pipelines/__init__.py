@@ -1,0 +1,14 @@
+"""The pipeline registry: the one place a pipeline is added.
+
+To add one, write `pipelines/<name>.py` exporting `PIPELINE = Pipeline(...)` (see `sample.py`) and list it
+below; the service then serves it at `POST /pipelines/<id>/run` and describes it in `GET /pipelines`.
+"""
+
+from __future__ import annotations
+
+from ..pipeline import Pipeline
+from . import sample
+
+PIPELINES: dict[str, Pipeline] = {pipeline.id: pipeline for pipeline in (sample.PIPELINE,)}
+
+__all__ = ["PIPELINES", "Pipeline"]
