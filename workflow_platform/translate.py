@@ -126,7 +126,9 @@ def _retry_policy(spec: WorkflowSpec, step: StepSpec) -> dg.RetryPolicy | None:
 def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action, upstream: list[str]):
     input_steps = {dagster_name(u): u for u in upstream}
     timeout_ms = spec.timeout_for(step)
-    resource_keys = {PARAMS_RESOURCE} | ({plugin.resource_key} if plugin.resource_key else set())
+    resource_keys = {PARAMS_RESOURCE, *action.uses} | (
+        {plugin.resource_key} if plugin.resource_key else set()
+    )
     # Looking up the run's start costs a storage query: only steps whose templates use it pay for it.
     reads_start_time = any("started_at" in text or "date" in text for _, text in template_strings(step.input))
 
@@ -154,7 +156,11 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
         parsed = _render_input(step, action, template_context)
         resource = getattr(context.resources, plugin.resource_key) if plugin.resource_key else None
         step_context = StepContext(
-            context.run_id, step.id, spec.name, timeout_ms / 1000 if timeout_ms else None
+            context.run_id,
+            step.id,
+            spec.name,
+            timeout_ms / 1000 if timeout_ms else None,
+            {key: getattr(context.resources, key) for key in action.uses},
         )
         started = time.perf_counter()
         output = _call(step, action, resource, parsed, step_context)

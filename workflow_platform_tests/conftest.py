@@ -45,7 +45,7 @@ def pg(stack_env: dict[str, str]) -> Iterator[psycopg2.extensions.connection]:
 
 def fetch(connection: psycopg2.extensions.connection, query: str, *params: object) -> list[tuple]:
     with connection.cursor() as cursor:
-        cursor.execute(query, params)
+        cursor.execute(query, params or None)
         return cursor.fetchall() if cursor.description else []
 
 

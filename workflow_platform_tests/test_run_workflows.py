@@ -333,3 +333,68 @@ def test_dagster_cli_executes_a_shipped_workflow(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "RUN_SUCCESS" in completed.stderr + completed.stdout
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_large_results_go_by_reference(pg, s3, fmt):
+    import io
+
+    import pandas as pd
+
+    fetch(
+        pg,
+        "CREATE TABLE IF NOT EXISTS public.readings (id int PRIMARY KEY, sensor text, value double precision)",
+    )
+    fetch(pg, "TRUNCATE public.readings")
+    fetch(pg, "INSERT INTO public.readings SELECT i, 's' || (i % 3), i * 1.5 FROM generate_series(1, 25) i")
+    document = {
+        "name": f"by-reference-{fmt}",
+        "steps": [
+            {
+                "id": "forced",
+                "plugin": "postgres",
+                "action": "select",
+                "input": {"table": "readings", "output": "ref", "format": fmt, "orderBy": "id"},
+            },
+            {
+                "id": "auto",
+                "plugin": "postgres",
+                "action": "query",
+                "input": {
+                    "sql": "SELECT * FROM readings WHERE id > :n ORDER BY id",
+                    "params": {"n": 5},
+                    "inlineMaxRows": 10,
+                    "format": fmt,
+                },
+            },
+            {
+                "id": "small",
+                "plugin": "postgres",
+                "action": "query",
+                "input": {"sql": "SELECT * FROM readings WHERE id <= 3 ORDER BY id", "inlineMaxRows": 10},
+            },
+        ],
+    }
+    result, _ = execute(document)
+    assert result.success
+    expected = pd.DataFrame(
+        {
+            "id": range(1, 26),
+            "sensor": [f"s{i % 3}" for i in range(1, 26)],
+            "value": [i * 1.5 for i in range(1, 26)],
+        }
+    )
+    for node, rows in (("forced", expected), ("auto", expected[expected.id > 5].reset_index(drop=True))):
+        reference = result.output_for_node(node)
+        assert reference["format"] == fmt and reference["rowCount"] == len(rows)
+        assert reference["columns"] == ["id", "sensor", "value"]
+        bucket, key = reference["ref"].removeprefix("s3://").split("/", 1)
+        body = s3.get_object(bucket, key).read()
+        frame = {
+            "parquet": pd.read_parquet,
+            "csv": pd.read_csv,
+            "jsonl": lambda b: pd.read_json(b, lines=True),
+        }[fmt](io.BytesIO(body))
+        pd.testing.assert_frame_equal(frame, rows, check_dtype=False)
+        assert reference["preview"][0]["id"] == rows.id[0]
+    assert result.output_for_node("small")["rows"][2] == {"id": 3, "sensor": "s0", "value": 4.5}

@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 import decimal
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,8 @@ class StepContext:
     step_id: str
     workflow: str
     timeout_s: float | None = None
+    # Resources an action uses besides its plugin's own (see Action.uses), by resource key.
+    resources: Mapping[str, Any] = field(default_factory=dict)
 
 
 ActionFn = Callable[[Any, Any, StepContext], ActionOutput]
@@ -64,6 +66,7 @@ class Action:
     input_model: type[ActionInput]
     fn: ActionFn
     description: str
+    uses: tuple[str, ...] = ()  # extra resource keys, e.g. a postgres select writing a large result to S3
 
 
 @dataclass(frozen=True)

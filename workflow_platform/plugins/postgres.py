@@ -21,6 +21,12 @@ from workflow_platform.plugins.base import (
     jsonable,
     plugin,
 )
+from workflow_platform.plugins.result_store import (
+    ResultOptions,
+    store_table,
+    table_from_copy,
+    table_from_rows,
+)
 
 if TYPE_CHECKING:  # resources import dagster; validation must stay light
     from workflow_platform.resources.postgres import PostgresResource
@@ -41,7 +47,7 @@ class _TableInput(ActionInput):
     )
 
 
-class SelectInput(_TableInput):
+class SelectInput(_TableInput, ResultOptions):
     where: dict[str, WhereValue] = Field(
         default_factory=dict,
         description="column -> value; null = IS NULL, list = IN, {op: value} with op in =, !=, >, >=, <, <=, like, "
@@ -88,7 +94,7 @@ class DeleteInput(_TableInput):
     allRows: bool = Field(False, description="required to delete every row (an empty where)")
 
 
-class QueryInput(ActionInput):
+class QueryInput(ResultOptions):
     sql: str = Field(min_length=1, description="SQL with named parameters :name")
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -213,12 +219,37 @@ def select(resource: PostgresResource, spec: SelectInput, ctx: StepContext) -> A
             query += sql.SQL(" LIMIT {}").format(sql.Literal(spec.limit))
         if spec.offset is not None:
             query += sql.SQL(" OFFSET {}").format(sql.Literal(spec.offset))
-        cursor.execute(query, values)
-        rows = _rows(cursor)
-    touched = Touched(
-        table.asset_key, f"rows read from {table.schema}.{table.name}", {"rows": len(rows)}, False
+        output = _run_query(cursor, query, values, spec, ctx)
+    read = Touched(
+        table.asset_key,
+        f"rows read from {table.schema}.{table.name}",
+        {"rows": output.value["rowCount"]},
+        False,
     )
-    return ActionOutput({"rows": rows, "rowCount": len(rows)}, [touched])
+    output.touched.append(read)
+    return output
+
+
+def _run_query(
+    cursor: psycopg2.extensions.cursor,
+    query: sql.Composable | str,
+    values: Any,
+    spec: ResultOptions,
+    ctx: StepContext,
+) -> ActionOutput:
+    """Rows inline ({rows, rowCount}), or written to the object store and returned as a reference."""
+    if spec.output == "ref":
+        statement = cursor.mogrify(query, values).decode()
+        reference, stored = store_table(table_from_copy(cursor.copy_expert, statement), spec.format, ctx)
+        return ActionOutput(reference, [stored])
+    cursor.execute(query, values)
+    if cursor.description is None:
+        return ActionOutput({"rowCount": cursor.rowcount})
+    rows = _rows(cursor)
+    if spec.output == "auto" and len(rows) > spec.inlineMaxRows:
+        reference, stored = store_table(table_from_rows(rows), spec.format, ctx)
+        return ActionOutput(reference, [stored])
+    return ActionOutput({"rows": rows, "rowCount": len(rows)})
 
 
 def _returning(table: Table, requested: list[str] | None, row_count: int) -> tuple[sql.Composable, bool]:
@@ -336,11 +367,7 @@ def to_pyformat(statement: str, params: dict[str, Any]) -> str:
 def query(resource: PostgresResource, spec: QueryInput, ctx: StepContext) -> ActionOutput:
     statement = to_pyformat(spec.sql, spec.params)
     with resource.transaction(ctx.timeout_s) as cursor:
-        cursor.execute(statement, {k: _adapt(v) for k, v in spec.params.items()})
-        if cursor.description:
-            rows = _rows(cursor)
-            return ActionOutput({"rows": rows, "rowCount": len(rows)})
-        return ActionOutput({"rowCount": cursor.rowcount})
+        return _run_query(cursor, statement, {k: _adapt(v) for k, v in spec.params.items()}, spec, ctx)
 
 
 def tables_named(step_input: dict[str, Any]) -> tuple[str | None, set[str]]:
@@ -367,10 +394,12 @@ POSTGRES = plugin(
     "postgres",
     "PostgreSQL: read and write tables, run parameterised SQL",
     "postgres",
-    Action("select", SelectInput, select, "rows of a table, filtered, ordered and limited"),
+    Action(
+        "select", SelectInput, select, "rows of a table, filtered, ordered and limited", ("object_store",)
+    ),
     Action("insert", InsertInput, insert, "insert one row (data) or many (rows)"),
     Action("update", UpdateInput, update, "update the rows matching where"),
     Action("upsert", UpsertInput, upsert, "insert, or update on a unique-key conflict"),
     Action("delete", DeleteInput, delete, "delete the rows matching where"),
-    Action("query", QueryInput, query, "any SQL with named bind parameters (:name)"),
+    Action("query", QueryInput, query, "any SQL with named bind parameters (:name)", ("object_store",)),
 )
