@@ -217,7 +217,8 @@ def download_outputs(spec: WorkflowSpec, report: RunReport, outputs_dir: Path) -
     )
     paths = []
     for item in written:
-        key = item["key"].removeprefix("outputs/")
+        # outputs/<workflow>/result.json lands as <workflow folder>/outputs/result.json
+        key = item["key"].removeprefix("outputs/").removeprefix(f"{spec.name}/")
         target = (outputs_dir / key).resolve()
         if outputs_dir.resolve() not in target.parents:
             continue  # a key with '..' never writes outside outputs/

@@ -64,7 +64,7 @@ def test_minio_store_workflow_with_wfp_run(stack_env, pg, s3, tmp_path):
     stored = read_json_object(s3, stack_env["WFP_S3_BUCKET"], "outputs/minio-store-workflow/result.json")
     assert stored == computed
     # ... it was downloaded to the outputs folder
-    downloaded = tmp_path / "minio-store-workflow" / "result.json"
+    downloaded = tmp_path / "result.json"
     assert report["outputs"] == [str(downloaded)]
     assert json.loads(downloaded.read_text()) == computed
     # ... and the completion is recorded in orchestrator.events, with the run id

@@ -36,7 +36,7 @@ def test_stack_up_run_env_down(tmp_path):
         ran = wfp(env, "run", "minio-store-workflow", "--outputs", str(tmp_path / "out"))
         assert ran.returncode == 0, ran.stderr
         assert "using the embedded stack started by `wfp stack up`" in ran.stderr
-        assert (tmp_path / "out" / "minio-store-workflow" / "result.json").exists()
+        assert (tmp_path / "out" / "result.json").exists()
         with psycopg2.connect(exports["WFP_PG_DSN"]) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM orchestrator.events WHERE event_type = 'workflow_completed'")
             assert cursor.fetchone()[0] == 1
