@@ -86,10 +86,10 @@ def schema(output: str | None) -> None:
 @main.command(name="list")
 def list_workflows() -> None:
     """The workflows in WORKFLOWS_DIR and whether they are valid."""
-    from workflow_platform.definitions import workflow_files, workflows_dir
+    from workflow_platform.definitions import workflow_files, workflows_dirs
     from workflow_platform.validate import check_file
 
-    for path in workflow_files(workflows_dir()):
+    for path in workflow_files(workflows_dirs()):
         spec, problems = check_file(path)
         state = f"{spec.name} ({len(spec.steps)} steps)" if spec else f"INVALID ({len(problems)} problems)"
         click.echo(f"{path.parent.name:32} {state}")
@@ -178,6 +178,107 @@ def run(target: str, param_values: tuple[str, ...], as_json: bool, outputs: str 
     sys.exit(0 if report.status == "SUCCESS" else EXIT_RUN_FAILED)
 
 
+@main.command(name="up")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True, help="HTTP API port")
+@click.option("--dagster-port", default=3001, show_default=True, help="Dagster UI port")
+def platform_up(host: str, port: int, dagster_port: int) -> None:
+    """Run the platform: services, Dagster webserver + daemon (schedules, sensors) and the HTTP API."""
+    from workflow_platform.up import UpOptions, run_platform
+
+    try:
+        run_platform(UpOptions(host, port, dagster_port, Path.cwd()), _err)
+    except RuntimeError as error:
+        _err(f"error: {error}")
+        sys.exit(1)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once everything has been stopped
+        pass
+    _err("stopped")
+
+
+def _api_url() -> str:
+    return os.environ.get("WFP_API_URL", "http://127.0.0.1:3000").rstrip("/")
+
+
+def _api_headers() -> dict[str, str]:
+    token = os.environ.get("WFP_API_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--param", "-p", "param_values", multiple=True, metavar="NAME=VALUE", help="set a workflow param"
+)
+@click.option("--wait", is_flag=True, help="follow the run to its end, printing each step's status")
+def submit(path: str, param_values: tuple[str, ...], wait: bool) -> None:
+    """Submit a workflow file to the API (WFP_API_URL, default http://127.0.0.1:3000), like run-sample.js."""
+    import requests
+
+    document = json.loads(Path(path).read_text())
+    params = dict(item.split("=", 1) for item in param_values)
+    body = (
+        {"workflow": document, "params": {k: _json_or_text(v) for k, v in params.items()}}
+        if params
+        else document
+    )
+    try:
+        response = requests.post(f"{_api_url()}/api/workflows", json=body, headers=_api_headers(), timeout=60)
+    except requests.ConnectionError:
+        _err(f"error: no API at {_api_url()}: start it with `wfp up`")
+        sys.exit(1)
+    answer = response.json()
+    if response.status_code != 201:
+        _err(f"{answer.get('message', response.text)}")
+        for detail in answer.get("details", []):
+            _err(f"{path}:{detail['pointer']}: {detail['message']}")
+        sys.exit(EXIT_INVALID if response.status_code < 500 else 1)
+    click.echo(json.dumps(answer))
+    if wait:
+        sys.exit(_follow(answer["executionId"]))
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _follow(run_id: str) -> int:
+    import time
+
+    import requests
+
+    shown: dict[str, str] = {}
+    while True:
+        execution = requests.get(f"{_api_url()}/api/executions/{run_id}", timeout=30).json()
+        for step_id, step in execution.get("steps", {}).items():
+            if shown.get(step_id) != step["status"] and step["status"] != "pending":
+                shown[step_id] = step["status"]
+                detail = f"  {step['error']}" if step.get("error") else ""
+                _err(f"  {step_id}: {step['status']}{detail}")
+        if execution["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            _err(f"run {run_id}: {execution['status']}")
+            return 0 if execution["status"] == "SUCCESS" else EXIT_RUN_FAILED
+        time.sleep(0.5)
+
+
+@main.command()
+@click.argument("run_id")
+def status(run_id: str) -> None:
+    """Print an execution's status and steps (from the API)."""
+    import requests
+
+    response = requests.get(f"{_api_url()}/api/executions/{run_id}", timeout=30)
+    if response.status_code == 404:
+        _err(f"no execution '{run_id}'")
+        sys.exit(EXIT_INVALID)
+    execution = response.json()
+    execution.pop("events", None)
+    click.echo(json.dumps(execution, indent=2))
+
+
 @main.group()
 def stack() -> None:
     """The embedded stack: real PostgreSQL, NATS JetStream, S3 server and Pathway service on loopback."""
@@ -187,8 +288,8 @@ def _state_dir() -> Path:
     return wfp_home() / "stack"
 
 
-@stack.command()
-def up() -> None:
+@stack.command(name="up")
+def stack_up() -> None:
     """Start the stack in the background (it keeps running until `wfp stack down`)."""
     from workflow_platform.stack import EmbeddedStack
 
@@ -201,8 +302,8 @@ def up() -> None:
     _print_env(running.env)
 
 
-@stack.command()
-def down() -> None:
+@stack.command(name="down")
+def stack_down() -> None:
     """Stop the stack started by `wfp stack up`."""
     from workflow_platform.stack import EmbeddedStack
 
@@ -214,8 +315,8 @@ def down() -> None:
     _err("stack stopped")
 
 
-@stack.command()
-def env() -> None:
+@stack.command(name="env")
+def stack_env() -> None:
     """Print `export WFP_...=...` lines for the running stack."""
     from workflow_platform.stack import EmbeddedStack
 

@@ -1,6 +1,6 @@
 """The Dagster code location: one job (and schedule) per `workflows/*/workflow.json`.
 
-The directory comes from WORKFLOWS_DIR (default ./workflows). A workflow that fails validation is reported in the
+The folders come from WORKFLOWS_DIR (default ./workflows; several separated by ':', the first wins a name). A workflow that fails validation is reported in the
 log and left out; it never becomes a half-built job, and the other workflows still load.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +23,13 @@ from workflow_platform.validate import check_file
 log = logging.getLogger("workflow_platform")
 
 
-def workflows_dir() -> Path:
-    return Path(os.environ.get("WORKFLOWS_DIR") or Path.cwd() / "workflows").resolve()
+def workflows_dirs() -> list[Path]:
+    value = os.environ.get("WORKFLOWS_DIR") or str(Path.cwd() / "workflows")
+    return [Path(part).resolve() for part in value.split(os.pathsep) if part]
 
 
-def workflow_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*/workflow.json"))
+def workflow_files(directories: Sequence[Path]) -> list[Path]:
+    return [path for directory in directories for path in sorted(directory.glob("*/workflow.json"))]
 
 
 @dataclass
@@ -36,10 +38,10 @@ class LoadedWorkflows:
     problems: list[Problem] = field(default_factory=list)
 
 
-def load_workflows(directory: Path) -> LoadedWorkflows:
+def load_workflows(directories: Sequence[Path]) -> LoadedWorkflows:
     registry = plugin_registry()
     loaded = LoadedWorkflows()
-    for path in workflow_files(directory):
+    for path in workflow_files(directories):
         spec, problems = check_file(path, registry)
         if spec is None:
             loaded.problems.extend(problems)
@@ -57,8 +59,8 @@ def load_workflows(directory: Path) -> LoadedWorkflows:
     return loaded
 
 
-def build_definitions(directory: Path) -> dg.Definitions:
-    loaded = load_workflows(directory)
+def build_definitions(directories: Sequence[Path]) -> dg.Definitions:
+    loaded = load_workflows(directories)
     for problem in loaded.problems:
         log.error("workflow left out: %s", problem.render())
     registry = plugin_registry()
@@ -72,4 +74,4 @@ def build_definitions(directory: Path) -> dg.Definitions:
     return dg.Definitions(jobs=jobs, schedules=schedules)
 
 
-defs = build_definitions(workflows_dir())
+defs = build_definitions(workflows_dirs())

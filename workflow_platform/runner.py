@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 from dagster import DagsterEventType
 
-from workflow_platform.definitions import workflow_files, workflows_dir
+from workflow_platform.definitions import workflow_files, workflows_dirs
 from workflow_platform.settings import endpoints_configured, wfp_home
 from workflow_platform.spec import WorkflowSpec
 from workflow_platform.translate import build_job, dagster_name, params_run_config
@@ -39,16 +39,18 @@ def resolve_workflow(target: str) -> Path:
         return path.resolve()
     if (path / "workflow.json").is_file():
         return (path / "workflow.json").resolve()
-    directory = workflows_dir()
-    if (directory / target / "workflow.json").is_file():
-        return (directory / target / "workflow.json").resolve()
+    directories = workflows_dirs()
+    for directory in directories:
+        if (directory / target / "workflow.json").is_file():
+            return (directory / target / "workflow.json").resolve()
 
-    for candidate in workflow_files(directory):
+    for candidate in workflow_files(directories):
         with contextlib.suppress(ValueError, OSError):
             if json.loads(candidate.read_text()).get("name") == target:
                 return candidate.resolve()
-    known = ", ".join(p.parent.name for p in workflow_files(directory)) or "none"
-    raise WorkflowNotFound(f"no workflow file, folder or name '{target}' (workflows in {directory}: {known})")
+    known = ", ".join(p.parent.name for p in workflow_files(directories)) or "none"
+    where = os.pathsep.join(map(str, directories))
+    raise WorkflowNotFound(f"no workflow file, folder or name '{target}' (workflows in {where}: {known})")
 
 
 def ensure_dagster_home() -> Path:

@@ -369,6 +369,24 @@ def _check_params(spec: WorkflowSpec) -> list[Problem]:
     return problems
 
 
+def check_param_values(spec: WorkflowSpec, values: Mapping[str, Any]) -> list[Problem]:
+    """Run-time param values (API, CLI): declared, of the declared type, and every required one given."""
+    problems = []
+    for name, value in values.items():
+        where = pointer("params", name)
+        if name not in spec.params:
+            declared = ", ".join(spec.params) or "none"
+            problems.append(Problem(where, f"unknown param '{name}'", f"declared params: {declared}"))
+        elif not _is_type(value, spec.params[name]):
+            problems.append(Problem(where, f"'{name}' must be of type {spec.params[name].type}"))
+    for name, param in spec.params.items():
+        if param.default is None and name not in values:
+            problems.append(
+                Problem(pointer("params", name), f"param '{name}' is required (it has no default)")
+            )
+    return problems
+
+
 def _is_type(value: Any, param: ParamSpec) -> bool:
     if isinstance(value, bool) and param.type in ("integer", "number"):
         return False

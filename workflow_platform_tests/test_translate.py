@@ -93,7 +93,7 @@ def test_definitions_load_every_valid_workflow_and_report_the_invalid_ones(tmp_p
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "workflow.json").write_text('{"name": "broken", "steps": [{"id": "a"}]}')
     with caplog.at_level(logging.ERROR, logger="workflow_platform"):
-        defs = build_definitions(tmp_path)
+        defs = build_definitions([tmp_path])
     assert [job.name for job in defs.resolve_all_job_defs()] == ["orders_digest"]
     assert "broken/workflow.json:/steps/0/plugin: missing required key 'plugin'" in caplog.text
 

@@ -10,6 +10,7 @@ from workflow_platform.plugins.pathway import PATHWAY
 from workflow_platform.plugins.postgres import POSTGRES
 
 BUILTIN_PLUGINS: dict[str, Plugin] = {p.id: p for p in (POSTGRES, MINIO, NATS, PATHWAY, HTTP)}
+BUILTIN_IDS = frozenset(BUILTIN_PLUGINS)
 
 __all__ = ["Action", "ActionError", "ActionOutput", "Plugin", "StepContext", "Touched", "plugin_registry"]
 

@@ -1,0 +1,82 @@
+"""The FastAPI application: routes, auth, limits, error shapes, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from workflow_platform.api import health, plugins, workflows
+from workflow_platform.api.config import ApiConfig
+from workflow_platform.api.errors import ApiError, error_response
+from workflow_platform.api.health import Metrics
+
+
+def create_app(api_config: ApiConfig) -> FastAPI:
+    app = FastAPI(
+        title="workflow-platform API",
+        version="1.0",
+        description="Submit workflow.json documents and follow their executions; runs are Dagster runs.",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    app.state.config = api_config
+    app.state.metrics = Metrics(api_config.instance)
+    for router in (workflows.router, plugins.router, health.router):
+        app.include_router(router)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        names = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(
+            error.status_code, names.get(error.status_code, "http_error"), str(error.detail)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        details = [
+            {"pointer": "/" + "/".join(str(p) for p in e["loc"]), "message": e["msg"], "hint": ""}
+            for e in error.errors()
+        ]
+        return JSONResponse(
+            {"error": "invalid_request", "message": "invalid request parameters", "details": details},
+            status_code=400,
+        )
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        app.state.metrics.observe(
+            request.method, template, response.status_code, time.perf_counter() - started
+        )
+        return response
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            document = workflows.workflow_document_schema()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(document.pop("$defs"))
+            components["WorkflowDocument"] = document
+            # workflow.json's schema refers to its own $defs: point them at the OpenAPI components.
+            app.openapi_schema = json.loads(json.dumps(schema).replace('"#/$defs/', '"#/components/schemas/'))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

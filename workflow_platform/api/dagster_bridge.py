@@ -1,0 +1,163 @@
+"""What the API needs from Dagster: the instance (runs, events) and the webserver's GraphQL (reload, launch)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from dagster import DagsterEventType
+from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+from workflow_platform.definitions import load_workflows, workflows_dirs
+from workflow_platform.translate import WORKFLOW_TAG, dagster_name
+
+LOCATION = "workflows"  # workspace.yaml's location_name
+STEP_EVENTS = {
+    DagsterEventType.STEP_START,
+    DagsterEventType.STEP_RESTARTED,
+    DagsterEventType.STEP_SUCCESS,
+    DagsterEventType.STEP_FAILURE,
+    DagsterEventType.STEP_UP_FOR_RETRY,
+    DagsterEventType.STEP_OUTPUT,
+    DagsterEventType.STEP_SKIPPED,
+}
+
+
+class DagsterUnavailable(Exception):
+    pass
+
+
+@dataclass
+class DagsterBridge:
+    instance: dg.DagsterInstance
+    webserver_host: str
+    webserver_port: int
+
+    def _client(self) -> DagsterGraphQLClient:
+        try:
+            return DagsterGraphQLClient(self.webserver_host, port_number=self.webserver_port, timeout=60)
+        except Exception as error:  # the client queries the server on creation
+            raise DagsterUnavailable(f"Dagster webserver unreachable: {error}") from None
+
+    def reload(self) -> None:
+        """Reload the code location so a newly written workflow becomes a job."""
+        client = self._client()
+        try:
+            info = client.reload_repository_location(LOCATION)
+        except Exception as error:
+            raise DagsterUnavailable(f"reloading the code location failed: {error}") from None
+        if info.status.value != "SUCCESS":
+            raise DagsterUnavailable(f"reloading the code location failed: {info.message}")
+
+    def launch(self, job_name: str, run_config: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        try:
+            return self._client().submit_job_execution(
+                job_name, repository_location_name=LOCATION, run_config=dict(run_config), tags=dict(tags)
+            )
+        except DagsterGraphQLClientError as error:
+            raise DagsterUnavailable(f"launching {job_name} failed: {error}") from None
+
+
+def run_status(run: dg.DagsterRun) -> str:
+    return run.status.value
+
+
+def step_ids_for(workflow: str | None) -> dict[str, str]:
+    """Dagster step keys -> workflow step ids, from the workflow file (a key is the id with '-' as '_')."""
+    if workflow is None:
+        return {}
+    loaded = load_workflows(workflows_dirs())
+    for spec, _ in loaded.specs.values():
+        if spec.name == workflow:
+            return {dagster_name(s.id): s.id for s in spec.steps}
+    return {}
+
+
+def describe_run(instance: dg.DagsterInstance, record: Any, with_events: bool = True) -> dict[str, Any]:
+    run = record.dagster_run
+    workflow = run.tags.get(WORKFLOW_TAG)
+    summary = {
+        "executionId": run.run_id,
+        "workflowId": workflow,
+        "job": run.job_name,
+        "status": run_status(run),
+        "createdAt": record.create_timestamp.isoformat(),
+        "startedAt": _iso(record.start_time),
+        "endedAt": _iso(record.end_time),
+        "tags": {k: v for k, v in run.tags.items() if not k.startswith(".dagster")},
+    }
+    if not with_events:
+        return summary
+    step_ids = step_ids_for(workflow)
+    steps: dict[str, dict[str, Any]] = {}
+    events = []
+    for entry in instance.all_logs(run.run_id):
+        event = entry.dagster_event
+        step_key = event.step_key if event else None
+        events.append(
+            {
+                "timestamp": _iso(entry.timestamp),
+                "type": event.event_type.name if event else "LOG",
+                "step": step_ids.get(step_key, step_key) if step_key else None,
+                "message": entry.user_message or (event.message if event else "") or "",
+            }
+        )
+        if event is None or step_key is None or event.event_type not in STEP_EVENTS:
+            continue
+        step = steps.setdefault(
+            step_ids.get(step_key, step_key),
+            {
+                "status": "pending",
+                "attempts": 0,
+                "startedAt": None,
+                "endedAt": None,
+                "durationMs": None,
+                "result": None,
+                "error": None,
+            },
+        )
+        _apply(step, event, entry.timestamp)
+    for step_id in step_ids.values():
+        steps.setdefault(step_id, {"status": "skipped" if run.is_finished else "pending", "attempts": 0})
+    return {**summary, "steps": steps, "events": events}
+
+
+def _apply(step: dict[str, Any], event: Any, timestamp: float) -> None:
+    kind = event.event_type
+    if kind in (DagsterEventType.STEP_START, DagsterEventType.STEP_RESTARTED):
+        step["attempts"] += 1
+        step["status"] = "running"
+        step["startedAt"] = step["startedAt"] or _iso(timestamp)
+    elif kind == DagsterEventType.STEP_OUTPUT:
+        metadata = event.event_specific_data.metadata
+        if "result" in metadata:
+            step["result"] = metadata["result"].value
+        elif "result_preview" in metadata:
+            step["result"] = {"preview": metadata["result_preview"].value}
+    elif kind == DagsterEventType.STEP_SUCCESS:
+        step["status"] = "succeeded"
+        step["endedAt"] = _iso(timestamp)
+        step["durationMs"] = round(event.event_specific_data.duration_ms, 1)
+    elif kind == DagsterEventType.STEP_UP_FOR_RETRY:
+        data = event.event_specific_data
+        step["error"] = data.error.message.strip() if data.error else None
+    elif kind == DagsterEventType.STEP_FAILURE:
+        data = event.event_specific_data
+        description = data.user_failure_data.description if data.user_failure_data else None
+        step["status"] = "failed"
+        step["endedAt"] = _iso(timestamp)
+        step["error"] = (description or (data.error.message if data.error else "failed")).strip()
+    elif kind == DagsterEventType.STEP_SKIPPED:
+        step["status"] = "skipped"
+
+
+def _iso(timestamp: Any) -> str | None:
+    if timestamp is None:
+        return None
+    if isinstance(timestamp, int | float):
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(timestamp, UTC).isoformat()
+    return timestamp.isoformat()

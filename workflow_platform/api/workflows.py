@@ -1,0 +1,225 @@
+"""Workflows and executions: submit (register as a Dagster job + launch a run), list, inspect, re-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from workflow_platform.api.config import config, require_token
+from workflow_platform.api.dagster_bridge import DagsterUnavailable, describe_run
+from workflow_platform.api.errors import ERROR_RESPONSES, ApiError
+from workflow_platform.api.requests import json_body
+from workflow_platform.definitions import load_workflows, workflows_dirs
+from workflow_platform.preflight import preflight
+from workflow_platform.problems import Problem
+from workflow_platform.schema import workflow_schema
+from workflow_platform.spec import WorkflowSpec
+from workflow_platform.translate import WORKFLOW_TAG, job_name, params_run_config
+from workflow_platform.validate import check_document, check_param_values
+
+IDEMPOTENCY_TAG = "wfp/idempotency-key"
+SOURCE_TAG = "wfp/source"
+
+router = APIRouter(prefix="/api", tags=["workflows"])
+
+_SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/WorkflowDocument"},
+                        {
+                            "type": "object",
+                            "required": ["workflow"],
+                            "properties": {
+                                "workflow": {"$ref": "#/components/schemas/WorkflowDocument"},
+                                "params": {"type": "object"},
+                            },
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+def _known() -> dict[str, tuple[WorkflowSpec, Path]]:
+    return {spec.name: (spec, path) for spec, path in load_workflows(workflows_dirs()).specs.values()}
+
+
+def _launch(request: Request, spec: WorkflowSpec, params: dict[str, Any], key: str | None) -> str:
+    tags = {WORKFLOW_TAG: spec.name, SOURCE_TAG: "api"}
+    if key:
+        tags[IDEMPOTENCY_TAG] = key
+    try:
+        return config(request).bridge.launch(job_name(spec), params_run_config(params), tags)
+    except DagsterUnavailable as error:
+        raise ApiError(503, "dagster_unavailable", str(error)) from None
+
+
+def _replayed(request: Request, key: str | None) -> JSONResponse | None:
+    if not key:
+        return None
+    records = config(request).instance.get_run_records(dg.RunsFilter(tags={IDEMPOTENCY_TAG: key}), limit=1)
+    if not records:
+        return None
+    run = records[0].dagster_run
+    body = {"executionId": run.run_id, "workflowId": run.tags.get(WORKFLOW_TAG), "status": run.status.value}
+    return JSONResponse(body, status_code=201, headers={"Idempotent-Replayed": "true"})
+
+
+def _problems(problems: list[Problem], message: str) -> ApiError:
+    return ApiError(400, "invalid_workflow", message, problems)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+@router.post(
+    "/workflows",
+    status_code=201,
+    responses=ERROR_RESPONSES,
+    openapi_extra=_SUBMIT_BODY,
+    dependencies=[Depends(require_token)],
+)
+async def submit_workflow(request: Request) -> JSONResponse:
+    """Validate a workflow, register it as a Dagster job, and launch a run. Body: the workflow itself, or
+    `{workflow, params}`. `Idempotency-Key` makes a retried request return the same run."""
+    key = request.headers.get("idempotency-key")
+    if replay := _replayed(request, key):
+        return replay
+    body = await json_body(request, config(request).max_body)
+    document, params = body, {}
+    if isinstance(body, dict) and "workflow" in body and "steps" not in body:
+        document, params = body["workflow"], body.get("params") or {}
+        if not isinstance(params, dict):
+            raise ApiError(400, "invalid_params", "params must be an object of name -> value")
+    spec, problems = check_document(document, "request")
+    if spec is None:
+        raise _problems(problems, f"the workflow has {len(problems)} problem(s); nothing was run")
+    shipped = _known().get(spec.name)
+    submitted_dir = config(request).submitted_dir
+    if shipped and submitted_dir not in shipped[1].parents:
+        raise ApiError(
+            409,
+            "name_taken",
+            f"a workflow named '{spec.name}' is shipped in {shipped[1].parent}; rename yours",
+        )
+    problems = check_param_values(spec, params)
+    if not problems and "WFP_PG_DSN" in os.environ:
+        problems = preflight(spec, os.environ["WFP_PG_DSN"])
+    if problems:
+        raise _problems(problems, f"the workflow has {len(problems)} problem(s); nothing was run")
+    _write_atomically(submitted_dir / spec.name / "workflow.json", json.dumps(document, indent=2) + "\n")
+    try:
+        config(request).bridge.reload()
+    except DagsterUnavailable as error:
+        raise ApiError(503, "dagster_unavailable", str(error)) from None
+    run_id = _launch(request, spec, params, key)
+    return JSONResponse({"executionId": run_id, "workflowId": spec.name, "status": "QUEUED"}, status_code=201)
+
+
+@router.get("/workflows")
+def list_workflows() -> dict[str, Any]:
+    """Every workflow the platform runs (shipped and submitted), with its job and schedule."""
+    items = []
+    for name, (spec, path) in sorted(_known().items()):
+        items.append(
+            {
+                "name": name,
+                "description": spec.description,
+                "job": job_name(spec),
+                "steps": len(spec.steps),
+                "params": {k: v.model_dump(exclude_none=True) for k, v in spec.params.items()},
+                "schedule": spec.schedule.model_dump() if spec.schedule else None,
+                "source": str(path),
+            }
+        )
+    return {"workflows": items, "count": len(items)}
+
+
+@router.get("/workflows/{name}", responses={404: {"description": "unknown workflow"}})
+def get_workflow(name: str) -> dict[str, Any]:
+    known = _known()
+    if name not in known:
+        raise ApiError(404, "not_found", f"no workflow named '{name}'", workflowId=name)
+    spec, path = known[name]
+    return {
+        "workflow": spec.model_dump(mode="json", exclude_none=True),
+        "job": job_name(spec),
+        "source": str(path),
+    }
+
+
+@router.post(
+    "/workflows/{name}/run",
+    status_code=201,
+    responses={**ERROR_RESPONSES, 404: {"description": "unknown workflow"}},
+    dependencies=[Depends(require_token)],
+)
+async def run_workflow(name: str, request: Request) -> JSONResponse:
+    """Launch a run of a registered workflow. Optional body: `{params: {...}}`."""
+    known = _known()
+    if name not in known:
+        raise ApiError(404, "not_found", f"no workflow named '{name}'", workflowId=name)
+    key = request.headers.get("idempotency-key")
+    if replay := _replayed(request, key):
+        return replay
+    body = await json_body(request, config(request).max_body, required=False) or {}
+    params = body.get("params", {}) if isinstance(body, dict) else None
+    if not isinstance(params, dict):
+        raise ApiError(400, "invalid_params", 'the body must be {"params": {name: value}}')
+    spec = known[name][0]
+    if problems := check_param_values(spec, params):
+        raise _problems(problems, "invalid params; nothing was run")
+    run_id = _launch(request, spec, params, key)
+    return JSONResponse({"executionId": run_id, "workflowId": name, "status": "QUEUED"}, status_code=201)
+
+
+@router.get("/executions")
+def list_executions(
+    request: Request,
+    limit: int = Query(20, ge=1, le=200),
+    cursor: str | None = Query(None, description="the last executionId of the previous page"),
+    workflow: str | None = None,
+) -> dict[str, Any]:
+    """Executions, newest first; pass `nextCursor` as `cursor` for the next page."""
+    instance = config(request).instance
+    filters = dg.RunsFilter(tags={WORKFLOW_TAG: workflow}) if workflow else None
+    if cursor and instance.get_run_by_id(cursor) is None:
+        raise ApiError(400, "invalid_cursor", f"cursor '{cursor}' is not an execution id")
+    records = instance.get_run_records(filters=filters, limit=limit, cursor=cursor)
+    items = [describe_run(instance, record, with_events=False) for record in records]
+    return {"items": items, "nextCursor": items[-1]["executionId"] if len(items) == limit else None}
+
+
+@router.get("/executions/{execution_id}", responses={404: {"description": "unknown execution"}})
+def get_execution(execution_id: str, request: Request) -> dict[str, Any]:
+    """An execution read from Dagster: status, each step's status, attempts, timings, result, error; events."""
+    instance = config(request).instance
+    record = instance.get_run_record_by_id(execution_id) if len(execution_id) <= 64 else None
+    if record is None:
+        raise ApiError(404, "not_found", f"no execution '{execution_id}'", executionId=execution_id)
+    return describe_run(instance, record)
+
+
+def workflow_document_schema() -> dict[str, Any]:
+    """workflow.json's JSON Schema, for the OpenAPI document's components."""
+    schema = workflow_schema()
+    schema.pop("$schema", None)
+    schema.pop("$id", None)
+    return schema

@@ -1,0 +1,173 @@
+"""`wfp up`: the platform on one machine — services, Dagster webserver and daemon, and the HTTP API.
+
+The Dagster instance is the project's dagster.yaml (PostgreSQL storage, queued runs, run retries and monitoring)
+on the stack's PostgreSQL, in a database of its own. Ctrl-C stops everything this command started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg2
+import requests
+
+from workflow_platform.runner import services
+from workflow_platform.settings import wfp_home
+
+DAGSTER_DATABASE = "dagster"
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    host: str = "127.0.0.1"
+    port: int = 3000  # the HTTP API
+    dagster_port: int = 3001  # the Dagster UI
+    project_dir: Path = Path.cwd()
+
+
+def dagster_storage_url(pg_dsn: str) -> str:
+    """A database of its own for Dagster's storage on the services' PostgreSQL (same one if it can't be made)."""
+    url = urlparse(pg_dsn)
+    try:
+        connection = psycopg2.connect(pg_dsn)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DAGSTER_DATABASE,))
+            if cursor.fetchone() is None:
+                cursor.execute(f"CREATE DATABASE {DAGSTER_DATABASE}")
+        connection.close()
+        url = url._replace(path=f"/{DAGSTER_DATABASE}")
+    except psycopg2.Error:
+        pass  # no right to create databases: share the services' database
+    # SQLAlchemy 2.1 defaults postgresql:// to psycopg 3; Dagster's storage uses psycopg2.
+    return urlunparse(url._replace(scheme="postgresql+psycopg2"))
+
+
+def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict[str, str]:
+    home = wfp_home()
+    dagster_home = home / "dagster-up"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(options.project_dir / "dagster.yaml", dagster_home / "dagster.yaml")
+    submitted = home / "submitted"
+    submitted.mkdir(parents=True, exist_ok=True)
+    shipped = os.environ.get("WORKFLOWS_DIR") or str(options.project_dir / "workflows")
+    return {
+        **service_env,
+        "DAGSTER_HOME": str(dagster_home),
+        "DAGSTER_PG_URL": dagster_storage_url(service_env.get("WFP_PG_DSN") or os.environ["WFP_PG_DSN"]),
+        "WORKFLOWS_DIR": os.pathsep.join([shipped, str(submitted)]),
+        "WFP_PLUGINS_FILE": os.environ.get("WFP_PLUGINS_FILE") or str(home / "plugins.json"),
+    }
+
+
+@contextmanager
+def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[None]:
+    """The Dagster webserver and daemon, each in its own process group, stopped on exit."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+    workspace = str(options.project_dir / "workspace.yaml")
+    commands = {
+        "webserver": [
+            str(bin_dir / "dagster-webserver"),
+            "-h",
+            options.host,
+            "-p",
+            str(options.dagster_port),
+            "-w",
+            workspace,
+        ],
+        "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
+    }
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, command in commands.items():
+            with open(log_dir / f"{name}.log", "ab") as log:
+                processes[name] = subprocess.Popen(
+                    command,
+                    cwd=options.project_dir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        _wait_webserver(
+            f"http://{options.host}:{options.dagster_port}", processes["webserver"], log_dir / "webserver.log"
+        )
+        yield
+    finally:
+        for process in processes.values():
+            _stop(process)
+
+
+def _wait_webserver(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Dagster webserver exited ({process.returncode}); see {log}")
+        try:
+            if requests.get(f"{url}/server_info", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the Dagster webserver did not answer within {timeout:g} s; see {log}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
+    import dagster as dg
+    import uvicorn
+
+    from workflow_platform.api.app import create_app
+    from workflow_platform.api.config import ApiConfig
+    from workflow_platform.api.dagster_bridge import DagsterBridge
+
+    for required in ("dagster.yaml", "workspace.yaml"):
+        if not (options.project_dir / required).exists():
+            raise RuntimeError(
+                f"{required} not found in {options.project_dir}: run `wfp up` from the project folder"
+            )
+    with services(log) as service_env:
+        environment = prepare_environment(options, service_env)
+        os.environ.update(environment)
+        log(f"starting the Dagster webserver (http://{options.host}:{options.dagster_port}) and daemon ...")
+        with dagster_processes(options, wfp_home() / "logs"), dg.DagsterInstance.get() as instance:
+            api_config = ApiConfig(
+                instance=instance,
+                bridge=DagsterBridge(instance, options.host, options.dagster_port),
+                submitted_dir=Path(environment["WORKFLOWS_DIR"].split(os.pathsep)[-1]),
+                plugins_file=Path(environment["WFP_PLUGINS_FILE"]),
+                token=os.environ.get("WFP_API_TOKEN") or None,
+                service_env=service_env,
+            )
+            log(
+                f"API on http://{options.host}:{options.port}/api (OpenAPI: /api/docs); Dagster UI on http://{options.host}:{options.dagster_port}"
+            )
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    create_app(api_config), host=options.host, port=options.port, log_level="warning"
+                )
+            )
+            try:
+                server.run()  # returns on Ctrl-C / SIGTERM
+            finally:
+                log("stopping ...")

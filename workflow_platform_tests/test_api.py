@@ -1,0 +1,262 @@
+"""`wfp up` as a subprocess: the HTTP API on top of Dagster's webserver and daemon, against the real services."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from workflow_platform_tests.conftest import fetch, read_json_object
+from workflow_platform_tests.test_cli import BAD_INPUTS, digest
+
+ROOT = Path(__file__).parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def platform(stack_env, tmp_path_factory) -> Iterator[dict]:
+    home = tmp_path_factory.mktemp("wfp_up")
+    port, dagster_port = free_port(), free_port()
+    env = {**os.environ, "WFP_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)
+    log = open(home / "up.log", "w")  # noqa: SIM115 - closed at teardown
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workflow_platform.cli",
+            "up",
+            "--port",
+            str(port),
+            "--dagster-port",
+            str(dagster_port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (home / "up.log").read_text()
+        try:
+            if requests.get(f"{base}/api/health", timeout=5).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail("wfp up did not become healthy:\n" + (home / "up.log").read_text())
+    yield {"api": base, "dagster": f"http://127.0.0.1:{dagster_port}", "home": home, "process": process}
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0
+    log.close()
+    assert "stopped" in (home / "up.log").read_text()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/api/health", timeout=2)
+
+
+def wait_for(api: str, execution_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        execution = requests.get(f"{api}/api/executions/{execution_id}", timeout=30).json()
+        if execution["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return execution
+        time.sleep(0.5)
+    raise AssertionError(f"execution {execution_id} did not finish: {execution}")
+
+
+def demo_workflow(name: str = "api-demo") -> dict:
+    return {
+        "name": name,
+        "description": "submitted over HTTP",
+        "params": {"count": {"type": "integer", "default": 25}},
+        "steps": [
+            {
+                "id": "compute",
+                "plugin": "pathway",
+                "action": "runPipeline",
+                "input": {"pipelineId": "sample-pipeline", "input": {"count": "{{ params.count }}"}},
+            },
+            {
+                "id": "store",
+                "plugin": "minio",
+                "action": "putObject",
+                "needs": ["compute"],
+                "input": {"key": "api/{{ run.id }}.json", "data": "{{ steps.compute.result }}"},
+            },
+            {
+                "id": "log",
+                "plugin": "postgres",
+                "action": "insert",
+                "needs": ["store"],
+                "input": {
+                    "table": "orchestrator.events",
+                    "data": {"event_type": "api_demo", "data": {"run": "{{ run.id }}"}},
+                },
+            },
+        ],
+    }
+
+
+def test_submit_runs_the_workflow_as_a_dagster_job(platform, stack_env, pg, s3):
+    api = platform["api"]
+    response = requests.post(
+        f"{api}/api/workflows", json={"workflow": demo_workflow(), "params": {"count": 40}}, timeout=60
+    )
+    assert response.status_code == 201, response.text
+    execution_id = response.json()["executionId"]
+    assert response.json()["workflowId"] == "api-demo"
+    execution = wait_for(api, execution_id)
+    assert execution["status"] == "SUCCESS", execution
+    assert [execution["steps"][s]["status"] for s in ("compute", "store", "log")] == ["succeeded"] * 3
+    assert execution["steps"]["compute"]["attempts"] == 1 and execution["steps"]["compute"]["durationMs"] > 0
+    assert execution["steps"]["compute"]["result"]["recordCount"] == 40
+    assert any(e["type"] == "RUN_SUCCESS" for e in execution["events"])
+    # effects in the services
+    stored = read_json_object(s3, stack_env["WFP_S3_BUCKET"], f"api/{execution_id}.json")
+    assert stored["overall"]["count"] == 40
+    assert fetch(pg, "SELECT count(*) FROM orchestrator.events WHERE data->>'run' = %s", execution_id) == [
+        (1,)
+    ]
+    # the workflow is now a registered job: listed, fetchable, runnable by name
+    assert "api-demo" in [
+        w["name"] for w in requests.get(f"{api}/api/workflows", timeout=30).json()["workflows"]
+    ]
+    assert requests.get(f"{api}/api/workflows/api-demo", timeout=30).json()["job"] == "api_demo"
+    rerun = requests.post(f"{api}/api/workflows/api-demo/run", json={"params": {"count": 3}}, timeout=60)
+    assert rerun.status_code == 201
+    assert wait_for(api, rerun.json()["executionId"])["steps"]["compute"]["result"]["recordCount"] == 3
+    listed = requests.get(f"{api}/api/executions", params={"limit": 1}, timeout=30).json()
+    assert listed["items"][0]["executionId"] == rerun.json()["executionId"]  # newest first
+    page_two = requests.get(
+        f"{api}/api/executions", params={"limit": 1, "cursor": listed["nextCursor"]}, timeout=30
+    ).json()
+    assert page_two["items"][0]["executionId"] == execution_id
+
+
+def test_idempotency_key_returns_the_same_run(platform):
+    api = platform["api"]
+    headers = {"Idempotency-Key": "order-42"}
+    first = requests.post(
+        f"{api}/api/workflows", json=demo_workflow("api-idempotent"), headers=headers, timeout=60
+    )
+    again = requests.post(
+        f"{api}/api/workflows", json=demo_workflow("api-idempotent"), headers=headers, timeout=60
+    )
+    assert first.status_code == again.status_code == 201
+    assert first.json()["executionId"] == again.json()["executionId"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    wait_for(api, first.json()["executionId"])
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_each_bad_workflow_gets_400_with_details(platform, case):
+    change, expected = BAD_INPUTS[case]
+    document = copy.deepcopy(digest())
+    change(document)
+    response = requests.post(f"{platform['api']}/api/workflows", json=document, timeout=30)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"] == "invalid_workflow" and body["details"]
+    pointer, _, message = expected.partition(": ")
+    assert any(
+        (d["pointer"] == pointer or pointer.startswith("dependency"))
+        and (message or pointer) in f"{d['pointer']}: {d['message']}"
+        for d in body["details"]
+    ), body
+
+
+def test_client_mistakes_are_4xx_never_5xx(platform):
+    api = platform["api"]
+    malformed = requests.post(
+        f"{api}/api/workflows", data='{"name": ', headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert malformed.status_code == 400 and malformed.json()["error"] == "malformed_json"
+    wrong_type = requests.post(
+        f"{api}/api/workflows", data="name: x", headers={"Content-Type": "text/yaml"}, timeout=30
+    )
+    assert wrong_type.status_code == 415
+    huge = requests.post(
+        f"{api}/api/workflows",
+        data=b"[" + b"1," * 700_000 + b"1]",
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert huge.status_code == 413
+    missing_table = copy.deepcopy(digest())
+    missing_table["steps"][0]["input"]["table"] = "orchestrator.nope"
+    response = requests.post(f"{api}/api/workflows", json=missing_table, timeout=30)
+    assert response.status_code == 400 and "does not exist" in response.json()["details"][0]["message"]
+    unknown = requests.get(f"{api}/api/executions/not-a-run", timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["executionId"] == "not-a-run"
+    assert requests.get(f"{api}/api/workflows/ghost", timeout=30).status_code == 404
+    bad_params = requests.post(
+        f"{api}/api/workflows/minio-store-workflow/run", json={"params": {"count": "many"}}, timeout=30
+    )
+    assert bad_params.status_code == 400 and bad_params.json()["details"][0]["pointer"] == "/params/count"
+    shipped_name = requests.post(
+        f"{api}/api/workflows", json={**demo_workflow(), "name": "minio-store-workflow"}, timeout=30
+    )
+    assert shipped_name.status_code == 409
+
+
+def test_plugins_health_stats_and_metrics(platform):
+    api = platform["api"]
+    plugins = {p["id"]: p for p in requests.get(f"{api}/api/plugins", timeout=30).json()["plugins"]}
+    assert {"postgres", "minio", "nats", "pathway", "http"} <= set(plugins)
+    select = next(a for a in plugins["postgres"]["actions"] if a["name"] == "select")
+    assert "table" in select["inputSchema"]["properties"]
+    registered = requests.post(
+        f"{api}/api/plugins",
+        json={"id": "crm", "name": "CRM", "baseUrl": "http://127.0.0.1:9/api", "exposes": ["lookup"]},
+        timeout=60,
+    )
+    assert registered.status_code == 201, registered.text
+    assert requests.get(f"{api}/api/plugins/crm", timeout=30).json()["actions"][0]["name"] == "lookup"
+    assert (
+        requests.post(
+            f"{api}/api/plugins", json={"id": "postgres", "baseUrl": "http://x", "exposes": ["a"]}, timeout=30
+        ).status_code
+        == 409
+    )
+    assert (
+        requests.post(
+            f"{api}/api/plugins", json={"id": "bad id!", "baseUrl": "ftp://x", "exposes": []}, timeout=30
+        ).status_code
+        == 400
+    )
+    health = requests.get(f"{api}/api/health", timeout=30).json()
+    assert {s: v["status"] for s, v in health["services"].items()} == dict.fromkeys(
+        ["postgres", "nats", "objectStore", "pathway", "dagster"], "ok"
+    )
+    stats = requests.get(f"{api}/api/stats", timeout=30).json()
+    assert stats["workflows"] >= 1 and stats["executions"]["SUCCESS"] >= 1
+    metrics = requests.get(f"{api}/metrics", timeout=30).text
+    assert 'wfp_api_requests_total{method="GET",route="/api/executions/{execution_id}"' in metrics
+    assert 'wfp_runs{status="SUCCESS"}' in metrics and "wfp_step_duration_seconds_bucket" in metrics
+
+
+def test_openapi_document_is_served(platform):
+    document = requests.get(f"{platform['api']}/api/openapi.json", timeout=30).json()
+    assert {"/api/workflows", "/api/executions/{execution_id}", "/api/plugins", "/api/health"} <= set(
+        document["paths"]
+    )
+    assert "WorkflowDocument" in document["components"]["schemas"]
+    assert json.dumps(document).count("#/$defs/") == 0
