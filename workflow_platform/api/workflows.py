@@ -219,7 +219,7 @@ def get_execution(execution_id: str, request: Request) -> dict[str, Any]:
 
 def workflow_document_schema() -> dict[str, Any]:
     """workflow.json's JSON Schema, for the OpenAPI document's components."""
-    schema = workflow_schema()
+    schema = workflow_schema(action_inputs=False)
     schema.pop("$schema", None)
     schema.pop("$id", None)
     return schema
