@@ -46,7 +46,7 @@ def build_job(spec: WorkflowSpec, source: Path | None = None, registry: Mapping[
     graph = {s.id: list(s.needs) for s in spec.steps}
     step_ids = set(graph)
     ops: list[dg.OpDefinition] = []
-    dependencies: dict[str, dict[str, dg.DependencyDefinition]] = {}
+    dependencies: dict[dg.NodeInvocation, dict[str, dg.DependencyDefinition]] = {}
     for step in spec.steps:
         # An op takes the results of the steps it needs and of any ancestor its templates read.
         referenced = set()
@@ -54,10 +54,12 @@ def build_job(spec: WorkflowSpec, source: Path | None = None, registry: Mapping[
             referenced |= analyze(text, set(spec.params), step_ids).steps
         upstream = sorted(set(step.needs) | (referenced & ancestors(graph, step.id)))
         plugin = registry[step.plugin]
-        ops.append(_step_op(spec, step, plugin, plugin.actions[step.action], upstream))
-        dependencies[dagster_name(step.id)] = {
-            dagster_name(u): dg.DependencyDefinition(dagster_name(u)) for u in upstream
-        }
+        op = _step_op(spec, step, plugin, plugin.actions[step.action], upstream)
+        ops.append(op)
+        # Op definitions must be unique across the code location, so each is named after its job; in the
+        # job's graph (events, UI, step keys) the node keeps the step's own name.
+        node = dg.NodeInvocation(op.name, alias=dagster_name(step.id))
+        dependencies[node] = {dagster_name(u): dg.DependencyDefinition(dagster_name(u)) for u in upstream}
     resources: dict[str, Any] = {**service_resources(), PARAMS_RESOURCE: _params_resource(spec.params)}
     metadata: dict[str, Any] = {"workflow": spec.name, "steps": len(spec.steps)}
     if source:
@@ -133,7 +135,7 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
     reads_start_time = any("started_at" in text or "date" in text for _, text in template_strings(step.input))
 
     @dg.op(
-        name=dagster_name(step.id),
+        name=f"{job_name(spec)}__{dagster_name(step.id)}",
         description=step.description or f"{step.plugin}.{step.action} ({action.description})",
         ins={name: dg.In(dg.Any) for name in input_steps},
         out=dg.Out(dg.Any),

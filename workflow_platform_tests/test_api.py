@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from workflow_platform_tests.conftest import fetch, read_json_object
 from workflow_platform_tests.test_cli import BAD_INPUTS, digest
@@ -260,6 +263,40 @@ def test_openapi_document_is_served(platform):
     )
     assert "WorkflowDocument" in document["components"]["schemas"]
     assert json.dumps(document).count("#/$defs/") == 0
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (Debian package chromium) is not installed")
+def test_dagster_ui_shows_the_submitted_job_and_its_successful_run(platform):
+    from playwright.sync_api import sync_playwright
+
+    response = requests.post(
+        f"{platform['api']}/api/workflows", json=demo_workflow("api-browser"), timeout=60
+    )
+    execution_id = response.json()["executionId"]
+    assert wait_for(platform["api"], execution_id)["status"] == "SUCCESS"
+    ARTIFACTS.mkdir(exist_ok=True)
+    ui = platform["dagster"]
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
+    flags += ["--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--no-first-run"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{ui}/locations/workflows/jobs/api_browser", wait_until="networkidle")
+        with contextlib.suppress(PlaywrightTimeout):  # Dagster's first-visit newsletter dialog
+            page.get_by_role("button", name="Skip").click(timeout=15_000)
+        for op in ("compute", "store", "log"):  # the op graph
+            page.get_by_text(op, exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=ARTIFACTS / "dagster-ui-job.png")
+        page.goto(f"{ui}/runs/{execution_id}", wait_until="networkidle")
+        page.get_by_text("RUN_SUCCESS").first.wait_for(timeout=30_000)
+        assert page.get_by_text("Success", exact=True).first.is_visible()
+        page.screenshot(path=ARTIFACTS / "dagster-ui-run.png")
+        browser.close()
+    assert (ARTIFACTS / "dagster-ui-run.png").stat().st_size > 10_000
 
 
 # ---- property-based: schemathesis against the served OpenAPI document finds no 5xx ---------------------------

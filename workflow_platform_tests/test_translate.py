@@ -34,7 +34,9 @@ def test_one_op_per_step_with_needs_as_dependencies():
         "fetch_profiles",
         "summarise",
     ]
-    deps = {node.name: sorted(d.node for d in deps.values()) for node, deps in job.graph.dependencies.items()}
+    deps = {
+        node.alias: sorted(d.node for d in deps.values()) for node, deps in job.graph.dependencies.items()
+    }
     assert deps["summarise"] == ["fetch_open_orders", "fetch_profiles"]
     assert deps["log_done"] == ["archive_digest"]
     assert deps["announce"] == ["summarise"]
@@ -47,7 +49,9 @@ def test_templates_reading_an_ancestor_get_its_result_as_an_input():
     document = digest()
     document["steps"][5]["input"]["data"]["data"] = "{{ steps.fetch-open-orders.result.rowCount }}"
     job = build_job(spec_of(document))
-    deps = {node.name: sorted(d.node for d in deps.values()) for node, deps in job.graph.dependencies.items()}
+    deps = {
+        node.alias: sorted(d.node for d in deps.values()) for node, deps in job.graph.dependencies.items()
+    }
     assert deps["log_done"] == ["archive_digest", "fetch_open_orders"]
 
 
@@ -96,6 +100,19 @@ def test_definitions_load_every_valid_workflow_and_report_the_invalid_ones(tmp_p
         defs = build_definitions([tmp_path])
     assert [job.name for job in defs.resolve_all_job_defs()] == ["orders_digest"]
     assert "broken/workflow.json:/steps/0/plugin: missing required key 'plugin'" in caplog.text
+
+
+def test_workflows_sharing_step_ids_load_side_by_side(tmp_path):
+    for name in ("first-digest", "second-digest"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "workflow.json").write_text(json.dumps({**digest(), "name": name}))
+    defs = build_definitions([tmp_path])
+    repository = defs.get_repository_def()  # raises on conflicting op definitions
+    assert sorted(job.name for job in repository.get_all_jobs()) == ["first_digest", "second_digest"]
+    assert (
+        repository.get_job("first_digest").graph.node_named("summarise").definition.name
+        == "first_digest__summarise"
+    )
 
 
 def test_the_shipped_code_location_loads(tmp_path):

@@ -1,0 +1,160 @@
+"""Submit-to-success latency through the HTTP API (`wfp up`): a 3-step workflow, sequential runs (p50/p95),
+then runs completed per minute with several concurrent submitters.
+
+    .venv/bin/python bench/api_submit.py [--runs 20] [--concurrency 8] [--concurrent-runs 24]
+
+Starts `wfp up` (embedded stack, Dagster webserver + daemon, API) on free ports unless WFP_API_URL is set.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).parent.parent
+WORKFLOW = {
+    "name": "bench-api-submit",
+    "steps": [
+        {
+            "id": "compute",
+            "plugin": "pathway",
+            "action": "runPipeline",
+            "input": {"pipelineId": "sample-pipeline", "input": {"count": 100}},
+        },
+        {
+            "id": "store",
+            "plugin": "minio",
+            "action": "putObject",
+            "needs": ["compute"],
+            "input": {"key": "bench/{{ run.id }}.json", "data": "{{ steps.compute.result }}"},
+        },
+        {
+            "id": "log",
+            "plugin": "postgres",
+            "action": "insert",
+            "needs": ["store"],
+            "input": {
+                "table": "orchestrator.events",
+                "data": {"event_type": "bench", "data": {"run": "{{ run.id }}"}},
+            },
+        },
+    ],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def platform() -> Iterator[str]:
+    if os.environ.get("WFP_API_URL"):
+        yield os.environ["WFP_API_URL"].rstrip("/")
+        return
+    with tempfile.TemporaryDirectory() as home:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WFP_") and k != "DAGSTER_HOME"}
+        env["WFP_HOME"] = home
+        command = [
+            sys.executable,
+            "-m",
+            "workflow_platform.cli",
+            "up",
+            "--port",
+            str(port),
+            "--dagster-port",
+            str(free_port()),
+        ]
+        with open(Path(home) / "up.log", "w") as log:
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"{base}/api/health", timeout=5).ok:
+                        break
+                time.sleep(0.5)
+            yield base
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=120)
+
+
+def submit_and_wait(api: str, body: dict) -> tuple[float, str]:
+    started = time.perf_counter()
+    response = requests.post(f"{api}/api/workflows/{WORKFLOW['name']}/run", json=body, timeout=60)
+    response.raise_for_status()
+    execution_id = response.json()["executionId"]
+    while True:
+        status = requests.get(f"{api}/api/executions/{execution_id}", timeout=60).json()["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            return time.perf_counter() - started, status
+        time.sleep(0.1)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrent-runs", type=int, default=24)
+    args = parser.parse_args()
+    with platform() as api:
+        registered = requests.post(f"{api}/api/workflows", json=WORKFLOW, timeout=120)
+        registered.raise_for_status()
+        first = submit_and_wait(api, {})  # the registration's own run warms the run workers' imports
+        sequential = [submit_and_wait(api, {}) for _ in range(args.runs)]
+        latencies = [seconds for seconds, status in sequential if status == "SUCCESS"]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            concurrent = list(pool.map(lambda _: submit_and_wait(api, {}), range(args.concurrent_runs)))
+        elapsed = time.perf_counter() - started
+    succeeded = sum(status == "SUCCESS" for _, status in concurrent)
+    print(
+        json.dumps(
+            {
+                "workflow_steps": len(WORKFLOW["steps"]),
+                "warmup_s": round(first[0], 2),
+                "sequential": {
+                    "runs": args.runs,
+                    "succeeded": len(latencies),
+                    "p50_s": round(statistics.median(latencies), 2),
+                    "p95_s": round(percentile(latencies, 0.95), 2),
+                    "mean_s": round(statistics.mean(latencies), 2),
+                },
+                "concurrent": {
+                    "submitters": args.concurrency,
+                    "runs": args.concurrent_runs,
+                    "succeeded": succeeded,
+                    "elapsed_s": round(elapsed, 1),
+                    "runs_per_minute": round(succeeded / elapsed * 60, 1),
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
