@@ -14,8 +14,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster import DagsterEventType
@@ -23,12 +25,16 @@ from dagster import DagsterEventType
 from workflow_platform.definitions import workflow_files, workflows_dirs
 from workflow_platform.settings import endpoints_configured, wfp_home
 from workflow_platform.spec import WorkflowSpec
-from workflow_platform.translate import build_job, dagster_name, params_run_config
+from workflow_platform.translate import build_job, dagster_name, params_run_config, previous_day
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class WorkflowNotFound(Exception):
+    pass
+
+
+class InvalidParams(Exception):
     pass
 
 
@@ -136,6 +142,7 @@ def execute(
     run_id = str(uuid.uuid4())
     step_ids = {dagster_name(s.id): s.id for s in spec.steps}
     report = RunReport(run_id, "STARTED", {s.id: StepReport() for s in spec.steps})
+    params, partition = partition_params(spec, params)
     with dg.DagsterInstance.get() as instance:
         outcome: dict[str, Any] = {}
 
@@ -145,6 +152,7 @@ def execute(
                     run_config={**params_run_config(params), **QUIET_LOGS},
                     instance=instance,
                     run_id=run_id,
+                    partition_key=partition,
                     raise_on_error=False,
                 )
             except Exception as error:  # invalid run config and the like: nothing ran
@@ -170,6 +178,22 @@ def execute(
                 report.steps[step.id].result = result.output_for_node(dagster_name(step.id))
         report.status = "SUCCESS" if result.success else "FAILURE"
     return report
+
+
+def partition_params(spec: WorkflowSpec, params: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """For a daily-partitioned workflow: the day to run (the param, or yesterday in the partitions' timezone)."""
+    if spec.partitions is None:
+        return dict(params), None
+    day = params.get(spec.partitions.param) or previous_day(datetime.now(ZoneInfo(spec.partitions.timezone)))
+    try:
+        valid = date.fromisoformat(day) >= date.fromisoformat(spec.partitions.start)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise InvalidParams(
+            f"{spec.partitions.param} must be a date YYYY-MM-DD from {spec.partitions.start} on, not {day!r}"
+        )
+    return {**params, spec.partitions.param: day}, day
 
 
 def _apply_event(record: Any, step_ids: Mapping[str, str], report: RunReport, on_event: Callable) -> None:

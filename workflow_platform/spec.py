@@ -16,6 +16,18 @@ STEP_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 
 
+def check_timezone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown timezone '{value}' (use an IANA name such as 'UTC' or 'Europe/Paris')"
+        ) from None
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,15 +78,21 @@ class ScheduleSpec(_Strict):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        return check_timezone(value)
 
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown timezone '{value}' (use an IANA name such as 'UTC' or 'Europe/Paris')"
-            ) from None
-        return value
+
+class PartitionsSpec(_Strict):
+    """Daily partitions on a date param: each run is one day; a date range is a Dagster backfill."""
+
+    type: Literal["daily"] = "daily"
+    param: str = Field(description="the string param that receives the partition's date (YYYY-MM-DD)")
+    start: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="first date, YYYY-MM-DD")
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return check_timezone(value)
 
 
 class StepSpec(_Strict):
@@ -105,6 +123,7 @@ class WorkflowSpec(_Strict):
     steps: list[StepSpec] = Field(min_length=1, max_length=500)
     params: dict[str, ParamSpec] = Field(default_factory=dict)
     schedule: ScheduleSpec | None = None
+    partitions: PartitionsSpec | None = None
     defaults: DefaultsSpec | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     executor: Literal["in_process", "multiprocess"] = Field(

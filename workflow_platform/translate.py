@@ -11,9 +11,10 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 from pydantic import ValidationError
@@ -73,21 +74,55 @@ def build_job(spec: WorkflowSpec, source: Path | None = None, registry: Mapping[
         metadata=metadata,
         resource_defs=resources,
         executor_def=dg.multiprocess_executor if spec.executor == "multiprocess" else dg.in_process_executor,
+        config=_partitioned_config(spec),
     )
+
+
+def _partitioned_config(spec: WorkflowSpec) -> dg.PartitionedConfig | None:
+    """Daily partitions: the partition's date becomes the param, so a date range is a Dagster backfill."""
+    if spec.partitions is None:
+        return None
+    partitions = spec.partitions
+    return dg.PartitionedConfig(
+        partitions_def=dg.DailyPartitionsDefinition(
+            start_date=partitions.start, timezone=partitions.timezone
+        ),
+        run_config_for_partition_key_fn=lambda key: params_run_config({partitions.param: key}),
+    )
+
+
+def previous_day(moment: datetime) -> str:
+    return (moment - timedelta(days=1)).date().isoformat()
 
 
 def build_schedule(spec: WorkflowSpec, job: dg.JobDefinition) -> dg.ScheduleDefinition | None:
     if spec.schedule is None:
         return None
-    return dg.ScheduleDefinition(
-        name=f"{job.name}_schedule",
-        cron_schedule=spec.schedule.cron,
-        execution_timezone=spec.schedule.timezone,
-        job=job,
-        run_config=params_run_config(spec.schedule.params) if spec.schedule.params else None,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"{spec.name} on '{spec.schedule.cron}' ({spec.schedule.timezone})",
-    )
+    schedule = spec.schedule
+    common = {
+        "name": f"{job.name}_schedule",
+        "cron_schedule": schedule.cron,
+        "execution_timezone": schedule.timezone,
+        "job": job,
+        "default_status": dg.DefaultScheduleStatus.RUNNING,
+        "description": f"{spec.name} on '{schedule.cron}' ({schedule.timezone})",
+    }
+    if spec.partitions is None:
+        return dg.ScheduleDefinition(
+            run_config=params_run_config(schedule.params) if schedule.params else None, **common
+        )
+    param = spec.partitions.param
+
+    def previous_day_run(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        # Each tick reports on the day before it, in the schedule's timezone; the run key makes a tick
+        # evaluated twice launch one run.
+        tick = context.scheduled_execution_time or datetime.now(ZoneInfo(schedule.timezone))
+        day = previous_day(tick.astimezone(ZoneInfo(schedule.timezone)))
+        return dg.RunRequest(
+            run_key=day, partition_key=day, run_config=params_run_config({**schedule.params, param: day})
+        )
+
+    return dg.ScheduleDefinition(execution_fn=previous_day_run, **common)
 
 
 def params_run_config(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,7 +211,10 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
                     metadata={**touched.metadata, "workflow": spec.name, "step": step.id},
                 )
             )
-        yield dg.Output(output.value, metadata={"duration_ms": elapsed_ms, **_preview(output.value)})
+        metadata = {"duration_ms": elapsed_ms, **_preview(output.value)}
+        if output.preview_markdown:
+            metadata["preview"] = dg.MetadataValue.md(output.preview_markdown)
+        yield dg.Output(output.value, metadata=metadata)
 
     return step_op
 

@@ -357,6 +357,16 @@ def _check_params(spec: WorkflowSpec) -> list[Problem]:
                     "fix the default",
                 )
             )
+    if spec.partitions:
+        param = spec.params.get(spec.partitions.param)
+        if param is None or param.type != "string":
+            problems.append(
+                Problem(
+                    pointer("partitions", "param"),
+                    f"partitions.param '{spec.partitions.param}' must name a declared string param",
+                    f'declare it: "params": {{"{spec.partitions.param}": {{"type": "string"}}}}',
+                )
+            )
     if spec.schedule:
         for name, value in spec.schedule.params.items():
             where = pointer("schedule", "params", name)

@@ -8,8 +8,9 @@ from workflow_platform.plugins.minio import MINIO
 from workflow_platform.plugins.nats import NATS
 from workflow_platform.plugins.pathway import PATHWAY
 from workflow_platform.plugins.postgres import POSTGRES
+from workflow_platform.plugins.report import REPORT
 
-BUILTIN_PLUGINS: dict[str, Plugin] = {p.id: p for p in (POSTGRES, MINIO, NATS, PATHWAY, HTTP)}
+BUILTIN_PLUGINS: dict[str, Plugin] = {p.id: p for p in (POSTGRES, MINIO, NATS, PATHWAY, HTTP, REPORT)}
 BUILTIN_IDS = frozenset(BUILTIN_PLUGINS)
 
 __all__ = ["Action", "ActionError", "ActionOutput", "Plugin", "StepContext", "Touched", "plugin_registry"]

@@ -45,6 +45,7 @@ class Touched:
 class ActionOutput:
     value: Any
     touched: list[Touched] = field(default_factory=list)
+    preview_markdown: str | None = None  # shown on the step's output in the Dagster UI
 
 
 @dataclass(frozen=True)
