@@ -133,6 +133,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
     import dagster as dg
     import uvicorn
@@ -141,6 +145,7 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
     from workflow_platform.api.config import ApiConfig
     from workflow_platform.api.dagster_bridge import DagsterBridge
 
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly on SIGTERM (kill, systemd) as on Ctrl-C
     for required in ("dagster.yaml", "workspace.yaml"):
         if not (options.project_dir / required).exists():
             raise RuntimeError(
