@@ -1,9 +1,9 @@
-# The README's two commands: `make run` (set up, then run a real workflow on the embedded stack) and
-# `make test` (set up, then the whole test suite against real services started by the tests).
+# The README's two commands: `make run` (set up, seed demo sales, run the daily sales report on the embedded
+# stack) and `make test` (set up, then the whole test suite against real services started by the tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-WORKFLOW ?= minio-store-workflow
+WORKFLOW ?= sales-report-workflow
 
 .PHONY: setup run test lint bench clean
 
@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
+	$(BIN)/wfp seed sales
 	$(BIN)/wfp run $(WORKFLOW)
 
 test: setup lint
