@@ -17,7 +17,7 @@ import dagster as dg
 from workflow_platform.plugins import plugin_registry
 from workflow_platform.problems import Problem
 from workflow_platform.spec import WorkflowSpec
-from workflow_platform.translate import build_job, build_schedule, job_name
+from workflow_platform.translate import build_job, build_schedule, build_sensor, job_name
 from workflow_platform.validate import check_file
 
 log = logging.getLogger("workflow_platform")
@@ -66,12 +66,15 @@ def build_definitions(directories: Sequence[Path]) -> dg.Definitions:
     registry = plugin_registry()
     jobs = []
     schedules = []
+    sensors = []
     for spec, path in loaded.specs.values():
         job = build_job(spec, path, registry)
         jobs.append(job)
         if schedule := build_schedule(spec, job):
             schedules.append(schedule)
-    return dg.Definitions(jobs=jobs, schedules=schedules)
+        if sensor := build_sensor(spec, job):
+            sensors.append(sensor)
+    return dg.Definitions(jobs=jobs, schedules=schedules, sensors=sensors)
 
 
 defs = build_definitions(workflows_dirs())

@@ -95,6 +95,20 @@ class PartitionsSpec(_Strict):
         return check_timezone(value)
 
 
+class TriggerSpec(_Strict):
+    """Run the workflow when new rows arrive in a table (becomes a Dagster sensor with a cursor and run keys).
+
+    Each run gets one batch: `{{ trigger.after }} < column <= {{ trigger.through }}` (also `trigger.count`,
+    `trigger.table`). The column must only grow (a bigserial id): the cursor never re-reads nor skips a row."""
+
+    type: Literal["postgres"] = "postgres"
+    table: str = Field(min_length=1, description="schema-qualified table, e.g. orchestrator.transactions")
+    column: str = Field("id", min_length=1, description="an increasing column (the cursor)")
+    batchSize: int = Field(1000, ge=1, le=1_000_000, description="rows per run at most")
+    intervalSeconds: int = Field(30, ge=1, le=86_400, description="how often the sensor looks")
+    startAfter: int = Field(0, description="the cursor's first value: rows above it are processed")
+
+
 class StepSpec(_Strict):
     """One step: one action of one plugin."""
 
@@ -124,6 +138,7 @@ class WorkflowSpec(_Strict):
     params: dict[str, ParamSpec] = Field(default_factory=dict)
     schedule: ScheduleSpec | None = None
     partitions: PartitionsSpec | None = None
+    trigger: TriggerSpec | None = None
     defaults: DefaultsSpec | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     executor: Literal["in_process", "multiprocess"] = Field(

@@ -1,0 +1,97 @@
+"""A workflow `trigger` on new table rows becomes a Dagster sensor: batches by cursor, one run per batch."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from workflow_platform.translate import TRIGGER_TAG, build_job, build_sensor
+from workflow_platform.validate import check_document
+from workflow_platform_tests.conftest import fetch
+
+WORKFLOW = {
+    "name": "score-new-payments",
+    "trigger": {
+        "type": "postgres",
+        "table": "public.payments",
+        "column": "id",
+        "batchSize": 3,
+        "intervalSeconds": 5,
+    },
+    "steps": [
+        {
+            "id": "batch",
+            "plugin": "postgres",
+            "action": "select",
+            "input": {
+                "table": "public.payments",
+                "where": {"id": {">": "{{ trigger.after }}", "<=": "{{ trigger.through }}"}},
+                "orderBy": "id",
+            },
+        },
+        {
+            "id": "mark",
+            "plugin": "postgres",
+            "action": "update",
+            "needs": ["batch"],
+            "input": {
+                "table": "public.payments",
+                "data": {"scored_by": "{{ run.id }}"},
+                "where": {"id": {">": "{{ trigger.after }}", "<=": "{{ trigger.through }}"}},
+            },
+        },
+    ],
+}
+
+
+@pytest.fixture
+def payments(pg):
+    fetch(pg, "DROP TABLE IF EXISTS public.payments")
+    fetch(pg, "CREATE TABLE public.payments (id bigserial PRIMARY KEY, amount numeric, scored_by text)")
+    fetch(pg, "INSERT INTO public.payments (amount) SELECT g FROM generate_series(1, 7) g")
+    yield
+    fetch(pg, "DROP TABLE public.payments")
+
+
+def sensor_and_job():
+    spec, problems = check_document(WORKFLOW)
+    assert problems == []
+    job = build_job(spec)
+    return build_sensor(spec, job), job
+
+
+@pytest.mark.usefixtures("payments")
+def test_new_rows_become_one_run_per_batch_and_every_row_is_scored_once(pg):
+    sensor, job = sensor_and_job()
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 5
+    with dg.instance_for_test() as instance:
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        assert [r.run_key for r in first.run_requests] == [
+            "public.payments:0-3",
+            "public.payments:3-6",
+            "public.payments:6-7",
+        ]
+        assert first.cursor == "7"
+        quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        assert quiet.run_requests == [] and "no rows" in quiet.skip_message
+        fetch(pg, "INSERT INTO public.payments (amount) VALUES (8), (9)")
+        later = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        assert [r.run_key for r in later.run_requests] == ["public.payments:7-9"] and later.cursor == "9"
+        # Real runs, one per request, as the daemon launches them.
+        for request in [*first.run_requests, *later.run_requests]:
+            result = job.execute_in_process(instance=instance, tags=request.tags)
+            assert result.success
+        batch = job.execute_in_process(instance=instance, tags=first.run_requests[1].tags).output_for_node(
+            "batch"
+        )
+        assert [row["id"] for row in batch["rows"]] == [4, 5, 6]
+    scored = fetch(
+        pg, "SELECT count(*), count(DISTINCT scored_by) FROM public.payments WHERE scored_by IS NOT NULL"
+    )
+    assert scored == [(9, 4)]  # every row scored, one run id per batch (the re-run rewrote its own batch)
+
+
+def test_trigger_payload_reaches_the_templates():
+    sensor, job = sensor_and_job()
+    assert job.tags["wfp/workflow"] == "score-new-payments"
+    assert TRIGGER_TAG == "wfp/trigger"
