@@ -185,13 +185,14 @@ def partition_params(spec: WorkflowSpec, params: Mapping[str, Any]) -> tuple[dic
     if spec.partitions is None:
         return dict(params), None
     day = params.get(spec.partitions.param) or previous_day(datetime.now(ZoneInfo(spec.partitions.timezone)))
+    today = datetime.now(ZoneInfo(spec.partitions.timezone)).date()
     try:
-        valid = date.fromisoformat(day) >= date.fromisoformat(spec.partitions.start)
+        valid = date.fromisoformat(spec.partitions.start) <= date.fromisoformat(day) <= today
     except (TypeError, ValueError):
         valid = False
     if not valid:
         raise InvalidParams(
-            f"{spec.partitions.param} must be a date YYYY-MM-DD from {spec.partitions.start} on, not {day!r}"
+            f"{spec.partitions.param} must be a date YYYY-MM-DD from {spec.partitions.start} to {today}, not {day!r}"
         )
     return {**params, spec.partitions.param: day}, day
 

@@ -7,8 +7,8 @@ day (busier in the afternoon), each with 1-4 line items. Re-seeding replaces the
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
-from datetime import date, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 
 import numpy as np
@@ -44,7 +44,7 @@ class SalesSeed:
     days: int = 7
     orders_per_day: int = 2000
     seed: int = 7
-    end: date = date.today() - timedelta(days=1)  # the last seeded day
+    end: date = field(default_factory=lambda: datetime.now(UTC).date() - timedelta(days=1))  # yesterday, UTC
     customers: int = 5000
 
     @property

@@ -85,8 +85,9 @@ def _partitioned_config(spec: WorkflowSpec) -> dg.PartitionedConfig | None:
         return None
     partitions = spec.partitions
     return dg.PartitionedConfig(
+        # end_offset=1: today is a partition too, so the day so far can be reported on demand.
         partitions_def=dg.DailyPartitionsDefinition(
-            start_date=partitions.start, timezone=partitions.timezone
+            start_date=partitions.start, timezone=partitions.timezone, end_offset=1
         ),
         run_config_for_partition_key_fn=lambda key: params_run_config({partitions.param: key}),
     )

@@ -158,7 +158,12 @@ def test_run_exits_1_when_a_step_fails(tmp_path):
             {
                 "name": "fails",
                 "steps": [
-                    {"id": "boom", "plugin": "postgres", "action": "query", "input": {"sql": "SELECT 1/0"}},
+                    {
+                        "id": "boom",
+                        "plugin": "postgres",
+                        "action": "query",
+                        "input": {"sql": "SELECT 1 / (count(*) - count(*)) FROM orchestrator.events"},
+                    },
                     {
                         "id": "after",
                         "plugin": "postgres",
@@ -186,3 +191,22 @@ def test_unknown_workflow_name():
     completed = wfp("run", "no-such-workflow")
     assert completed.returncode == 2
     assert "no workflow file, folder or name 'no-such-workflow'" in completed.stderr
+
+
+@pytest.mark.usefixtures("stack_env")
+def test_run_refuses_sql_that_does_not_plan(tmp_path):
+    path = tmp_path / "bad-sql.json"
+    step = {
+        "id": "q",
+        "plugin": "postgres",
+        "action": "query",
+        "input": {"sql": "SELECT amount FROM orchestrator.orders WHERE id = :id", "params": {"id": 1}},
+    }
+    path.write_text(json.dumps({"name": "bad-sql", "steps": [step]}))
+    completed = wfp("run", str(path))
+    assert completed.returncode == 2, completed.stderr
+    assert (
+        f'{path}:/steps/0/input/sql: the query does not plan: ERROR:  relation "orchestrator.orders" does not exist'
+        in completed.stderr
+    )
+    assert "Traceback" not in completed.stderr

@@ -18,7 +18,8 @@ from workflow_platform.api.errors import ERROR_RESPONSES, ApiError
 from workflow_platform.api.requests import json_body
 from workflow_platform.definitions import load_workflows, workflows_dirs
 from workflow_platform.preflight import preflight
-from workflow_platform.problems import Problem
+from workflow_platform.problems import Problem, pointer
+from workflow_platform.runner import InvalidParams, partition_params
 from workflow_platform.schema import workflow_schema
 from workflow_platform.spec import WorkflowSpec
 from workflow_platform.translate import WORKFLOW_TAG, job_name, params_run_config
@@ -61,6 +62,13 @@ def _launch(request: Request, spec: WorkflowSpec, params: dict[str, Any], key: s
     tags = {WORKFLOW_TAG: spec.name, SOURCE_TAG: "api"}
     if key:
         tags[IDEMPOTENCY_TAG] = key
+    try:
+        params, partition = partition_params(spec, params)
+    except InvalidParams as error:
+        problem = Problem(pointer("params", spec.partitions.param), str(error))
+        raise ApiError(400, "invalid_params", str(error), [problem]) from None
+    if partition:
+        tags["dagster/partition"] = partition
     try:
         return config(request).bridge.launch(job_name(spec), params_run_config(params), tags)
     except DagsterUnavailable as error:

@@ -246,7 +246,7 @@ def _run_query(
     if cursor.description is None:
         return ActionOutput({"rowCount": cursor.rowcount})
     rows = _rows(cursor)
-    if spec.output == "auto" and len(rows) > spec.inlineMaxRows:
+    if spec.goes_by_reference(rows):
         reference, stored = store_table(table_from_rows(rows), spec.format, ctx)
         return ActionOutput(reference, [stored])
     return ActionOutput({"rows": rows, "rowCount": len(rows)})

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -30,6 +31,21 @@ class ResultOptions(ActionInput):
     )
     format: Format = Field("parquet", description="format of a result written to the store")
     inlineMaxRows: int = Field(10_000, ge=0, description="with output auto: larger results go by reference")
+    inlineMaxBytes: int = Field(
+        512 * 1024,
+        ge=0,
+        description="with output auto: results larger as JSON go by reference (services cap bodies at 1 MiB)",
+    )
+
+    def goes_by_reference(self, rows: list[dict[str, Any]]) -> bool:
+        if self.output != "auto":
+            return self.output == "ref"
+        if len(rows) > self.inlineMaxRows:
+            return True
+        # Size checked on a sample: serialising every row of a large result only to measure it costs too much.
+        sample = rows[:200]
+        average = len(json.dumps(sample, default=str)) / len(sample) if sample else 0
+        return average * len(rows) > self.inlineMaxBytes
 
 
 def result_key(ctx: StepContext, fmt: Format) -> str:
