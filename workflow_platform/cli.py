@@ -361,6 +361,18 @@ def seed_sales(days: int, orders_per_day: int, random_seed: int, end: str | None
     click.echo(json.dumps({**summary, "seconds": round(time.perf_counter() - started, 2)}))
 
 
+@main.group(name="eval")
+def evaluate() -> None:
+    """Measure models against published benchmarks."""
+
+
+def _register_fraud_commands() -> None:
+    from workflow_platform.fraud.cli import eval_fraud, seed_transactions
+
+    seed.add_command(seed_transactions)
+    evaluate.add_command(eval_fraud)
+
+
 @main.group()
 def stack() -> None:
     """The embedded stack: real PostgreSQL, NATS JetStream, S3 server and Pathway service on loopback."""
@@ -415,6 +427,8 @@ def _print_env(values: dict[str, str]) -> None:
     for key, value in sorted(values.items()):
         click.echo(f"export {key}={shlex.quote(value)}")
 
+
+_register_fraud_commands()
 
 if __name__ == "__main__":
     main()

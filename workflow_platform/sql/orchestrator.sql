@@ -51,3 +51,17 @@ CREATE INDEX IF NOT EXISTS transactions_unprocessed_idx
     ON orchestrator.transactions (created_at) WHERE processed_at IS NULL;
 CREATE INDEX IF NOT EXISTS transactions_customer_created_idx
     ON orchestrator.transactions (customer_id, created_at);
+
+-- Simulated transactions (workflow_platform/fraud, `wfp seed transactions`): the handbook's terminal, label,
+-- fraud scenario and time offsets, and the key that makes loading idempotent. A loaded row is identified by
+-- (source, source_tx_id), e.g. ('handbook-sim/<config key>', TRANSACTION_ID); rows written by workflows leave
+-- both NULL, which the unique index allows any number of times.
+ALTER TABLE orchestrator.transactions ADD COLUMN IF NOT EXISTS source text;
+ALTER TABLE orchestrator.transactions ADD COLUMN IF NOT EXISTS source_tx_id bigint;
+ALTER TABLE orchestrator.transactions ADD COLUMN IF NOT EXISTS terminal_id bigint;
+ALTER TABLE orchestrator.transactions ADD COLUMN IF NOT EXISTS tx_fraud smallint;
+ALTER TABLE orchestrator.transactions ADD COLUMN IF NOT EXISTS tx_fraud_scenario smallint;
+ALTER TABLE orchestrator.transactions ADD COLUMN IF NOT EXISTS tx_time_seconds bigint;
+ALTER TABLE orchestrator.transactions ADD COLUMN IF NOT EXISTS tx_time_days integer;
+CREATE UNIQUE INDEX IF NOT EXISTS transactions_source_tx_idx
+    ON orchestrator.transactions (source, source_tx_id);
