@@ -1,4 +1,7 @@
-"""The Pathway service, run for real as a subprocess: HTTP contract, sample-pipeline results, bad input, stop."""
+"""The Pathway service, run for real as a subprocess: HTTP contract, sample-pipeline results, bad input, stop.
+
+The ETL pipelines' results are tested in test_pathway_pipelines.py, against the embedded stack.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,12 @@ from workflow_platform.pathway_service.pipelines.sample import sample_records
 
 # A result rounded to 2 decimals is within half a cent of the exact value (plus float noise).
 ROUNDING = 0.005 + 1e-9
+PIPELINES = [
+    "sample-pipeline",
+    "sales-aggregation-pipeline",
+    "fraud-detection-pipeline",
+    "risk-scoring-pipeline",
+]
 
 
 def free_port() -> int:
@@ -78,14 +87,22 @@ def assert_matches_pandas(result: dict[str, Any], count: int, source: str | None
 def test_health(service: str) -> None:
     response = requests.get(f"{service}/health", timeout=10)
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "pipelines": ["sample-pipeline"]}
+    assert response.json() == {"status": "ok", "pipelines": PIPELINES}
 
 
 def test_pipeline_list_describes_inputs(service: str) -> None:
     response = requests.get(f"{service}/pipelines", timeout=10)
     assert response.status_code == 200
-    (sample,) = response.json()["pipelines"]
-    assert sample["id"] == "sample-pipeline"
+    described = {pipeline["id"]: pipeline for pipeline in response.json()["pipelines"]}
+    assert list(described) == PIPELINES
+    for pipeline in described.values():
+        assert pipeline["description"] and pipeline["input"]["additionalProperties"] is False
+    assert described["sales-aggregation-pipeline"]["input"]["required"] == ["salesData"]
+    sales_data = described["sales-aggregation-pipeline"]["input"]["properties"]["salesData"]
+    assert len(sales_data["oneOf"]) == 3  # rows, {rows}, {ref, format}
+    assert described["fraud-detection-pipeline"]["input"]["required"] == ["transactions"]
+    assert described["risk-scoring-pipeline"]["input"]["required"] == ["fraudAnalysis"]
+    sample = described["sample-pipeline"]
     assert sample["description"]
     properties = sample["input"]["properties"]
     assert properties["count"]["type"] == "integer"
@@ -141,44 +158,76 @@ def test_concurrent_requests_get_their_own_answers(service: str) -> None:
         assert_matches_pandas(response.json(), body["count"], body["source"])
 
 
-INVALID_BODIES = {
-    "count-not-a-number": (b'{"count": "abc"}', "count: Input should be a valid integer"),
-    "count-numeric-string": (b'{"count": "150"}', "count: Input should be a valid integer"),
-    "count-fraction": (b'{"count": 1.5}', "count: Input should be a valid integer"),
-    "count-boolean": (b'{"count": true}', "count: Input should be a valid integer"),
-    "count-null": (b'{"count": null}', "count: Input should be a valid integer"),
-    "count-negative": (b'{"count": -1}', "count: Input should be greater than or equal to 0"),
-    "count-too-large": (b'{"count": 1000001}', "count: Input should be less than or equal to 1000000"),
-    "source-not-a-string": (b'{"source": 7}', "source: Input should be a valid string"),
-    "unknown-field": (b'{"count": 5, "colour": "red"}', "colour: Extra inputs are not permitted"),
-    "array": (b"[1, 2]", "request body must be a JSON object, got an array"),
-    "string": (b'"text"', "request body must be a JSON object, got a string"),
-    "number": (b"42", "request body must be a JSON object, got a number"),
-    "null": (b"null", "request body must be a JSON object, got null"),
+INVALID_INPUTS = {
+    "count-not-a-number": (b'{"count": "abc"}', "count", "count: Input should be a valid integer"),
+    "count-numeric-string": (b'{"count": "150"}', "count", "count: Input should be a valid integer"),
+    "count-fraction": (b'{"count": 1.5}', "count", "count: Input should be a valid integer"),
+    "count-boolean": (b'{"count": true}', "count", "count: Input should be a valid integer"),
+    "count-null": (b'{"count": null}', "count", "count: Input should be a valid integer"),
+    "count-negative": (b'{"count": -1}', "count", "count: Input should be greater than or equal to 0"),
+    "count-too-large": (
+        b'{"count": 1000001}',
+        "count",
+        "count: Input should be less than or equal to 1000000",
+    ),
+    "source-not-a-string": (b'{"source": 7}', "source", "source: Input should be a valid string"),
+    "unknown-field": (b'{"count": 5, "colour": "red"}', "colour", "colour: Extra inputs are not permitted"),
+    "array": (b"[1, 2]", "body", "request body must be a JSON object, got an array"),
+    "string": (b'"text"', "body", "request body must be a JSON object, got a string"),
+    "number": (b"42", "body", "request body must be a JSON object, got a number"),
+    "null": (b"null", "body", "request body must be a JSON object, got null"),
+}
+NOT_JSON = {
     "broken-json": (b'{"count": 5', "request body is not valid JSON"),
     "not-utf8": (b"\xff\xfe{}", "request body is not valid UTF-8"),
 }
 
 
-@pytest.mark.parametrize(("body", "message"), INVALID_BODIES.values(), ids=INVALID_BODIES.keys())
-def test_invalid_input_is_a_400_with_a_message(service: str, body: bytes, message: str) -> None:
+@pytest.mark.parametrize(("body", "field", "message"), INVALID_INPUTS.values(), ids=INVALID_INPUTS.keys())
+def test_invalid_input_is_a_422_naming_the_field(service: str, body: bytes, field: str, message: str) -> None:
+    response = post_raw(service, body)
+    assert response.status_code == 422
+    assert response.headers["Content-Type"].startswith("application/json")
+    answer = response.json()
+    assert answer["error"].startswith("invalid input for sample-pipeline: ")
+    assert message in answer["error"]
+    assert [problem["field"] for problem in answer["problems"]] == [field]
+
+
+@pytest.mark.parametrize(("body", "message"), NOT_JSON.values(), ids=NOT_JSON.keys())
+def test_a_body_that_is_not_json_is_a_400(service: str, body: bytes, message: str) -> None:
     response = post_raw(service, body)
     assert response.status_code == 400
     assert response.headers["Content-Type"].startswith("application/json")
     assert message in response.json()["error"]
 
 
+def test_a_body_over_the_limit_is_a_413(service: str) -> None:
+    response = post_raw(service, b'{"source": "' + b"x" * (1024 * 1024) + b'"}')
+    assert response.status_code == 413
+    assert "1048576" in response.json()["error"]
+
+
 def test_service_keeps_serving_after_invalid_input(service: str) -> None:
-    for body, _ in INVALID_BODIES.values():
-        assert post_raw(service, body).status_code == 400
+    for body, *_ in [*INVALID_INPUTS.values(), *NOT_JSON.values()]:
+        assert post_raw(service, body).status_code in (400, 422)
     assert requests.get(f"{service}/health", timeout=10).status_code == 200
     assert_matches_pandas(run_sample(service, {"count": 10}).json(), 10, None)
 
 
-def test_unknown_pipeline_is_a_404(service: str) -> None:
+def test_unknown_pipeline_is_a_404_listing_the_pipelines(service: str) -> None:
     response = requests.post(f"{service}/pipelines/no-such-pipeline/run", json={}, timeout=10)
     assert response.status_code == 404
-    assert "no route POST /pipelines/no-such-pipeline/run" in response.json()["error"]
+    answer = response.json()
+    assert answer["pipelines"] == PIPELINES
+    assert "unknown pipeline 'no-such-pipeline'" in answer["error"]
+    assert "sales-aggregation-pipeline" in answer["error"]
+
+
+def test_unknown_route_is_a_404(service: str) -> None:
+    response = requests.get(f"{service}/no/such/route", timeout=10)
+    assert response.status_code == 404
+    assert "no route GET /no/such/route" in response.json()["error"]
 
 
 def test_wrong_method_is_a_405(service: str) -> None:

@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 _POLL_INTERVAL = 0.1
 
 
-def start_pathway_service(host: str, port: int, log_path: Path, timeout: float = 60.0) -> subprocess.Popen:
+def start_pathway_service(
+    host: str, port: int, log_path: Path, timeout: float = 60.0, env: Mapping[str, str] | None = None
+) -> subprocess.Popen:
     """Run `python -m workflow_platform.pathway_service` and return it once GET /health answers 200.
 
-    The process gets its own session, so a Ctrl-C meant for the caller does not reach it, and writes stdout and
-    stderr to `log_path`. Raises RuntimeError, with the end of the log, if it dies or is not healthy within
+    `env` is added to this process's environment (e.g. the WFP_S3_* variables of the store it reads inputs by
+    reference from). The process gets its own session, so a Ctrl-C meant for the caller does not reach it,
+    and writes stdout and stderr to `log_path`. Raises RuntimeError, with the end of the log, if it dies or is not healthy within
     `timeout` seconds; it is stopped first, so a failed start leaves nothing running.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "workflow_platform.pathway_service", "--host", host, "--port", str(port)]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     try:
         wait_healthy(f"http://{host}:{port}/health", timeout, process=process)

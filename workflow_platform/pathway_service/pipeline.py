@@ -18,8 +18,19 @@ if TYPE_CHECKING:
     import pathway as pw
 
 
+class BadRequest(ValueError):
+    """A request body that is not JSON at all (answered 400)."""
+
+
 class InvalidInput(ValueError):
-    """A request body that is not a valid input of the pipeline; the message says why, on one line."""
+    """A JSON body that is not a valid input of the pipeline (answered 422).
+
+    The message says which fields are wrong and why, on one line; `problems` lists them one by one.
+    """
+
+    def __init__(self, message: str, problems: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -27,9 +38,11 @@ class Pipeline:
     """A pipeline served at `POST /pipelines/<id>/run`.
 
     `input_model` validates the request body before it enters the dataflow (declare it with
-    `extra="forbid", strict=True`); its JSON Schema is what `GET /pipelines` publishes. `build` receives a
-    table with one row per request and one column, `input` (Json): the body as `input_model` dumps it, defaults
-    filled in. It returns a table with a Json `result` column whose rows keep the ids of the requests they
+    `extra="forbid", strict=True`; tabular fields use `tabular.TabularInput`); its JSON Schema is what
+    `GET /pipelines` publishes. `build` receives a table with one row per request and two columns: `input`
+    (Json), the body as `input_model` dumps it, defaults filled in and every tabular input replaced by a
+    description of it; and `key` (str), which `staging.STAGED.tables(key)` turns into the request's tables,
+    already read. It returns a table with a Json `result` column whose rows keep the ids of the requests they
     answer: that is how Pathway's REST connector finds the HTTP call waiting for each answer.
     """
 
@@ -42,41 +55,52 @@ class Pipeline:
     def route(self) -> str:
         return f"/pipelines/{self.id}/run"
 
-    def parse_body(self, body: str) -> dict[str, Any]:
-        """The input a request body stands for, defaults filled in; an empty body means `{}`."""
+    def parse_body(self, body: str) -> BaseModel:
+        """The input a request body stands for; an empty body means `{}`."""
         try:
             data = json.loads(body) if body.strip() else {}
         except json.JSONDecodeError as exc:
-            raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+            raise BadRequest(f"request body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise InvalidInput(f"request body must be a JSON object, got {_json_type(data)}")
+            problem = {"field": "body", "message": f"must be a JSON object, got {json_type(data)}"}
+            raise InvalidInput(
+                f"invalid input for {self.id}: request body must be a JSON object, got {json_type(data)}",
+                [problem],
+            )
         try:
-            return self.input_model.model_validate(data).model_dump(mode="json")
+            return self.input_model.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(_describe(error) for error in exc.errors())
-            raise InvalidInput(f"invalid input for {self.id}: {problems}") from None
-
-    def check_body(self, body: str) -> str | None:
-        """None if `body` is a valid input, else the message for the 400 answer."""
-        try:
-            self.parse_body(body)
-        except InvalidInput as exc:
-            return str(exc)
-        return None
+            problems = [_problem(error) for error in exc.errors()]
+            described = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+            raise InvalidInput(f"invalid input for {self.id}: {described}", problems) from None
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "description": self.description, "input": self.input_model.model_json_schema()}
 
 
-def _describe(error: ErrorDetails) -> str:
-    where = ".".join(str(part) for part in error["loc"]) or "body"
-    message = f"{where}: {error['msg']}"
-    if error["type"] != "missing":
-        message += f" (got {json.dumps(error['input'], default=str)[:80]})"
-    # One line: the REST connector sends the message as the HTTP reason phrase, which cannot hold newlines.
-    return " ".join(message.split())
+# Errors whose message already says what was given (custom ones name the offending row or key).
+_SAYS_WHAT_IT_GOT = {"missing", "tabular_input"}
 
 
-def _json_type(value: object) -> str:
+def _problem(error: ErrorDetails) -> dict[str, str]:
+    field = ".".join(str(part) for part in error["loc"]) or "body"
+    message = error["msg"]
+    if error["type"] not in _SAYS_WHAT_IT_GOT:
+        message += f" (got {preview(error['input'])})"
+    # One line: messages travel in logs and in step failures, which read best unbroken.
+    return {"field": field, "message": " ".join(message.split())}
+
+
+def preview(value: object) -> str:
+    """A short rendering of a value for an error message (an inline table can be a megabyte)."""
+    if isinstance(value, list):
+        return f"an array of {len(value)} items"
+    if isinstance(value, dict):
+        keys = ", ".join(list(map(str, value))[:5])
+        return f"an object with keys {keys}" if value else "an empty object"
+    return json.dumps(value, default=str)[:80]
+
+
+def json_type(value: object) -> str:
     names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
     return "null" if value is None else names.get(type(value), type(value).__name__)

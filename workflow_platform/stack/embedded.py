@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +28,11 @@ _STARTERS: dict[str, Callable[[Path, Path], ServiceHandle]] = {
     "postgres": pg_server.start,
     "nats": nats_server.start,
     "s3": s3_server.start,
-    "pathway": pathway_server.start,
+}
+# Started once the services they need run, with those services' WFP_* variables in their environment: the
+# Pathway service reads pipeline inputs by reference from S3.
+_STARTERS_AFTER: dict[str, tuple[str, Callable[[Path, Path, Mapping[str, str]], ServiceHandle]]] = {
+    "pathway": ("s3", pathway_server.start),
 }
 # Services without an entry are stopped by signalling their process group.
 _STOPPERS: dict[str, Callable[[ServiceHandle], None]] = {"postgres": pg_server.stop}
@@ -110,11 +114,25 @@ class EmbeddedStack:
 
     def _start_all(self, names: Sequence[str]) -> dict[str, ServiceHandle]:
         """All or nothing: if one service fails, the ones this call started are stopped again."""
+        later = [name for name in names if name in _STARTERS_AFTER and _STARTERS_AFTER[name][0] in names]
+        started = self._start_parallel([name for name in names if name not in later], self.env)
+        try:
+            env = dict(self.env)
+            for handle in started.values():
+                env.update(handle.env)
+            started.update(self._start_parallel(later, env))
+        except BaseException:
+            _in_parallel(_stop_service, started)
+            raise
+        return started
+
+    def _start_parallel(self, names: Sequence[str], env: Mapping[str, str]) -> dict[str, ServiceHandle]:
+        """Start `names` at once, all or nothing."""
         if not names:
             return {}
         interrupted: BaseException | None = None
         with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="stack-start") as pool:
-            futures = {name: pool.submit(self._start_service, name) for name in names}
+            futures = {name: pool.submit(self._start_service, name, env) for name in names}
             try:
                 wait(futures.values())
             except BaseException as exc:  # e.g. Ctrl-C: let the starts finish so none is left orphaned
@@ -130,10 +148,12 @@ class EmbeddedStack:
             raise failures[0]
         raise StackError("\n\n".join(str(failure) for failure in failures)) from failures[0]
 
-    def _start_service(self, name: str) -> ServiceHandle:
+    def _start_service(self, name: str, env: Mapping[str, str]) -> ServiceHandle:
         log_path = self.log_dir / f"{name}.log"
         try:
             rotate_log(log_path)
+            if name in _STARTERS_AFTER:
+                return _STARTERS_AFTER[name][1](self.state_dir, log_path, env)
             return _STARTERS[name](self.state_dir, log_path)
         except ServiceStartError:
             raise

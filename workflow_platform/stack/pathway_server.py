@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import workflow_platform
@@ -24,12 +25,13 @@ def available() -> bool:
     return (Path(workflow_platform.__file__).parent / "pathway_service" / "__main__.py").exists()
 
 
-def start(state_dir: Path, log_path: Path) -> ServiceHandle:
+def start(state_dir: Path, log_path: Path, env: Mapping[str, str]) -> ServiceHandle:
+    """Start the service with `env` (the stack's WFP_* variables: it reads inputs by reference from S3)."""
     began = time.monotonic()
     (port,) = free_ports()
     try:
         # Starts the service in its own session and returns once GET /health answers 200.
-        process = start_pathway_service(LOOPBACK, port, log_path, timeout=TIMEOUT)
+        process = start_pathway_service(LOOPBACK, port, log_path, timeout=TIMEOUT, env=env)
     except RuntimeError as exc:  # the launcher's failure: it has stopped the process and quotes the log
         raise ServiceStartError(SERVICE, str(exc)) from exc
     return ServiceHandle(

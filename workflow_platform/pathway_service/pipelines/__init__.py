@@ -7,8 +7,10 @@ below; the service then serves it at `POST /pipelines/<id>/run` and describes it
 from __future__ import annotations
 
 from ..pipeline import Pipeline
-from . import sample
+from . import fraud, risk, sales, sample
 
-PIPELINES: dict[str, Pipeline] = {pipeline.id: pipeline for pipeline in (sample.PIPELINE,)}
+PIPELINES: dict[str, Pipeline] = {
+    pipeline.id: pipeline for pipeline in (sample.PIPELINE, sales.PIPELINE, fraud.PIPELINE, risk.PIPELINE)
+}
 
 __all__ = ["PIPELINES", "Pipeline"]

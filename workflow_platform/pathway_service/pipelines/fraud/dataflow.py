@@ -1,0 +1,311 @@
+"""fraud-detection-pipeline as a Pathway dataflow: every transaction judged by the rules, scored, summarised.
+
+    transactions ─┬─► per customer: count, sum, sum of squares (groupby) ────────┐
+                  ├─► per transaction: the customer's past hour (interval join) ─┼─► one row per transaction
+    profiles ─────┴─► the customer's profile (join) ─────────────────────────────┘
+        ─► rules (one UDF each) ─► score (an expression over the rules fired and the profile's risk)
+        ─► per request: summary and listing in input order (groupby)
+
+The rules' logic lives in `rules.py`; what grows here later (per-customer window features, a trained model)
+joins the `features` table as more columns.
+"""
+
+import pathway as pw
+
+from ...staging import STAGED
+from . import rules
+from .report import analysis_document, transaction_document
+from .rows import profiles, transactions
+
+RULE_COLUMNS = dict(zip(rules.RULE_NAMES, ("velocity", "geography", "deviation", "time_of_day"), strict=True))
+
+
+# No `from __future__ import annotations` here: Pathway reads the UDFs' annotations as types.
+# Not deterministic: Pathway keeps the rows to retract them later, when the request has left the staging area.
+@pw.udf
+def load_transactions(
+    key: str,
+) -> list[tuple[int, pw.Json, str | None, float | None, float | None, float | None, float | None]]:
+    return [
+        (position, pw.Json(transaction_id), *rest)
+        for position, transaction_id, *rest in transactions(STAGED.tables(key)["transactions"])
+    ]
+
+
+@pw.udf
+def load_profiles(
+    key: str,
+) -> list[tuple[str, float, float | None, float | None, float | None, float | None, float | None]]:
+    return profiles(STAGED.tables(key)["customerProfiles"])
+
+
+# The rules as UDFs: JSON null when the request does not configure the rule (its settings are null).
+@pw.udf(deterministic=True)
+def velocity(
+    settings: pw.Json,
+    customer: str | None,
+    seconds: float | None,
+    in_hour: int | None,
+    amount_in_hour: float | None,
+) -> pw.Json:
+    if settings.value is None:
+        return pw.Json(None)
+    return pw.Json(rules.velocity(settings.value, customer, seconds, in_hour, amount_in_hour))
+
+
+@pw.udf(deterministic=True)
+def geography(
+    settings: pw.Json,
+    latitude: float | None,
+    longitude: float | None,
+    has_profile: bool,
+    home_latitude: float | None,
+    home_longitude: float | None,
+) -> pw.Json:
+    if settings.value is None:
+        return pw.Json(None)
+    outcome = rules.geography(settings.value, latitude, longitude, has_profile, home_latitude, home_longitude)
+    return pw.Json(outcome)
+
+
+@pw.udf(deterministic=True)
+def deviation(
+    settings: pw.Json,
+    amount: float | None,
+    mean: float | None,
+    std: float | None,
+    transactions: int | None,
+    total: float | None,
+    squares: float | None,
+) -> pw.Json:
+    if settings.value is None:
+        return pw.Json(None)
+    return pw.Json(rules.amount_deviation(settings.value, amount, mean, std, transactions, total, squares))
+
+
+@pw.udf(deterministic=True)
+def time_of_day(settings: pw.Json, seconds: float | None) -> pw.Json:
+    if settings.value is None:
+        return pw.Json(None)
+    return pw.Json(rules.time_of_day(settings.value, seconds))
+
+
+@pw.udf(deterministic=True)
+def transaction_of(
+    transaction_id: pw.Json,
+    customer: str | None,
+    amount: float | None,
+    seconds: float | None,
+    risk_score: float | None,
+    fraud_score: float,
+    velocity: pw.Json,
+    geography: pw.Json,
+    deviation: pw.Json,
+    time_of_day: pw.Json,
+) -> pw.Json:
+    outcomes = [velocity, geography, deviation, time_of_day]
+    document = transaction_document(
+        transaction_id.value,
+        customer,
+        amount,
+        seconds,
+        risk_score,
+        fraud_score,
+        {rule: outcome.value for rule, outcome in zip(rules.RULE_NAMES, outcomes, strict=True)},
+    )
+    return pw.Json(document)
+
+
+@pw.udf(deterministic=True)
+def analysis_of(
+    request: pw.Json,
+    listing: tuple | None,
+    with_profile: int | None,
+    fired: tuple | None,
+    not_evaluable: tuple | None,
+    average_score: float | None,
+    max_score: float | None,
+) -> pw.Json:
+    empty = (0,) * len(rules.RULE_NAMES)
+    document = analysis_document(
+        request.value,
+        [entry.value for _, entry in listing or ()],
+        with_profile or 0,
+        fired or empty,
+        not_evaluable or empty,
+        average_score,
+        max_score,
+    )
+    return pw.Json(document)
+
+
+def build(requests: pw.Table) -> pw.Table:
+    txns = (
+        requests.select(row=load_transactions(pw.this.key))
+        .flatten(pw.this.row, origin_id="query_id")
+        .select(
+            pw.this.query_id,
+            position=pw.this.row[0],
+            transaction_id=pw.this.row[1],
+            customer=pw.this.row[2],
+            amount=pw.this.row[3],
+            seconds=pw.this.row[4],
+            latitude=pw.this.row[5],
+            longitude=pw.this.row[6],
+        )
+    )
+    # One row per customer: the loader keeps each customer's first profile.
+    customer_profiles = (
+        requests.select(row=load_profiles(pw.this.key))
+        .flatten(pw.this.row, origin_id="query_id")
+        .select(
+            pw.this.query_id,
+            customer=pw.this.row[0],
+            risk=pw.this.row[1],
+            risk_score=pw.this.row[2],
+            mean=pw.this.row[3],
+            std=pw.this.row[4],
+            home_latitude=pw.this.row[5],
+            home_longitude=pw.this.row[6],
+        )
+    )
+    customer_sums = (
+        txns.filter(pw.this.customer.is_not_none() & pw.this.amount.is_not_none())
+        .groupby(pw.this.query_id, pw.this.customer)
+        .reduce(
+            pw.this.query_id,
+            pw.this.customer,
+            transactions=pw.reducers.count(),
+            total=pw.reducers.sum(pw.unwrap(pw.this.amount)),
+            squares=pw.reducers.sum(pw.unwrap(pw.this.amount) * pw.unwrap(pw.this.amount)),
+        )
+    )
+    past_hour = _past_hour(txns)
+    same_customer = (pw.left.query_id == pw.right.query_id, pw.left.customer == pw.right.customer)
+    features = (
+        txns.join_left(customer_profiles, *same_customer, id=pw.left.id)
+        .select(
+            *pw.left,
+            has_profile=pw.right.customer.is_not_none(),
+            risk=pw.coalesce(pw.right.risk, 0.0),
+            risk_score=pw.right.risk_score,
+            mean=pw.right.mean,
+            std=pw.right.std,
+            home_latitude=pw.right.home_latitude,
+            home_longitude=pw.right.home_longitude,
+        )
+        .join_left(customer_sums, *same_customer, id=pw.left.id)
+        .select(*pw.left, transactions=pw.right.transactions, total=pw.right.total, squares=pw.right.squares)
+        .join_left(past_hour, pw.left.id == pw.right.id, id=pw.left.id)
+        .select(*pw.left, in_hour=pw.right.transactions, amount_in_hour=pw.right.amount)
+        .join(requests, pw.left.query_id == pw.right.id, id=pw.left.id)
+        .select(*pw.left, rules=pw.right.input["rules"])
+    )
+    judged = features.select(
+        pw.this.query_id,
+        pw.this.position,
+        pw.this.has_profile,
+        pw.this.risk,
+        pw.this.transaction_id,
+        pw.this.customer,
+        pw.this.amount,
+        pw.this.seconds,
+        pw.this.risk_score,
+        pw.this.rules,
+        velocity=velocity(
+            pw.this.rules["velocityCheck"],
+            pw.this.customer,
+            pw.this.seconds,
+            pw.this.in_hour,
+            pw.this.amount_in_hour,
+        ),
+        geography=geography(
+            pw.this.rules["geographicAnomaly"],
+            pw.this.latitude,
+            pw.this.longitude,
+            pw.this.has_profile,
+            pw.this.home_latitude,
+            pw.this.home_longitude,
+        ),
+        deviation=deviation(
+            pw.this.rules["amountAnomaly"],
+            pw.this.amount,
+            pw.this.mean,
+            pw.this.std,
+            pw.this.transactions,
+            pw.this.total,
+            pw.this.squares,
+        ),
+        time_of_day=time_of_day(pw.this.rules["timePattern"], pw.this.seconds),
+    )
+    scored = judged.with_columns(fraud_score=_fraud_score(judged)).with_columns(
+        document=transaction_of(
+            pw.this.transaction_id,
+            pw.this.customer,
+            pw.this.amount,
+            pw.this.seconds,
+            pw.this.risk_score,
+            pw.this.fraud_score,
+            *(pw.this[column] for column in RULE_COLUMNS.values()),
+        )
+    )
+    summary = scored.groupby(pw.this.query_id).reduce(
+        pw.this.query_id,
+        listing=pw.reducers.sorted_tuple(pw.make_tuple(pw.this.position, pw.this.document)),
+        with_profile=pw.reducers.sum(pw.cast(int, pw.this.has_profile)),
+        fired=pw.make_tuple(*(pw.reducers.sum(_is(pw.this[c], "fired")) for c in RULE_COLUMNS.values())),
+        not_evaluable=pw.make_tuple(
+            *(pw.reducers.sum(_is(pw.this[c], "not evaluable")) for c in RULE_COLUMNS.values())
+        ),
+        average_score=pw.reducers.avg(pw.this.fraud_score),
+        max_score=pw.reducers.max(pw.this.fraud_score),
+    )
+    # A left join answers requests without transactions too; the answer keeps the request's id, which is how
+    # the REST connector matches it to the waiting HTTP call.
+    return requests.join_left(summary, pw.left.id == pw.right.query_id, id=pw.left.id).select(
+        result=analysis_of(
+            pw.left.input,
+            pw.right.listing,
+            pw.right.with_profile,
+            pw.right.fired,
+            pw.right.not_evaluable,
+            pw.right.average_score,
+            pw.right.max_score,
+        )
+    )
+
+
+def _past_hour(txns: pw.Table) -> pw.Table:
+    """Per transaction with a customer and a time: the customer's transactions in [t - 1 h, t], and their sum."""
+    timed = txns.filter(pw.this.customer.is_not_none() & pw.this.seconds.is_not_none()).select(
+        pw.this.query_id,
+        customer=pw.unwrap(pw.this.customer),
+        seconds=pw.unwrap(pw.this.seconds),
+        amount=pw.coalesce(pw.this.amount, 0.0),
+    )
+    earlier = timed.copy()
+    window = pw.temporal.interval_join(
+        timed,
+        earlier,
+        timed.seconds,
+        earlier.seconds,
+        pw.temporal.interval(-rules.HOUR_SECONDS, 0.0),
+        timed.query_id == earlier.query_id,
+        timed.customer == earlier.customer,
+    ).select(transaction=pw.left.id, amount=pw.right.amount)
+    return window.groupby(id=pw.this.transaction).reduce(
+        transactions=pw.reducers.count(), amount=pw.reducers.sum(pw.this.amount)
+    )
+
+
+def _is(outcome: pw.ColumnExpression, status: str) -> pw.ColumnExpression:
+    return pw.if_else(pw.coalesce(outcome["status"].as_str(), "") == status, 1, 0)
+
+
+def _fraud_score(judged: pw.Table) -> pw.ColumnExpression:
+    """1 - (1 - w * risk) * product over fired rules of (1 - weight): see `rules`."""
+    kept = 1.0 - rules.PROFILE_RISK_WEIGHT * judged.risk
+    for rule, column in RULE_COLUMNS.items():
+        weight = pw.coalesce(judged.rules[rule]["weight"].as_float(), 0.0)
+        kept = kept * pw.if_else(_is(judged[column], "fired") == 1, 1.0 - weight, 1.0)
+    return 1.0 - kept
