@@ -21,7 +21,7 @@ import dagster as dg
 import psycopg2
 
 from workflow_platform.seed_sales import SalesSeed, load
-from workflow_platform.translate import build_job
+from workflow_platform.translate import build_job, params_run_config
 from workflow_platform.validate import check_file
 
 WORKFLOW = Path(__file__).parent.parent / "workflows" / "sales-report-workflow" / "workflow.json"
@@ -76,7 +76,10 @@ def main() -> None:
                 result = job.execute_in_process(
                     instance=instance,
                     partition_key=DAY.isoformat(),
-                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                    run_config={
+                        **params_run_config({"report_date": DAY.isoformat()}),
+                        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                    },
                     raise_on_error=False,
                 )
                 elapsed = time.perf_counter() - started
