@@ -11,12 +11,16 @@ import json
 import math
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import requests
 from minio import Minio
@@ -484,6 +488,16 @@ def test_sales_of_event_rows_skip_everything(service: str) -> None:
         assert report["metrics"][metric]["skipped"] == {"rows": 2, "reasons": {sales_rows.NO_AMOUNT: 2}}
 
 
+def test_concurrent_sales_requests_get_their_own_answers(service: str) -> None:
+    # Different bodies, and the same body twice at once (which share their staged input).
+    bodies = [{"salesData": mixed_sales_rows(50 + 10 * i, seed=i)} for i in range(5)]
+    bodies.append(bodies[0])
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        reports = list(pool.map(lambda body: answer(service, "sales-aggregation-pipeline", body), bodies))
+    for body, report in zip(bodies, reports, strict=True):
+        assert_sales_report(report, body["salesData"])
+
+
 def test_sales_reads_the_payload_of_event_rows(service: str) -> None:
     rows = [
         {"id": 1, "event_type": "order_placed", "data": {"product": "a", "amount": 5, "region": "n"}},
@@ -506,13 +520,58 @@ def test_sales_by_reference_equals_inline(service: str, s3: Minio, bucket: str, 
     frame = typed_sales_frame(3000)
     rows = rows_of(frame)
     ref = put_table(s3, bucket, f"tests/pipelines/sales-{fmt}.{fmt}", frame, fmt)
-    by_reference = answer(service, "sales-aggregation-pipeline", {"salesData": {**ref, "rowCount": 3000}})
+    reference = {**ref, "rowCount": 3000, "columns": list(frame.columns)}  # as a postgres select returns it
+    by_reference = answer(service, "sales-aggregation-pipeline", {"salesData": reference})
     inline = answer(service, "sales-aggregation-pipeline", {"salesData": rows})
     assert by_reference.pop("salesData") == {"source": ref["ref"], "format": fmt, "rows": 3000}
     inline.pop("salesData")
     assert by_reference == inline
     assert_sales_report(inline, rows)
     assert_sales_report(inline, typed_sales_lines(frame))
+
+
+def test_reference_written_like_a_postgres_select(service: str, s3: Minio, bucket: str) -> None:
+    # numeric -> decimal, timestamptz -> timestamp, jsonb -> JSON text: what a select writes to parquet.
+    rows = [
+        {"id": 1, "amount": "19.90", "created_at": "2025-10-31T10:00:00+00:00", "data": None},
+        {
+            "id": 2,
+            "amount": None,
+            "created_at": "2025-10-31T11:30:00+00:00",
+            "data": '{"product": "a", "amount": 5}',
+        },
+        {"id": 3, "amount": "-4.10", "created_at": None, "data": '{"product": "b", "region": "west"}'},
+    ]
+    table = pa.table(
+        {
+            "id": pa.array([row["id"] for row in rows], pa.int64()),
+            "amount": pa.array(
+                [row["amount"] and Decimal(row["amount"]) for row in rows], pa.decimal128(12, 2)
+            ),
+            "created_at": pa.array(
+                [row["created_at"] and dt.datetime.fromisoformat(row["created_at"]) for row in rows],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "data": pa.array([row["data"] for row in rows], pa.string()),
+        }
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    s3.put_object(
+        bucket, "tests/pipelines/select.parquet", io.BytesIO(buffer.getvalue()), len(buffer.getvalue())
+    )
+    reference = {"ref": f"s3://{bucket}/tests/pipelines/select.parquet", "format": "parquet", "rowCount": 3}
+    report = answer(service, "sales-aggregation-pipeline", {"salesData": reference})
+    inline_rows = [
+        {
+            **row,
+            "amount": row["amount"] and float(row["amount"]),
+            "data": row["data"] and json.loads(row["data"]),
+        }
+        for row in rows
+    ]
+    assert_sales_report(report, inline_rows)
+    assert report["metrics"]["totalRevenue"]["revenue"] == 20.8
 
 
 def test_sales_by_reference_over_many_batches(service: str, s3: Minio, bucket: str) -> None:
@@ -973,20 +1032,31 @@ def order_events(pg) -> Iterator[list[int]]:
 
 
 def test_sales_from_events_workflow(stack_env: dict[str, str], s3: Minio, order_events: list[int]) -> None:
-    result = execute(json.loads((FIXTURES / "sales-from-events.json").read_text()))
+    document = json.loads((FIXTURES / "sales-from-events.json").read_text())
+    result = execute(document)
     selected = result.output_for_node("select_order_events")
     assert set(order_events) <= {row["id"] for row in selected["rows"]}
     report = result.output_for_node("aggregate_sales")
-    assert_sales_report(
-        report,
-        selected["rows"],
-        metrics=["totalRevenue", "topProducts", "regionalBreakdown", "dailyTrend"],
-        top_n=3,
-    )
+    metrics = ["totalRevenue", "topProducts", "regionalBreakdown", "dailyTrend"]
+    assert_sales_report(report, selected["rows"], metrics=metrics, top_n=3)
     assert report["metrics"]["totalRevenue"]["skipped"]["reasons"].get(sales_rows.NO_AMOUNT, 0) >= 1
     stored = result.output_for_node("store_report")
     assert stored["key"].startswith("reports/sales-from-events/")
     assert read_json_object(s3, stored["bucket"], stored["key"]) == report
+
+    # The same rows passed by reference: the select writes them to the store, the service reads them.
+    for fmt in ("parquet", "csv", "jsonl"):
+        document["steps"][0]["input"].update(output="ref", format=fmt)
+        by_reference = execute(document)
+        reference = by_reference.output_for_node("select_order_events")
+        assert reference["ref"].startswith("s3://") and reference["format"] == fmt
+        answer_by_reference = by_reference.output_for_node("aggregate_sales")
+        assert answer_by_reference.pop("salesData") == {
+            "source": reference["ref"],
+            "format": fmt,
+            "rows": len(selected["rows"]),
+        }
+        assert answer_by_reference == {key: value for key, value in report.items() if key != "salesData"}
 
 
 @pytest.fixture

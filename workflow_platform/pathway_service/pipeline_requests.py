@@ -54,7 +54,7 @@ def request_validator(pipeline: Pipeline) -> Callable[[dict[str, Any], Mapping[s
         except (BadRequest, InvalidInput) as exc:
             gate.rejection = exc
             return str(exc)
-        gate.key = STAGED.key_of(body)
+        gate.key = STAGED.key_of(pipeline.id, body)
         STAGED.hold(gate.key, model)
         return None
 

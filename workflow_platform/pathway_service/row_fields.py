@@ -10,6 +10,7 @@ NaN. Each conversion is vectorised and says, per row, why a value is unusable, a
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import numbers
@@ -39,7 +40,9 @@ class RowFields:
     def raw(self, *names: str) -> pd.Series:
         columns = [self.frame[name] for name in names if name in self.frame.columns]
         if "data" in self.frame.columns:
-            columns.append(self._nested(names))
+            nested = self._nested(names)
+            if nested.notna().any():  # else the column keeps its type (and its fast conversions)
+                columns.append(nested)
         if not columns:
             return pd.Series(None, index=self.frame.index, dtype=object)
         found = columns[0]
@@ -159,9 +162,9 @@ def epoch_seconds_of(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     elif ptypes.is_numeric_dtype(raw.dtype) and not ptypes.is_bool_dtype(raw.dtype):
         values = _epoch_numbers(raw.to_numpy(dtype=float, na_value=np.nan))
     else:
-        scalars = _scalars(raw)
+        scalars = raw.map(_time_or_number_or_text, na_action="ignore") if raw.dtype == object else raw
         values = np.full(len(raw), np.nan)
-        if raw.dtype == object:  # numbers and text mixed (a text column holds only text)
+        if raw.dtype == object:  # numbers, text and timestamps mixed (a text column holds only text)
             number = scalars.map(_is_number).to_numpy(dtype=bool)
             values[number] = _epoch_numbers(scalars[number].to_numpy(dtype=float))
         text = np.isnan(values) & ~missing
@@ -176,6 +179,11 @@ def epoch_seconds_of(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
             values[text] = seconds
     values = np.where(np.isfinite(values), values, np.nan)
     return values, reasons(missing, ~missing & np.isnan(values))
+
+
+def _time_or_number_or_text(value: Any) -> Any:
+    # Timestamps go through their ISO text, as text does.
+    return value if isinstance(value, dt.date) else _numeric_or_text(value)
 
 
 def _is_number(value: Any) -> bool:

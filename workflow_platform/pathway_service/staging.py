@@ -1,7 +1,7 @@
 """Requests validated at the door, held for the dataflow while they run, their tables read once.
 
 The webserver validates a pipeline request before it enters the dataflow and stages it here under a key
-derived from the request body (which the REST connector passes into the dataflow unchanged). In the dataflow,
+derived from the pipeline and the request body (which the REST connector passes into the dataflow unchanged). In the dataflow,
 `read_tables` reads the request's tabular inputs (inline rows, or objects from the store) once, and the
 pipelines' UDFs look them up by key. Pathway would pickle a DataFrame carried in a column (0.25 s per million
 rows), so only the key travels through the dataflow.
@@ -39,8 +39,8 @@ class Staging:
         self._held: dict[str, tuple[int, StagedRequest]] = {}
 
     @staticmethod
-    def key_of(body: str) -> str:
-        return hashlib.sha256(body.encode()).hexdigest()
+    def key_of(pipeline_id: str, body: str) -> str:
+        return hashlib.sha256(f"{pipeline_id}\n{body}".encode()).hexdigest()
 
     def hold(self, key: str, model: BaseModel) -> None:
         with self._lock:

@@ -37,7 +37,16 @@ def parse_table(data: bytes, fmt: str) -> pd.DataFrame:
             raise UnreadableFormat(f"unknown format {fmt!r}")
     except (pa.ArrowException, OSError) as exc:
         raise UnreadableFormat(f"not a valid {fmt} file: {exc}") from None
-    return table.to_pandas()
+    return _without_decimals(table).to_pandas()
+
+
+def _without_decimals(table: pa.Table) -> pa.Table:
+    """Decimal columns (PostgreSQL's numeric, as a select writes it) as floats: pandas would hold them as Python
+    Decimal objects, one by one."""
+    for index, column in enumerate(table.schema):
+        if pa.types.is_decimal(column.type):
+            table = table.set_column(index, column.name, table.column(index).cast(pa.float64()))
+    return table
 
 
 def _jsonl_frame(data: bytes) -> pd.DataFrame:
