@@ -235,13 +235,7 @@ def download_outputs(spec: WorkflowSpec, report: RunReport, outputs_dir: Path) -
     ]
     if not written:
         return []
-    store = ObjectStoreResource(
-        endpoint=os.environ["WFP_S3_ENDPOINT"],
-        access_key=os.environ["WFP_S3_ACCESS_KEY"],
-        secret_key=os.environ["WFP_S3_SECRET_KEY"],
-        region=os.environ.get("WFP_S3_REGION", "us-east-1"),
-        bucket=os.environ["WFP_S3_BUCKET"],
-    )
+    store = ObjectStoreResource.from_environment()
     paths = []
     for item in written:
         # outputs/<workflow>/result.json lands as <workflow folder>/outputs/result.json

@@ -47,13 +47,7 @@ def _nats() -> None:
 def _object_store() -> None:
     from workflow_platform.resources.object_store import ObjectStoreResource
 
-    store = ObjectStoreResource(
-        endpoint=os.environ["WFP_S3_ENDPOINT"],
-        access_key=os.environ["WFP_S3_ACCESS_KEY"],
-        secret_key=os.environ["WFP_S3_SECRET_KEY"],
-        region=os.environ.get("WFP_S3_REGION", "us-east-1"),
-        bucket=os.environ["WFP_S3_BUCKET"],
-    )
+    store = ObjectStoreResource.from_environment()
     store.client().list_buckets()
 
 

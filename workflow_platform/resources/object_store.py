@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -19,6 +20,17 @@ class ObjectStoreResource(dg.ConfigurableResource):
 
     _client: Minio | None = PrivateAttr(default=None)
     _buckets: set[str] = PrivateAttr(default_factory=set)
+
+    @classmethod
+    def from_environment(cls) -> ObjectStoreResource:
+        """Outside a Dagster run (CLI downloads, health checks): the WFP_S3_* variables directly."""
+        return cls(
+            endpoint=os.environ["WFP_S3_ENDPOINT"],
+            access_key=os.environ["WFP_S3_ACCESS_KEY"],
+            secret_key=os.environ["WFP_S3_SECRET_KEY"],
+            region=os.environ.get("WFP_S3_REGION", "us-east-1"),
+            bucket=os.environ["WFP_S3_BUCKET"],
+        )
 
     def client(self) -> Minio:
         if self._client is None:
