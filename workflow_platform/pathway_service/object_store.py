@@ -6,7 +6,10 @@ in 0.13 s with `get_object`, against 4.5 s through pyarrow's S3 filesystem (many
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import urllib3
@@ -34,11 +37,12 @@ class ObjectStoreUnavailable(RuntimeError):
 
 
 class ObjectStore:
-    """Whole-object reads from the S3 endpoint the WFP_S3_* variables name."""
+    """Whole-object reads and writes on the S3 endpoint the WFP_S3_* variables name."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         url = urlparse(settings.s3_endpoint)
         self.endpoint = settings.s3_endpoint
+        self.bucket = settings.s3_bucket  # where the platform keeps its objects (models, for one)
         self._client = Minio(
             url.netloc or url.path,
             access_key=settings.s3_access_key,
@@ -52,8 +56,22 @@ class ObjectStore:
         )
 
     def read(self, bucket: str, key: str) -> bytes:
-        try:
+        with self._errors():
             response = self._client.get_object(bucket, key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def write(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        with self._errors():
+            self._client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
         except S3Error as exc:
             reason = _NOT_READABLE.get(exc.code)
             if reason is None:
@@ -63,11 +81,6 @@ class ObjectStore:
             raise UnreadableObject(reason) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ObjectStoreUnavailable(f"object store {self.endpoint} did not answer: {exc}") from None
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
 
 
 @functools.cache

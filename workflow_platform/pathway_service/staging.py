@@ -29,6 +29,8 @@ class StagedRequest:
     model: BaseModel
     input: dict[str, Any]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # What a pipeline derives once from the tables or the store (e.g. a model) for its later UDFs.
+    derived: dict[str, Any] = field(default_factory=dict)
 
 
 class Staging:

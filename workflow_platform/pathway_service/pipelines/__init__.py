@@ -7,10 +7,11 @@ below; the service then serves it at `POST /pipelines/<id>/run` and describes it
 from __future__ import annotations
 
 from ..pipeline import Pipeline
-from . import fraud, risk, sales, sample
+from . import fraud, fraud_features, risk, sales, sample
 
 PIPELINES: dict[str, Pipeline] = {
-    pipeline.id: pipeline for pipeline in (sample.PIPELINE, sales.PIPELINE, fraud.PIPELINE, risk.PIPELINE)
+    pipeline.id: pipeline
+    for pipeline in (sample.PIPELINE, sales.PIPELINE, fraud.PIPELINE, fraud_features.PIPELINE, risk.PIPELINE)
 }
 
 __all__ = ["PIPELINES", "Pipeline"]

@@ -1,0 +1,88 @@
+"""fraud-features-pipeline as a Pathway dataflow: the request's rows ─► window features ─► one table out."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pathway as pw
+
+from ...object_store import ObjectStoreUnavailable, UnreadableObject, object_store
+from ...pipeline_requests import failure_result
+from ...staging import STAGED
+from ..fraud.history import FeatureRow, feature_input
+from ..fraud.windows import FEATURES, feature_rows, window_features
+from . import PIPELINE_ID
+
+# Inline answers stop here: beyond, a reference is the only sensible shape (and 1 MiB of JSON is ~2,000 rows).
+MAX_INLINE_ROWS = 10_000
+
+
+# No `from __future__ import annotations` here: Pathway reads the UDFs' annotations as types.
+# Not deterministic: Pathway keeps the rows to retract them later, when the request has left the staging area.
+@pw.udf
+def load_rows(key: str) -> list[FeatureRow]:
+    staged = STAGED.get(key)
+    staged.derived["rows"] = feature_input(staged.tables["transactions"])
+    return staged.derived["rows"].rows
+
+
+# Not deterministic either: it writes the output object, once.
+@pw.udf
+def answer(key: str, features: np.ndarray | None) -> pw.Json:
+    staged = STAGED.get(key)
+    found = staged.derived["rows"]
+    table = feature_table(found, features if features is not None else np.zeros((0, len(FEATURES))))
+    document = {
+        "pipelineId": PIPELINE_ID,
+        "features": FEATURES,
+        "rowCount": len(table),
+        "skipped": found.skipped,
+        "input": {"transactions": staged.input["transactions"]},
+    }
+    output = staged.input["output"]
+    if output is None:
+        if len(table) > MAX_INLINE_ROWS:
+            message = (
+                f"{len(table)} rows are too many to answer inline (at most {MAX_INLINE_ROWS}): set output"
+            )
+            return pw.Json(failure_result(422, f"invalid input for {PIPELINE_ID}: {message}", field="output"))
+        rows = table.assign(TX_DATETIME=table["TX_DATETIME"].map(pd.Timestamp.isoformat))
+        document["table"] = {"rows": rows.to_dict(orient="records"), "rowCount": len(table)}
+    else:
+        bucket, _, object_key = output.removeprefix("s3://").partition("/")
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        try:
+            object_store().write(bucket, object_key, buffer.getvalue(), "application/vnd.apache.parquet")
+        except UnreadableObject as exc:
+            return pw.Json(failure_result(422, f"output: cannot write {output}: {exc}", field="output"))
+        except ObjectStoreUnavailable as exc:
+            return pw.Json(failure_result(503, str(exc)))
+        document["table"] = {"ref": output, "format": "parquet", "rowCount": len(table)}
+    return pw.Json(document)
+
+
+def feature_table(found, features: np.ndarray) -> pd.DataFrame:  # noqa: ANN001 - history.FeatureInput
+    """The handbook's columns: who, when, the label, then the features."""
+    columns = list(zip(*found.rows, strict=True)) if found.rows else [()] * 7
+    table = pd.DataFrame(
+        {
+            "TRANSACTION_ID": found.ids,
+            "TX_DATETIME": pd.to_datetime(np.asarray(columns[3], dtype=np.float64), unit="s", utc=True),
+            "CUSTOMER_ID": list(columns[1]),
+            "TERMINAL_ID": list(columns[2]),
+            "TX_FRAUD": np.asarray(columns[6], dtype=np.int64),
+        }
+    )
+    for index, name in enumerate(FEATURES):
+        values = features[:, index]
+        table[name] = values.astype(np.int64) if "NB_TX" in name or "DURING" in name else values
+    return table
+
+
+def build(requests: pw.Table) -> pw.Table:
+    rows = feature_rows(requests.select(row=load_rows(pw.this.key)))
+    features = window_features(rows)
+    return requests.join_left(features, pw.left.id == pw.right.query_id, id=pw.left.id).select(
+        result=answer(pw.left.key, pw.right.features)
+    )

@@ -1,0 +1,176 @@
+"""fraud-features-pipeline: the handbook's features computed by the Pathway service, checked against pandas.
+
+Two independent pandas implementations: the handbook's own code (rolling windows per card and per terminal,
+transcribed below, run on a sample of cards and terminals) and `fraud.features.transform_features` (vectorised,
+on every row).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from minio import Minio
+
+from workflow_platform.fraud.features import FEATURES, transform_features
+from workflow_platform.fraud.simulator import SimulationConfig, simulate
+
+PIPELINE = "fraud-features-pipeline"
+
+
+@pytest.fixture(scope="module")
+def simulated() -> pd.DataFrame:
+    return simulate(SimulationConfig(n_customers=400, n_terminals=800, nb_days=70)).transactions
+
+
+def run(service: str, body: dict[str, Any]) -> requests.Response:
+    return requests.post(f"{service}/pipelines/{PIPELINE}/run", json=body, timeout=300)
+
+
+def handbook_customer_features(customer_transactions: pd.DataFrame) -> pd.DataFrame:
+    """The handbook's get_customer_spending_behaviour_features (chapter 3.4), as published."""
+    customer_transactions = customer_transactions.sort_values("TX_DATETIME", kind="stable")
+    customer_transactions.index = customer_transactions.TX_DATETIME
+    for window_size in [1, 7, 30]:
+        sum_amount = customer_transactions["TX_AMOUNT"].rolling(str(window_size) + "d").sum()
+        nb_tx = customer_transactions["TX_AMOUNT"].rolling(str(window_size) + "d").count()
+        customer_transactions["CUSTOMER_ID_NB_TX_" + str(window_size) + "DAY_WINDOW"] = list(nb_tx)
+        customer_transactions["CUSTOMER_ID_AVG_AMOUNT_" + str(window_size) + "DAY_WINDOW"] = list(
+            sum_amount / nb_tx
+        )
+    customer_transactions.index = customer_transactions.TRANSACTION_ID
+    return customer_transactions
+
+
+def handbook_terminal_features(terminal_transactions: pd.DataFrame, delay_period: int = 7) -> pd.DataFrame:
+    """The handbook's get_count_risk_rolling_window (chapter 3.4), as published."""
+    terminal_transactions = terminal_transactions.sort_values("TX_DATETIME", kind="stable")
+    terminal_transactions.index = terminal_transactions.TX_DATETIME
+    nb_fraud_delay = terminal_transactions["TX_FRAUD"].rolling(str(delay_period) + "d").sum()
+    nb_tx_delay = terminal_transactions["TX_FRAUD"].rolling(str(delay_period) + "d").count()
+    for window_size in [1, 7, 30]:
+        window = str(delay_period + window_size) + "d"
+        nb_fraud_window = terminal_transactions["TX_FRAUD"].rolling(window).sum() - nb_fraud_delay
+        nb_tx_window = terminal_transactions["TX_FRAUD"].rolling(window).count() - nb_tx_delay
+        terminal_transactions["TERMINAL_ID_NB_TX_" + str(window_size) + "DAY_WINDOW"] = list(nb_tx_window)
+        terminal_transactions["TERMINAL_ID_RISK_" + str(window_size) + "DAY_WINDOW"] = list(
+            nb_fraud_window / nb_tx_window
+        )
+    terminal_transactions.index = terminal_transactions.TRANSACTION_ID
+    return terminal_transactions.fillna(0)
+
+
+def features_by_reference(service: str, s3: Minio, bucket: str, frame: pd.DataFrame, name: str) -> dict:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    s3.put_object(bucket, f"tests/{name}-in.parquet", io.BytesIO(buffer.getvalue()), len(buffer.getvalue()))
+    output = f"s3://{bucket}/tests/{name}-features.parquet"
+    response = run(
+        service, {"transactions": {"ref": f"s3://{bucket}/tests/{name}-in.parquet"}, "output": output}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def read_parquet(s3: Minio, ref: str) -> pd.DataFrame:
+    bucket, _, key = ref.removeprefix("s3://").partition("/")
+    response = s3.get_object(bucket, key)
+    try:
+        return pd.read_parquet(io.BytesIO(response.read()))
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def test_features_by_reference_equal_both_pandas_implementations(
+    stack_env: dict[str, str], s3: Minio, simulated: pd.DataFrame
+) -> None:
+    service, bucket = stack_env["WFP_PATHWAY_URL"], stack_env["WFP_S3_BUCKET"]
+    # Shuffled: the pipeline must not rely on the input's order.
+    shuffled = simulated.sample(frac=1.0, random_state=5).reset_index(drop=True)
+    answer = features_by_reference(service, s3, bucket, shuffled, "simulated")
+    assert answer["rowCount"] == len(simulated) and answer["skipped"] == {}
+    assert answer["features"] == FEATURES
+    table = read_parquet(s3, answer["table"]["ref"]).set_index("TRANSACTION_ID").sort_index()
+    assert answer["table"]["rowCount"] == len(table)
+
+    reference = transform_features(simulated).set_index("TRANSACTION_ID").sort_index()
+    assert (table["CUSTOMER_ID"].astype(int) == reference["CUSTOMER_ID"]).all()
+    assert (table["TX_FRAUD"] == reference["TX_FRAUD"]).all()
+    for name in FEATURES:
+        np.testing.assert_allclose(table[name], reference[name], rtol=1e-9, atol=1e-9, err_msg=name)
+
+    rng = np.random.default_rng(0)
+    for card in rng.choice(simulated["CUSTOMER_ID"].unique(), 25, replace=False):
+        expected = handbook_customer_features(simulated[simulated["CUSTOMER_ID"] == card])
+        got = table.loc[expected.index]
+        for column in [c for c in FEATURES if c.startswith("CUSTOMER_ID")]:
+            np.testing.assert_allclose(got[column], expected[column], rtol=1e-9, err_msg=f"{card} {column}")
+    for terminal in rng.choice(simulated["TERMINAL_ID"].unique(), 25, replace=False):
+        expected = handbook_terminal_features(simulated[simulated["TERMINAL_ID"] == terminal])
+        got = table.loc[expected.index]
+        for column in [c for c in FEATURES if c.startswith("TERMINAL_ID")]:
+            np.testing.assert_allclose(
+                got[column], expected[column], atol=1e-9, err_msg=f"{terminal} {column}"
+            )
+
+
+def test_features_of_database_rows_inline_with_skips(stack_env: dict[str, str]) -> None:
+    """Rows as a postgres select returns them; rows lacking a field are counted, not featured."""
+    rows = [
+        {
+            "id": 1,
+            "customer_id": "c1",
+            "terminal_id": 7,
+            "created_at": "2024-03-02T05:00:00Z",
+            "amount": 10.0,
+        },
+        {
+            "id": 2,
+            "customer_id": "c1",
+            "terminal_id": 7,
+            "created_at": "2024-03-02T20:00:00Z",
+            "amount": "30",
+        },
+        {
+            "id": 3,
+            "customer_id": "c1",
+            "terminal_id": 8,
+            "created_at": "2024-03-11T06:30:00Z",
+            "amount": 20.0,
+        },
+        {"id": 4, "customer_id": None, "terminal_id": 7, "created_at": "2024-03-10T07:00:00Z", "amount": 5.0},
+        {"id": 5, "customer_id": "c2", "terminal_id": 7, "created_at": "2024-03-10T08:00:00Z", "amount": 5.0},
+        {"id": 6, "customer_id": "c2", "merchant_id": "m", "created_at": "yesterday", "amount": 5.0},
+    ]
+    rows[0]["tx_fraud"] = 1
+    response = run(stack_env["WFP_PATHWAY_URL"], {"transactions": {"rows": rows, "rowCount": len(rows)}})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["skipped"] == {"no customer_id": 1, "no usable created_at/timestamp": 1}
+    featured = {row["TRANSACTION_ID"]: row for row in answer["table"]["rows"]}
+    assert sorted(featured) == [1, 2, 3, 5]
+    # 2024-03-02 was a Saturday; 05:00 is night.
+    assert (featured[1]["TX_DURING_WEEKEND"], featured[1]["TX_DURING_NIGHT"]) == (1, 1)
+    assert (featured[3]["TX_DURING_WEEKEND"], featured[3]["TX_DURING_NIGHT"]) == (0, 1)
+    assert featured[2]["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2
+    assert featured[2]["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == pytest.approx(20.0)
+    assert featured[3]["CUSTOMER_ID_NB_TX_7DAY_WINDOW"] == 1
+    assert featured[3]["CUSTOMER_ID_NB_TX_30DAY_WINDOW"] == 3
+    # Terminal 7 on 03-10 08:00 knows, a week back, 03-02's two transactions, one of them a fraud.
+    assert featured[5]["TERMINAL_ID_NB_TX_7DAY_WINDOW"] == 2
+    assert featured[5]["TERMINAL_ID_RISK_7DAY_WINDOW"] == pytest.approx(0.5)
+    assert featured[5]["TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 1  # (03-02 08:00, 03-03 08:00]: only 20:00
+    assert featured[5]["TERMINAL_ID_RISK_1DAY_WINDOW"] == 0.0
+
+
+def test_invalid_features_requests_are_422(stack_env: dict[str, str]) -> None:
+    service = stack_env["WFP_PATHWAY_URL"]
+    response = run(service, {"transactions": [], "output": "bucket/key"})
+    assert response.status_code == 422 and "output" in response.text
+    response = run(service, {"transactions": {"ref": f"s3://{stack_env['WFP_S3_BUCKET']}/no/such.parquet"}})
+    assert response.status_code == 422 and "no such object" in response.text
