@@ -1,7 +1,7 @@
 """fraud-features-pipeline: the handbook's features computed by the Pathway service, checked against pandas.
 
-Two independent pandas implementations: the handbook's own code (rolling windows per card and per terminal,
-transcribed below, run on a sample of cards and terminals) and `fraud.features.transform_features` (vectorised,
+Two independent pandas implementations: the handbook's own code (`fraud.handbook_reference`: rolling windows
+per card and per terminal, run on a sample of cards and terminals) and `fraud.features.transform_features` (vectorised,
 on every row).
 """
 
@@ -17,6 +17,7 @@ import requests
 from minio import Minio
 
 from workflow_platform.fraud.features import FEATURES, transform_features
+from workflow_platform.fraud.handbook_reference import customer_spending_features, terminal_risk_features
 from workflow_platform.fraud.simulator import SimulationConfig, simulate
 
 PIPELINE = "fraud-features-pipeline"
@@ -27,51 +28,25 @@ def simulated() -> pd.DataFrame:
     return simulate(SimulationConfig(n_customers=400, n_terminals=800, nb_days=70)).transactions
 
 
+def run_pipeline(service: str, pipeline: str, body: dict[str, Any]) -> requests.Response:
+    return requests.post(f"{service}/pipelines/{pipeline}/run", json=body, timeout=300)
+
+
 def run(service: str, body: dict[str, Any]) -> requests.Response:
-    return requests.post(f"{service}/pipelines/{PIPELINE}/run", json=body, timeout=300)
+    return run_pipeline(service, PIPELINE, body)
 
 
-def handbook_customer_features(customer_transactions: pd.DataFrame) -> pd.DataFrame:
-    """The handbook's get_customer_spending_behaviour_features (chapter 3.4), as published."""
-    customer_transactions = customer_transactions.sort_values("TX_DATETIME", kind="stable")
-    customer_transactions.index = customer_transactions.TX_DATETIME
-    for window_size in [1, 7, 30]:
-        sum_amount = customer_transactions["TX_AMOUNT"].rolling(str(window_size) + "d").sum()
-        nb_tx = customer_transactions["TX_AMOUNT"].rolling(str(window_size) + "d").count()
-        customer_transactions["CUSTOMER_ID_NB_TX_" + str(window_size) + "DAY_WINDOW"] = list(nb_tx)
-        customer_transactions["CUSTOMER_ID_AVG_AMOUNT_" + str(window_size) + "DAY_WINDOW"] = list(
-            sum_amount / nb_tx
-        )
-    customer_transactions.index = customer_transactions.TRANSACTION_ID
-    return customer_transactions
-
-
-def handbook_terminal_features(terminal_transactions: pd.DataFrame, delay_period: int = 7) -> pd.DataFrame:
-    """The handbook's get_count_risk_rolling_window (chapter 3.4), as published."""
-    terminal_transactions = terminal_transactions.sort_values("TX_DATETIME", kind="stable")
-    terminal_transactions.index = terminal_transactions.TX_DATETIME
-    nb_fraud_delay = terminal_transactions["TX_FRAUD"].rolling(str(delay_period) + "d").sum()
-    nb_tx_delay = terminal_transactions["TX_FRAUD"].rolling(str(delay_period) + "d").count()
-    for window_size in [1, 7, 30]:
-        window = str(delay_period + window_size) + "d"
-        nb_fraud_window = terminal_transactions["TX_FRAUD"].rolling(window).sum() - nb_fraud_delay
-        nb_tx_window = terminal_transactions["TX_FRAUD"].rolling(window).count() - nb_tx_delay
-        terminal_transactions["TERMINAL_ID_NB_TX_" + str(window_size) + "DAY_WINDOW"] = list(nb_tx_window)
-        terminal_transactions["TERMINAL_ID_RISK_" + str(window_size) + "DAY_WINDOW"] = list(
-            nb_fraud_window / nb_tx_window
-        )
-    terminal_transactions.index = terminal_transactions.TRANSACTION_ID
-    return terminal_transactions.fillna(0)
+def put_parquet(s3: Minio, bucket: str, key: str, frame: pd.DataFrame) -> str:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    s3.put_object(bucket, key, io.BytesIO(buffer.getvalue()), len(buffer.getvalue()))
+    return f"s3://{bucket}/{key}"
 
 
 def features_by_reference(service: str, s3: Minio, bucket: str, frame: pd.DataFrame, name: str) -> dict:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    s3.put_object(bucket, f"tests/{name}-in.parquet", io.BytesIO(buffer.getvalue()), len(buffer.getvalue()))
+    ref = put_parquet(s3, bucket, f"tests/{name}-in.parquet", frame)
     output = f"s3://{bucket}/tests/{name}-features.parquet"
-    response = run(
-        service, {"transactions": {"ref": f"s3://{bucket}/tests/{name}-in.parquet"}, "output": output}
-    )
+    response = run(service, {"transactions": {"ref": ref}, "output": output})
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -106,12 +81,12 @@ def test_features_by_reference_equal_both_pandas_implementations(
 
     rng = np.random.default_rng(0)
     for card in rng.choice(simulated["CUSTOMER_ID"].unique(), 25, replace=False):
-        expected = handbook_customer_features(simulated[simulated["CUSTOMER_ID"] == card])
+        expected = customer_spending_features(simulated[simulated["CUSTOMER_ID"] == card])
         got = table.loc[expected.index]
         for column in [c for c in FEATURES if c.startswith("CUSTOMER_ID")]:
             np.testing.assert_allclose(got[column], expected[column], rtol=1e-9, err_msg=f"{card} {column}")
     for terminal in rng.choice(simulated["TERMINAL_ID"].unique(), 25, replace=False):
-        expected = handbook_terminal_features(simulated[simulated["TERMINAL_ID"] == terminal])
+        expected = terminal_risk_features(simulated[simulated["TERMINAL_ID"] == terminal])
         got = table.loc[expected.index]
         for column in [c for c in FEATURES if c.startswith("TERMINAL_ID")]:
             np.testing.assert_allclose(
@@ -174,3 +149,83 @@ def test_invalid_features_requests_are_422(stack_env: dict[str, str]) -> None:
     assert response.status_code == 422 and "output" in response.text
     response = run(service, {"transactions": {"ref": f"s3://{stack_env['WFP_S3_BUCKET']}/no/such.parquet"}})
     assert response.status_code == 422 and "no such object" in response.text
+
+
+def db_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Simulated transactions as orchestrator.transactions rows (what a postgres step returns)."""
+    return [
+        {
+            "id": int(row.TRANSACTION_ID),
+            "customer_id": str(row.CUSTOMER_ID),
+            "terminal_id": int(row.TERMINAL_ID),
+            "created_at": row.TX_DATETIME.isoformat() + "Z",
+            "amount": float(row.TX_AMOUNT),
+            "tx_fraud": int(row.TX_FRAUD),
+        }
+        for row in frame.itertuples()
+    ]
+
+
+def test_detection_scores_with_the_stored_model_and_explains_with_rules(
+    stack_env: dict[str, str], s3: Minio, simulated: pd.DataFrame
+) -> None:
+    from workflow_platform.fraud.model import fit_model, save_model, score
+
+    featured = transform_features(simulated)
+    days = featured["TX_TIME_DAYS"]
+    model = fit_model("logistic_regression", featured[(days >= 31) & (days < 45)])
+    version = save_model(model, s3, stack_env["WFP_S3_BUCKET"])
+
+    batch = simulated[simulated["TX_TIME_DAYS"] == 69]
+    history = simulated[(simulated["TX_TIME_DAYS"] >= 31) & (simulated["TX_TIME_DAYS"] < 69)]
+    # The batch's rows also in the history are ignored there (a workflow may not exclude them).
+    body = {
+        "transactions": db_rows(batch),
+        "history": {
+            "ref": put_parquet(
+                s3,
+                stack_env["WFP_S3_BUCKET"],
+                "tests/history.parquet",
+                pd.DataFrame(db_rows(pd.concat([history, batch.head(5)]))),
+            )
+        },
+        "model": "latest",
+        "alertThreshold": 0.3,
+        "rules": {"timePattern": {"unusualHours": [0, 1, 2, 3, 4], "weight": 0.3}},
+    }
+    response = run_pipeline(stack_env["WFP_PATHWAY_URL"], "fraud-detection-pipeline", body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["model"]["version"] == version and result["model"]["name"] == "logistic_regression"
+
+    context = transform_features(pd.concat([history, batch])).set_index("TRANSACTION_ID")
+    expected = pd.Series(score(model, context.loc[batch["TRANSACTION_ID"]]), index=batch["TRANSACTION_ID"])
+    by_id = {t["transactionId"]: t for t in result["transactions"]}
+    assert sorted(by_id) == sorted(batch["TRANSACTION_ID"].tolist())
+    for tx_id, probability in expected.items():
+        document = by_id[tx_id]
+        assert document["scoredBy"] == "model"
+        assert document["modelScore"] == pytest.approx(probability, abs=6e-5)
+        assert document["riskScore"] == document["modelScore"]
+        assert document["fraudFlag"] == (document["riskScore"] >= 0.3)
+        assert (
+            document["features"]["CUSTOMER_ID_NB_TX_30DAY_WINDOW"]
+            == context.loc[tx_id, "CUSTOMER_ID_NB_TX_30DAY_WINDOW"]
+        )
+        night = pd.Timestamp(document["createdAt"]).hour in (0, 1, 2, 3, 4)
+        assert [e["rule"] for e in document["explanations"]] == (["timePattern"] if night else [])
+    flagged = sorted(t for t, d in by_id.items() if d["fraudFlag"])
+    assert flagged, "the model flags none of a day's transactions: the test data has no fraud to find"
+    assert sorted(a["transactionId"] for a in result["alerts"]) == flagged
+    assert all(a["modelVersion"] == version for a in result["alerts"])
+    assert {s["id"]: s["fraud_flag"] for s in result["scores"]} == {
+        t: d["fraudFlag"] for t, d in by_id.items()
+    }
+    assert result["summary"]["scoredByModel"] == len(batch) and result["summary"]["alerts"] == len(flagged)
+
+
+def test_detection_with_an_unknown_model_version_is_a_422(stack_env: dict[str, str]) -> None:
+    body = {"transactions": [], "model": "20990101T000000Z-none"}
+    response = run_pipeline(stack_env["WFP_PATHWAY_URL"], "fraud-detection-pipeline", body)
+    assert response.status_code == 422, response.text
+    assert "models/fraud/20990101T000000Z-none/model.joblib" in response.text

@@ -877,6 +877,8 @@ def test_fraud_empty_input(service: str) -> None:
     assert result["transactions"] == []
     assert result["summary"] == {
         "transactions": 0,
+        "scoredByModel": 0,
+        "alerts": 0,
         "withProfile": 0,
         "rulesFired": dict.fromkeys(ALL_RULES, 0),
         "notEvaluable": dict.fromkeys(ALL_RULES, 0),

@@ -268,13 +268,22 @@ def load_model(
     version: str | None = None, client: Minio | None = None, bucket: str | None = None
 ) -> FraudModel:
     """The stored model `version`, or the one `models/fraud/latest.json` names."""
-    import joblib
-
     if client is None or bucket is None:
         client, bucket = object_store()
     if version is None:
         version = json.loads(_get(client, bucket, LATEST_KEY))["version"]
-    payload = joblib.load(io.BytesIO(_get(client, bucket, f"{MODEL_PREFIX}/{version}/model.joblib")))
+    return model_from_joblib(_get(client, bucket, model_key(version)))
+
+
+def model_key(version: str) -> str:
+    return f"{MODEL_PREFIX}/{version}/model.joblib"
+
+
+def model_from_joblib(data: bytes) -> FraudModel:
+    """A stored model.joblib's content, loaded."""
+    import joblib
+
+    payload = joblib.load(io.BytesIO(data))
     description = payload["description"]
     return FraudModel(
         name=description["name"],

@@ -82,7 +82,10 @@ def _serve_pipeline(webserver: pw.io.http.PathwayWebserver, pipeline: Pipeline) 
     @pw.udf
     def read(key: str) -> pw.Json | None:
         try:
-            read_tables(STAGED.get(key), object_store())
+            staged = STAGED.get(key)
+            read_tables(staged, object_store())
+            if pipeline.prepare is not None:
+                pipeline.prepare(staged, object_store())
         except UnreadableReference as exc:
             error = f"invalid input for {pipeline.id}: {exc}"
             return pw.Json(failure_result(422, error, field=exc.field, ref=exc.ref))

@@ -17,6 +17,9 @@ from pydantic_core import ErrorDetails
 if TYPE_CHECKING:
     import pathway as pw
 
+    from .object_store import ObjectStore
+    from .staging import StagedRequest
+
 
 class BadRequest(ValueError):
     """A request body that is not JSON at all (answered 400)."""
@@ -50,6 +53,9 @@ class Pipeline:
     description: str
     input_model: type[BaseModel]
     build: Callable[[pw.Table], pw.Table]
+    # Called once per request after its tables are read, e.g. to load a model from the store into
+    # `staged.derived`; it may raise staging.UnreadableReference (422) or ObjectStoreUnavailable (503).
+    prepare: Callable[[StagedRequest, ObjectStore], None] | None = None
 
     @property
     def route(self) -> str:

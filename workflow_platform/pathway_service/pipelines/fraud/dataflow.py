@@ -1,21 +1,25 @@
-"""fraud-detection-pipeline as a Pathway dataflow: every transaction judged by the rules, scored, summarised.
+"""fraud-detection-pipeline as a Pathway dataflow: every transaction featured, scored, judged, summarised.
 
     transactions ─┬─► per customer: count, sum, sum of squares (groupby) ────────┐
-                  ├─► per transaction: the customer's past hour (interval join) ─┼─► one row per transaction
-    profiles ─────┴─► the customer's profile (join) ─────────────────────────────┘
-        ─► rules (one UDF each) ─► score (an expression over the rules fired and the profile's risk)
-        ─► per request: summary and listing in input order (groupby)
+                  ├─► per transaction: the customer's past hour (interval join) ─┤
+    profiles ─────┼─► the customer's profile (join) ─────────────────────────────┼─► one row per transaction
+    history ──────┴─► window features (windows.py) ─► model score (per request) ─┘
+        ─► rules (one UDF each) ─► rule score (an expression over the rules fired and the profile's risk)
+        ─► risk score: the model's, else the rules' ─► per request: summary, alerts, listing in input order
 
-The rules' logic lives in `rules.py`; what grows here later (per-customer window features, a trained model)
-joins the `features` table as more columns.
+The rules' logic lives in `rules.py`, the features in `windows.py`, the model in `scoring.py`.
 """
 
+import numpy as np
 import pathway as pw
 
 from ...staging import STAGED
 from . import rules
+from .history import FeatureRow, feature_input
 from .report import analysis_document, transaction_document
 from .rows import profiles, transactions
+from .scoring import describe, model_scores
+from .windows import feature_rows, window_features
 
 RULE_COLUMNS = dict(zip(rules.RULE_NAMES, ("velocity", "geography", "deviation", "time_of_day"), strict=True))
 
@@ -37,6 +41,35 @@ def load_profiles(
     key: str,
 ) -> list[tuple[str, float, float | None, float | None, float | None, float | None, float | None]]:
     return profiles(STAGED.tables(key)["customerProfiles"])
+
+
+@pw.udf
+def load_feature_rows(key: str) -> list[FeatureRow]:
+    """The transactions (first) and their history, as rows for the window features."""
+    staged = STAGED.get(key)
+    batch = feature_input(staged.tables["transactions"])
+    earlier = feature_input(staged.tables["history"], len(batch.rows), frozenset(batch.ids) - {None})
+    staged.derived["featured"] = batch
+    return batch.rows + earlier.rows
+
+
+@pw.udf
+def model_rows(key: str, features: np.ndarray) -> list[tuple[int, float | None, tuple]]:
+    """(position in the input, model score or None without a model, features) of each featured transaction."""
+    staged = STAGED.get(key)
+    batch = staged.derived["featured"]
+    mine = features[: len(batch.rows)]
+    model = staged.derived.get("model")
+    scores = model_scores(model, mine).tolist() if model is not None else [None] * len(mine)
+    return [
+        (int(row), score, tuple(values))
+        for row, score, values in zip(batch.source_rows.tolist(), scores, mine.tolist(), strict=True)
+    ]
+
+
+@pw.udf
+def model_of(key: str) -> pw.Json:
+    return pw.Json(describe(STAGED.get(key).derived.get("model")))
 
 
 # The rules as UDFs: JSON null when the request does not configure the rule (its settings are null).
@@ -98,6 +131,9 @@ def transaction_of(
     seconds: float | None,
     risk_score: float | None,
     fraud_score: float,
+    model_score: float | None,
+    features: tuple | None,
+    threshold: float,
     velocity: pw.Json,
     geography: pw.Json,
     deviation: pw.Json,
@@ -112,6 +148,9 @@ def transaction_of(
         risk_score,
         fraud_score,
         {rule: outcome.value for rule, outcome in zip(rules.RULE_NAMES, outcomes, strict=True)},
+        model_score,
+        features,
+        threshold,
     )
     return pw.Json(document)
 
@@ -119,6 +158,7 @@ def transaction_of(
 @pw.udf(deterministic=True)
 def analysis_of(
     request: pw.Json,
+    model: pw.Json,
     listing: tuple | None,
     with_profile: int | None,
     fired: tuple | None,
@@ -129,6 +169,7 @@ def analysis_of(
     empty = (0,) * len(rules.RULE_NAMES)
     document = analysis_document(
         request.value,
+        model.value,
         [entry.value for _, entry in listing or ()],
         with_profile or 0,
         fired or empty,
@@ -198,8 +239,19 @@ def build(requests: pw.Table) -> pw.Table:
         .select(*pw.left, transactions=pw.right.transactions, total=pw.right.total, squares=pw.right.squares)
         .join_left(past_hour, pw.left.id == pw.right.id, id=pw.left.id)
         .select(*pw.left, in_hour=pw.right.transactions, amount_in_hour=pw.right.amount)
+        .join_left(
+            _model_scores(requests),
+            pw.left.query_id == pw.right.query_id,
+            pw.left.position == pw.right.position,
+            id=pw.left.id,
+        )
+        .select(*pw.left, model_score=pw.right.model_score, window_features=pw.right.features)
         .join(requests, pw.left.query_id == pw.right.id, id=pw.left.id)
-        .select(*pw.left, rules=pw.right.input["rules"])
+        .select(
+            *pw.left,
+            rules=pw.right.input["rules"],
+            threshold=pw.right.input["alertThreshold"].as_float(unwrap=True),
+        )
     )
     judged = features.select(
         pw.this.query_id,
@@ -212,6 +264,9 @@ def build(requests: pw.Table) -> pw.Table:
         pw.this.seconds,
         pw.this.risk_score,
         pw.this.rules,
+        pw.this.model_score,
+        pw.this.window_features,
+        pw.this.threshold,
         velocity=velocity(
             pw.this.rules["velocityCheck"],
             pw.this.customer,
@@ -246,6 +301,9 @@ def build(requests: pw.Table) -> pw.Table:
             pw.this.seconds,
             pw.this.risk_score,
             pw.this.fraud_score,
+            pw.this.model_score,
+            pw.this.window_features,
+            pw.this.threshold,
             *(pw.this[column] for column in RULE_COLUMNS.values()),
         )
     )
@@ -265,12 +323,29 @@ def build(requests: pw.Table) -> pw.Table:
     return requests.join_left(summary, pw.left.id == pw.right.query_id, id=pw.left.id).select(
         result=analysis_of(
             pw.left.input,
+            model_of(pw.left.key),
             pw.right.listing,
             pw.right.with_profile,
             pw.right.fired,
             pw.right.not_evaluable,
             pw.right.average_score,
             pw.right.max_score,
+        )
+    )
+
+
+def _model_scores(requests: pw.Table) -> pw.Table:
+    """Per featured transaction: query_id, position (in the input), model_score (None without a model), features."""
+    features = window_features(feature_rows(requests.select(row=load_feature_rows(pw.this.key))))
+    return (
+        requests.join(features, pw.left.id == pw.right.query_id)
+        .select(query_id=pw.left.id, row=model_rows(pw.left.key, pw.right.features))
+        .flatten(pw.this.row)
+        .select(
+            pw.this.query_id,
+            position=pw.this.row[0],
+            model_score=pw.this.row[1],
+            features=pw.this.row[2],
         )
     )
 

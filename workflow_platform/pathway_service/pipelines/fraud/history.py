@@ -39,11 +39,18 @@ class FeatureInput:
     rows: list[FeatureRow]
     ids: list
     skipped: dict[str, int]
+    source_rows: np.ndarray  # for each row, its index in the table
 
 
-def feature_input(frame: pd.DataFrame, first_position: int = 0) -> FeatureInput:
+def feature_input(
+    frame: pd.DataFrame, first_position: int = 0, exclude_ids: frozenset = frozenset()
+) -> FeatureInput:
+    """The rows of `frame` that have features; rows whose id is in `exclude_ids` are left out (not skipped)."""
     fields = RowFields(frame)
     ids = fields.raw("id", "transaction_id", "TRANSACTION_ID")
+    if exclude_ids:
+        kept_ids = ~ids.map(json_value).isin(exclude_ids).to_numpy()
+        return _with_source_rows(feature_input(frame[kept_ids], first_position), np.flatnonzero(kept_ids))
     card = texts_of(fields.raw("customer_id", "CUSTOMER_ID"))
     terminal = texts_of(fields.raw("terminal_id", "TERMINAL_ID", "merchant_id"))
     seconds, time_reason = epoch_seconds_of(fields.raw("created_at", "timestamp", "TX_DATETIME"))
@@ -81,4 +88,8 @@ def feature_input(frame: pd.DataFrame, first_position: int = 0) -> FeatureInput:
         counted |= without
         if count:
             skipped[reason] = count
-    return FeatureInput(rows, [json_value(v) for v in ids.to_numpy()[kept].tolist()], skipped)
+    return FeatureInput(rows, [json_value(v) for v in ids.to_numpy()[kept].tolist()], skipped, kept)
+
+
+def _with_source_rows(found: FeatureInput, rows_of_subset: np.ndarray) -> FeatureInput:
+    return FeatureInput(found.rows, found.ids, found.skipped, rows_of_subset[found.source_rows])

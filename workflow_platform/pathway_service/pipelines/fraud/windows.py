@@ -19,16 +19,9 @@ follow `workflow_platform.fraud.features` (the pandas reference the tests compar
 import numpy as np
 import pathway as pw
 
+from workflow_platform.fraud.features import DELAY_DAYS, FEATURES, WINDOWS_DAYS
+
 DAY_SECONDS = 86_400
-WINDOWS_DAYS = (1, 7, 30)
-DELAY_DAYS = 7
-FEATURES = [
-    "TX_AMOUNT",
-    "TX_DURING_WEEKEND",
-    "TX_DURING_NIGHT",
-    *(f"CUSTOMER_ID_{kind}_{n}DAY_WINDOW" for n in WINDOWS_DAYS for kind in ("NB_TX", "AVG_AMOUNT")),
-    *(f"TERMINAL_ID_{kind}_{n}DAY_WINDOW" for n in WINDOWS_DAYS for kind in ("NB_TX", "RISK")),
-]
 # Block layout: column 0 is the row's position in the request, then its features (customer or terminal ones).
 _CUSTOMER_COLUMNS = 1 + 3 + 2 * len(WINDOWS_DAYS)  # position, amount, weekend, night, (count, mean) x 3
 _TERMINAL_COLUMNS = 1 + 2 * len(WINDOWS_DAYS)  # position, (count, risk) x 3
