@@ -145,7 +145,7 @@ def test_features_of_database_rows_inline_with_skips(stack_env: dict[str, str]) 
 
 def test_invalid_features_requests_are_422(stack_env: dict[str, str]) -> None:
     service = stack_env["WFP_PATHWAY_URL"]
-    response = run(service, {"transactions": [], "output": "bucket/key"})
+    response = run(service, {"transactions": [], "output": "/key"})
     assert response.status_code == 422 and "output" in response.text
     response = run(service, {"transactions": {"ref": f"s3://{stack_env['WFP_S3_BUCKET']}/no/such.parquet"}})
     assert response.status_code == 422 and "no such object" in response.text

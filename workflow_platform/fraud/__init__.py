@@ -9,3 +9,9 @@ transactions into PostgreSQL and onto NATS JetStream, and `cli` holds the `wfp s
 Nothing here is imported by the Dagster code location unless a workflow asks for it: the modules import
 numpy/pandas at top level and scikit-learn, psycopg2, minio and nats-py only inside the functions using them.
 """
+
+# Model candidates (`model.CANDIDATES`) and where models are stored: here, so that the `fraud` plugin can
+# validate workflows without importing numpy, pandas and scikit-learn into the code location.
+MODEL_NAMES = ("logistic_regression", "random_forest", "xgboost", "hist_gradient_boosting", "ensemble")
+MODEL_PREFIX = "models/fraud"
+LATEST_KEY = f"{MODEL_PREFIX}/latest.json"

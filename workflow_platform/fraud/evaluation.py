@@ -191,6 +191,31 @@ class HandbookEvaluation:
         return "\n".join(lines)
 
 
+def evaluate_models(
+    features: pd.DataFrame,
+    models: Sequence[str],
+    start_training: dt.datetime = START_TRAINING,
+    delta_train: int = DELTA_TRAIN,
+    delta_delay: int = DELTA_DELAY,
+    delta_test: int = DELTA_TEST,
+) -> tuple[list[ModelResult], pd.DataFrame, pd.DataFrame]:
+    """Fit each model on the training window of `features` (transform_features output, with TX_TIME_DAYS) and
+    measure it on the test window; the results (each with its fitted model and metrics), train and test."""
+    from workflow_platform.fraud.model import fit_model, score
+
+    train, test = train_delay_test_split(features, start_training, delta_train, delta_delay, delta_test)
+    results = []
+    for name in models:
+        started = time.perf_counter()
+        model = fit_model(name, train)
+        trained = time.perf_counter() - started
+        predictions = test[["TX_TIME_DAYS", "CUSTOMER_ID", "TX_FRAUD"]].copy()
+        predictions["predictions"] = score(model, test)
+        model.metrics = performance(predictions)
+        results.append(ModelResult(name, model.metrics, HANDBOOK_FIGURES.get(name), trained, model))
+    return results, train, test
+
+
 def evaluate_handbook(
     models: Sequence[str] | None = None,
     cache_dir: Path | None = None,
@@ -202,7 +227,7 @@ def evaluate_handbook(
     dataset (a smaller one must still cover 2018-06-15..08-14 for the protocol's dates).
     """
     from workflow_platform.fraud.features import transform_features
-    from workflow_platform.fraud.model import available_models, fit_model, score
+    from workflow_platform.fraud.model import available_models
     from workflow_platform.fraud.simulator import SimulationConfig, simulate_cached
 
     began = time.perf_counter()
@@ -217,18 +242,7 @@ def evaluate_handbook(
     ]
     features = transform_features(window)
     featured = time.perf_counter()
-    train, test = train_delay_test_split(features)
-
-    results = []
-    for name in models or available_models():
-        started = time.perf_counter()
-        model = fit_model(name, train)
-        trained = time.perf_counter() - started
-        predictions = test[["TX_TIME_DAYS", "CUSTOMER_ID", "TX_FRAUD"]].copy()
-        predictions["predictions"] = score(model, test)
-        metrics = performance(predictions)
-        model.metrics = metrics
-        results.append(ModelResult(name, metrics, HANDBOOK_FIGURES.get(name), trained, model))
+    results, train, test = evaluate_models(features, models or available_models())
     return HandbookEvaluation(
         results=results,
         n_train=len(train),

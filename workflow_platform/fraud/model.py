@@ -34,13 +34,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from workflow_platform.fraud import LATEST_KEY, MODEL_NAMES, MODEL_PREFIX
 from workflow_platform.fraud.features import FEATURES
 
 if TYPE_CHECKING:
     from minio import Minio
-
-MODEL_PREFIX = "models/fraud"
-LATEST_KEY = f"{MODEL_PREFIX}/latest.json"
 
 
 @dataclass
@@ -171,13 +169,13 @@ def _ensemble() -> Any:
     return VotingClassifier([("hgb", _hist_gradient_boosting()), ("et", _extra_trees())], voting="soft")
 
 
-CANDIDATES: dict[str, Callable[[], Any]] = {
-    "logistic_regression": _logistic_regression,
-    "random_forest": _random_forest,
-    "xgboost": _xgboost,
-    "hist_gradient_boosting": _hist_gradient_boosting,
-    "ensemble": _ensemble,
-}
+CANDIDATES: dict[str, Callable[[], Any]] = dict(
+    zip(
+        MODEL_NAMES,
+        (_logistic_regression, _random_forest, _xgboost, _hist_gradient_boosting, _ensemble),
+        strict=True,
+    )
+)
 
 
 def available_models() -> list[str]:
@@ -236,8 +234,10 @@ def object_store() -> tuple[Minio, str]:
     return client, settings.s3_bucket
 
 
-def save_model(model: FraudModel, client: Minio | None = None, bucket: str | None = None) -> str:
-    """Store the model, its metrics and the latest pointer; sets and returns `model.version`.
+def save_model(
+    model: FraudModel, client: Minio | None = None, bucket: str | None = None, promote: bool = True
+) -> str:
+    """Store the model, its metrics and (with `promote`) the latest pointer; sets and returns `model.version`.
 
     The version is the UTC time, the model name and a random suffix, so two saves never overwrite each other;
     metrics.json and latest.json carry the SHA-256 of the stored model.joblib.
@@ -260,7 +260,8 @@ def save_model(model: FraudModel, client: Minio | None = None, bucket: str | Non
     _put(client, bucket, f"{prefix}/model.joblib", data, "application/octet-stream")
     _put(client, bucket, f"{prefix}/metrics.json", json.dumps(record, indent=2).encode(), "application/json")
     # The pointer goes last: a reader never sees a latest.json naming a model not yet stored.
-    _put(client, bucket, LATEST_KEY, json.dumps(record, indent=2).encode(), "application/json")
+    if promote:
+        _put(client, bucket, LATEST_KEY, json.dumps(record, indent=2).encode(), "application/json")
     return model.version
 
 

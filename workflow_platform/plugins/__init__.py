@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from workflow_platform.plugins.base import Action, ActionError, ActionOutput, Plugin, StepContext, Touched
+from workflow_platform.plugins.fraud import FRAUD
 from workflow_platform.plugins.http import HTTP, load_registrations, registered_plugin
 from workflow_platform.plugins.minio import MINIO
 from workflow_platform.plugins.nats import NATS
@@ -10,7 +11,7 @@ from workflow_platform.plugins.pathway import PATHWAY
 from workflow_platform.plugins.postgres import POSTGRES
 from workflow_platform.plugins.report import REPORT
 
-BUILTIN_PLUGINS: dict[str, Plugin] = {p.id: p for p in (POSTGRES, MINIO, NATS, PATHWAY, HTTP, REPORT)}
+BUILTIN_PLUGINS: dict[str, Plugin] = {p.id: p for p in (POSTGRES, MINIO, NATS, PATHWAY, HTTP, REPORT, FRAUD)}
 BUILTIN_IDS = frozenset(BUILTIN_PLUGINS)
 
 __all__ = ["Action", "ActionError", "ActionOutput", "Plugin", "StepContext", "Touched", "plugin_registry"]

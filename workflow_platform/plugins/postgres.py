@@ -89,6 +89,14 @@ class UpdateInput(_TableInput):
     allRows: bool = Field(False, description="required to update every row (an empty where)")
 
 
+class UpdateRowsInput(_TableInput):
+    rows: list[Row] = Field(description="one object per row: its key column(s) and the values to set on it")
+    key: list[str] = Field(
+        default_factory=lambda: ["id"], min_length=1, description="columns that identify a row"
+    )
+    data: Row = Field(default_factory=dict, description="values set on every row updated (e.g. processed_at)")
+
+
 class DeleteInput(_TableInput):
     where: dict[str, WhereValue] = Field(default_factory=dict)
     allRows: bool = Field(False, description="required to delete every row (an empty where)")
@@ -341,6 +349,61 @@ def update(resource: PostgresResource, spec: UpdateInput, ctx: StepContext) -> A
     return ActionOutput({"rowCount": count}, [touched])
 
 
+def update_rows(resource: PostgresResource, spec: UpdateRowsInput, ctx: StepContext) -> ActionOutput:
+    """UPDATE ... FROM (VALUES ...): each row gets its own values, all in one transaction."""
+    count = 0
+    with resource.transaction(ctx.timeout_s) as cursor:
+        table = lookup_table(cursor, spec.table)
+        table.check_columns([*spec.key, *spec.data, *{c for row in spec.rows for c in row}])
+        for row in spec.rows:
+            absent = [k for k in spec.key if row.get(k) is None]
+            if absent:
+                raise ActionError(f"row {row} has no value for key column(s) {absent}")
+        types = _column_types(cursor, table)
+        for columns, group in _by_columns(spec.rows).items():
+            values = [c for c in columns if c not in spec.key]
+            given = [*spec.key, *values]
+            # Values arrive as JSON scalars: each is cast to its column's type (text -> timestamptz ...).
+            template = sql.SQL("({})").format(
+                sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(types[c])) for c in given)
+            )
+            assignments = [sql.SQL("{} = v.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in values]
+            assignments += [
+                sql.SQL("{} = {}").format(sql.Identifier(c), sql.Literal(_adapt(v)))
+                for c, v in spec.data.items()
+            ]
+            if not assignments:
+                continue
+            statement = (
+                sql.SQL("UPDATE {} AS t SET {} FROM (VALUES %s) AS v ({}) WHERE {}")
+                .format(
+                    table.identifier,
+                    sql.SQL(", ").join(assignments),
+                    sql.SQL(", ").join(map(sql.Identifier, given)),
+                    sql.SQL(" AND ").join(
+                        sql.SQL("t.{} = v.{}").format(sql.Identifier(k), sql.Identifier(k)) for k in spec.key
+                    ),
+                )
+                .as_string(cursor)
+            )
+            rows = [tuple(_adapt(row[c]) for c in given) for row in group]
+            for start in range(0, len(rows), 1000):
+                page = rows[start : start + 1000]
+                psycopg2.extras.execute_values(cursor, statement, page, template=template.as_string(cursor))
+                count += cursor.rowcount
+    touched = Touched(table.asset_key, f"rows updated in {table.schema}.{table.name}", {"rows": count})
+    return ActionOutput({"rowCount": count}, [touched])
+
+
+def _column_types(cursor: psycopg2.extensions.cursor, table: Table) -> dict[str, str]:
+    cursor.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+        (sql.Identifier(table.schema, table.name).as_string(cursor),),
+    )
+    return dict(cursor.fetchall())
+
+
 def delete(resource: PostgresResource, spec: DeleteInput, ctx: StepContext) -> ActionOutput:
     _require_where(spec, "delete")
     with resource.transaction(ctx.timeout_s) as cursor:
@@ -376,7 +439,7 @@ def tables_named(step_input: dict[str, Any]) -> tuple[str | None, set[str]]:
     if not isinstance(table, str) or "{{" in table:
         return None, set()
     columns: set[str] = set()
-    for key in ("columns", "returning", "conflict", "update"):
+    for key in ("columns", "returning", "conflict", "update", "key"):
         value = step_input.get(key)
         if isinstance(value, list):
             columns.update(c for c in value if isinstance(c, str) and "{{" not in c)
@@ -400,6 +463,7 @@ POSTGRES = plugin(
     Action("insert", InsertInput, insert, "insert one row (data) or many (rows)"),
     Action("update", UpdateInput, update, "update the rows matching where"),
     Action("upsert", UpsertInput, upsert, "insert, or update on a unique-key conflict"),
+    Action("updateRows", UpdateRowsInput, update_rows, "update many rows by key, each with its own values"),
     Action("delete", DeleteInput, delete, "delete the rows matching where"),
     Action("query", QueryInput, query, "any SQL with named bind parameters (:name)", ("object_store",)),
 )

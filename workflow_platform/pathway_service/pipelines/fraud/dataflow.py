@@ -15,11 +15,11 @@ import pathway as pw
 
 from ...staging import STAGED
 from . import rules
-from .history import FeatureRow, feature_input
+from .history import History, feature_input, histories
 from .report import analysis_document, transaction_document
 from .rows import profiles, transactions
 from .scoring import describe, model_scores
-from .windows import feature_rows, window_features
+from .windows import window_features
 
 RULE_COLUMNS = dict(zip(rules.RULE_NAMES, ("velocity", "geography", "deviation", "time_of_day"), strict=True))
 
@@ -44,13 +44,13 @@ def load_profiles(
 
 
 @pw.udf
-def load_feature_rows(key: str) -> list[FeatureRow]:
-    """The transactions (first) and their history, as rows for the window features."""
+def load_histories(key: str) -> list[History]:
+    """The card and terminal histories of the transactions (positions first) and of their history."""
     staged = STAGED.get(key)
     batch = feature_input(staged.tables["transactions"])
-    earlier = feature_input(staged.tables["history"], len(batch.rows), frozenset(batch.ids) - {None})
+    earlier = feature_input(staged.tables["history"], frozenset(batch.ids) - {None})
     staged.derived["featured"] = batch
-    return batch.rows + earlier.rows
+    return histories(batch.then(earlier))
 
 
 @pw.udf
@@ -58,7 +58,7 @@ def model_rows(key: str, features: np.ndarray) -> list[tuple[int, float | None, 
     """(position in the input, model score or None without a model, features) of each featured transaction."""
     staged = STAGED.get(key)
     batch = staged.derived["featured"]
-    mine = features[: len(batch.rows)]
+    mine = features[: len(batch)]
     model = staged.derived.get("model")
     scores = model_scores(model, mine).tolist() if model is not None else [None] * len(mine)
     return [
@@ -336,7 +336,7 @@ def build(requests: pw.Table) -> pw.Table:
 
 def _model_scores(requests: pw.Table) -> pw.Table:
     """Per featured transaction: query_id, position (in the input), model_score (None without a model), features."""
-    features = window_features(feature_rows(requests.select(row=load_feature_rows(pw.this.key))))
+    features = window_features(requests.select(histories=load_histories(pw.this.key)))
     return (
         requests.join(features, pw.left.id == pw.right.query_id)
         .select(query_id=pw.left.id, row=model_rows(pw.left.key, pw.right.features))

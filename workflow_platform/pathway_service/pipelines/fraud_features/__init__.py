@@ -1,6 +1,6 @@
 """fraud-features-pipeline: the handbook's 15 model inputs for every transaction of a table.
 
-Request body: `{"transactions": rows | {"rows": [...]} | reference, "output": "s3://bucket/key.parquet"}`.
+Request body: `{"transactions": rows | {"rows": [...]} | reference, "output": "s3://bucket/key.parquet" | "key"}`.
 The fields read are in `fraud/history.py`, the features in `fraud/windows.py`. The answer's `table` holds the
 rows with the handbook's column names (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_FRAUD and the
 15 features): inline, or with `output`, a reference to the parquet object written there. Either form is a
@@ -30,8 +30,9 @@ class FraudFeaturesInput(BaseModel):
     )
     output: str | None = Field(
         None,
-        pattern=r"^s3://[^/]+/.+",
-        description="Write the feature table here (parquet) and answer with a reference; default: rows inline.",
+        pattern=r"^(s3://[^/]+/.+|[^/].*)$",
+        description="Write the feature table here (parquet), `s3://bucket/key` or a key in the platform's bucket, "
+        "and answer with a reference; default: rows inline.",
     )
 
 

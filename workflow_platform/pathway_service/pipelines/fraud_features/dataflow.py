@@ -9,8 +9,8 @@ import pathway as pw
 from ...object_store import ObjectStoreUnavailable, UnreadableObject, object_store
 from ...pipeline_requests import failure_result
 from ...staging import STAGED
-from ..fraud.history import FeatureRow, feature_input
-from ..fraud.windows import FEATURES, feature_rows, window_features
+from ..fraud.history import FeatureInput, History, feature_input, histories
+from ..fraud.windows import FEATURES, window_features
 from . import PIPELINE_ID
 
 # Inline answers stop here: beyond, a reference is the only sensible shape (and 1 MiB of JSON is ~2,000 rows).
@@ -20,10 +20,10 @@ MAX_INLINE_ROWS = 10_000
 # No `from __future__ import annotations` here: Pathway reads the UDFs' annotations as types.
 # Not deterministic: Pathway keeps the rows to retract them later, when the request has left the staging area.
 @pw.udf
-def load_rows(key: str) -> list[FeatureRow]:
+def load_histories(key: str) -> list[History]:
     staged = STAGED.get(key)
-    staged.derived["rows"] = feature_input(staged.tables["transactions"])
-    return staged.derived["rows"].rows
+    staged.derived["rows"] = found = feature_input(staged.tables["transactions"])
+    return histories(found)
 
 
 # Not deterministic either: it writes the output object, once.
@@ -49,6 +49,8 @@ def answer(key: str, features: np.ndarray | None) -> pw.Json:
         rows = table.assign(TX_DATETIME=table["TX_DATETIME"].map(pd.Timestamp.isoformat))
         document["table"] = {"rows": rows.to_dict(orient="records"), "rowCount": len(table)}
     else:
+        if not output.startswith("s3://"):
+            output = f"s3://{object_store().bucket}/{output}"
         bucket, _, object_key = output.removeprefix("s3://").partition("/")
         buffer = io.BytesIO()
         table.to_parquet(buffer, index=False)
@@ -62,16 +64,15 @@ def answer(key: str, features: np.ndarray | None) -> pw.Json:
     return pw.Json(document)
 
 
-def feature_table(found, features: np.ndarray) -> pd.DataFrame:  # noqa: ANN001 - history.FeatureInput
+def feature_table(found: FeatureInput, features: np.ndarray) -> pd.DataFrame:
     """The handbook's columns: who, when, the label, then the features."""
-    columns = list(zip(*found.rows, strict=True)) if found.rows else [()] * 7
     table = pd.DataFrame(
         {
             "TRANSACTION_ID": found.ids,
-            "TX_DATETIME": pd.to_datetime(np.asarray(columns[3], dtype=np.float64), unit="s", utc=True),
-            "CUSTOMER_ID": list(columns[1]),
-            "TERMINAL_ID": list(columns[2]),
-            "TX_FRAUD": np.asarray(columns[6], dtype=np.int64),
+            "TX_DATETIME": pd.to_datetime(found.seconds, unit="s", utc=True),
+            "CUSTOMER_ID": found.card,
+            "TERMINAL_ID": found.terminal,
+            "TX_FRAUD": found.fraud.astype(np.int64),
         }
     )
     for index, name in enumerate(FEATURES):
@@ -81,8 +82,7 @@ def feature_table(found, features: np.ndarray) -> pd.DataFrame:  # noqa: ANN001 
 
 
 def build(requests: pw.Table) -> pw.Table:
-    rows = feature_rows(requests.select(row=load_rows(pw.this.key)))
-    features = window_features(rows)
+    features = window_features(requests.select(histories=load_histories(pw.this.key)))
     return requests.join_left(features, pw.left.id == pw.right.query_id, id=pw.left.id).select(
         result=answer(pw.left.key, pw.right.features)
     )
