@@ -51,7 +51,8 @@ class TrainModelInput(ActionInput):
     @field_validator("models")
     @classmethod
     def _known(cls, models: list[str]) -> list[str]:
-        unknown = [m for m in models if m not in MODEL_NAMES]
+        # A template is checked once rendered, when the step runs.
+        unknown = [m for m in models if m not in MODEL_NAMES and "{{" not in m]
         if unknown:
             raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODEL_NAMES)}")
         return list(dict.fromkeys(models))

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from workflow_platform.plugins.base import Action, ActionInput, ActionOutput, StepContext, Touched, plugin
+from workflow_platform.plugins.base import (
+    Action,
+    ActionError,
+    ActionInput,
+    ActionOutput,
+    StepContext,
+    Touched,
+    plugin,
+)
 
 if TYPE_CHECKING:  # clients and resources are heavy imports; validation must stay light
     from nats.aio.client import Client
@@ -30,6 +38,22 @@ class PublishInput(ActionInput):
     )
     msgId: str | None = Field(
         None, description="deduplication id (default: derived from run, step and subject)"
+    )
+
+
+class PublishEachInput(ActionInput):
+    subject: str = Field(pattern=SUBJECT, description="e.g. fraud.alerts")
+    messages: list[Any] = Field(
+        description="one message per item (objects/lists as JSON, strings as they are)"
+    )
+    idField: str | None = Field(
+        None,
+        description="the field whose value identifies a message: Nats-Msg-Id is `<subject>:<value>`, so the same "
+        "item is never published twice, by a retry or by another run (default: run, step and position)",
+    )
+    headers: dict[str, str] = Field(default_factory=dict)
+    stream: str | None = Field(
+        None, description="stream to create if none holds the subject (default: derived)"
     )
 
 
@@ -81,7 +105,7 @@ def publish(nats_resource: NatsResource, spec: PublishInput, ctx: StepContext) -
             return await js.publish(spec.subject, body, headers=headers, timeout=5)
 
     ack = nats_resource.run(work, ctx.timeout_s)
-    result = {
+    result: dict[str, Any] = {
         "subject": spec.subject,
         "stream": ack.stream,
         "seq": ack.seq,
@@ -91,6 +115,50 @@ def publish(nats_resource: NatsResource, spec: PublishInput, ctx: StepContext) -
     }
     metadata = {"stream": ack.stream, "sequence": ack.seq, "duplicate": bool(ack.duplicate)}
     return ActionOutput(result, [Touched(("nats", *spec.subject.split(".")), "message published", metadata)])
+
+
+def _message_id(spec: PublishEachInput, ctx: StepContext, index: int, message: Any) -> str:
+    if spec.idField is None:
+        return hashlib.sha256(f"{ctx.run_id}/{ctx.step_id}/{spec.subject}/{index}".encode()).hexdigest()[:32]
+    value = message.get(spec.idField) if isinstance(message, dict) else None
+    if value is None:
+        raise ActionError(f"messages[{index}] has no {spec.idField!r} to identify it (idField)")
+    return f"{spec.subject}:{value}"
+
+
+def publish_each(nats_resource: NatsResource, spec: PublishEachInput, ctx: StepContext) -> ActionOutput:
+    """One JetStream message per item; JetStream drops an id it has seen (within the stream's duplicate window)."""
+    from nats.errors import NoRespondersError
+    from nats.js.errors import NoStreamResponseError
+
+    outgoing = [
+        (_message_id(spec, ctx, index, message), encode(message))
+        for index, message in enumerate(spec.messages)
+    ]
+
+    async def work(client: Client, js: JetStreamContext) -> list:
+        acks = []
+        for msg_id, body in outgoing:
+            headers = {**spec.headers, "Nats-Msg-Id": msg_id}
+            try:
+                acks.append(await js.publish(spec.subject, body, headers=headers, timeout=5))
+            except (NoStreamResponseError, NoRespondersError):
+                await _ensure_stream(js, spec.subject, spec.stream or stream_name(spec.subject))
+                acks.append(await js.publish(spec.subject, body, headers=headers, timeout=5))
+        return acks
+
+    acks = nats_resource.run(work, ctx.timeout_s) if outgoing else []
+    duplicates = sum(bool(ack.duplicate) for ack in acks)
+    result = {
+        "subject": spec.subject,
+        "published": len(acks) - duplicates,
+        "duplicates": duplicates,
+        "stream": acks[0].stream if acks else None,
+        "msgIds": [msg_id for msg_id, _ in outgoing],
+    }
+    metadata = {"published": len(acks) - duplicates, "duplicates": duplicates}
+    touched = [Touched(("nats", *spec.subject.split(".")), "messages published", metadata)] if acks else []
+    return ActionOutput(result, touched)
 
 
 def request(nats_resource: NatsResource, spec: RequestInput, ctx: StepContext) -> ActionOutput:
@@ -112,5 +180,8 @@ NATS = plugin(
     "NATS messaging with JetStream persistence",
     "nats",
     Action("publish", PublishInput, publish, "publish a message on JetStream (stream created on first use)"),
+    Action(
+        "publishEach", PublishEachInput, publish_each, "publish one message per item, each with its own id"
+    ),
     Action("request", RequestInput, request, "send a request and wait for the reply"),
 )

@@ -65,3 +65,6 @@ ALTER TABLE orchestrator.transactions ADD COLUMN IF NOT EXISTS tx_time_seconds b
 ALTER TABLE orchestrator.transactions ADD COLUMN IF NOT EXISTS tx_time_days integer;
 CREATE UNIQUE INDEX IF NOT EXISTS transactions_source_tx_idx
     ON orchestrator.transactions (source, source_tx_id);
+-- fraud-detection-workflow reads each batch's terminals' last 37 days.
+CREATE INDEX IF NOT EXISTS transactions_terminal_created_idx
+    ON orchestrator.transactions (terminal_id, created_at);
