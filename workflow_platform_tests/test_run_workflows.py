@@ -289,6 +289,78 @@ def test_update_without_where_is_refused(pg):
     assert fetch(pg, "SELECT count(*) FROM orchestrator.events WHERE event_type = 'x'") == [(0,)]
 
 
+def test_update_rows_sets_each_row_its_own_values_in_one_transaction(pg):
+    fetch(pg, "DROP TABLE IF EXISTS public.scores")
+    fetch(pg, "CREATE TABLE public.scores (id int PRIMARY KEY, score float, flag boolean, seen timestamptz)")
+    fetch(pg, "INSERT INTO public.scores (id) SELECT generate_series(1, 4)")
+    rows = [
+        {"id": 1, "score": 0.9, "flag": True},
+        {"id": 3, "score": 0.1, "flag": False},
+        {"id": 9, "score": 1},
+    ]
+    document = {
+        "name": "write-scores",
+        "steps": [
+            {
+                "id": "write",
+                "plugin": "postgres",
+                "action": "updateRows",
+                "input": {"table": "scores", "rows": rows, "data": {"seen": "2025-01-02T03:04:05Z"}},
+            }
+        ],
+    }
+    result, _ = execute(document)
+    assert result.success
+    assert result.output_for_node("write")["rowCount"] == 2  # id 9 matches no row
+    assert fetch(pg, "SELECT id, score, flag, seen IS NOT NULL FROM scores ORDER BY id") == [
+        (1, 0.9, True, True),
+        (2, None, None, False),
+        (3, 0.1, False, True),
+        (4, None, None, False),
+    ]
+    # A row without its key fails the step before anything is written.
+    document["steps"][0]["input"]["rows"] = [{"id": 2, "score": 0.5}, {"score": 0.7}]
+    result, _ = execute(document)
+    assert not result.success
+    failures = [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+    assert "row {'score': 0.7} has no value for key column(s) ['id']" in failures[0]
+    assert fetch(pg, "SELECT score FROM scores WHERE id = 2") == [(None,)]
+
+
+def test_publish_each_gives_every_item_its_own_message_once(stack_env):
+    document = {
+        "name": "alerts-once",
+        "steps": [
+            {
+                "id": "first",
+                "plugin": "nats",
+                "action": "publishEach",
+                "input": {"subject": "each.test", "messages": [{"tx": 1}, {"tx": 2}], "idField": "tx"},
+            },
+            {
+                "id": "again",
+                "plugin": "nats",
+                "action": "publishEach",
+                "needs": ["first"],
+                "input": {"subject": "each.test", "messages": [{"tx": 2}, {"tx": 3}], "idField": "tx"},
+            },
+        ],
+    }
+    result, _ = execute(document)
+    assert result.success
+    assert result.output_for_node("first")["published"] == 2
+    assert (result.output_for_node("again")["published"], result.output_for_node("again")["duplicates"]) == (
+        1,
+        1,
+    )
+    messages = stream_messages(stack_env["WFP_NATS_URL"], "EACH", "each.test")
+    assert [(h["Nats-Msg-Id"], body) for _, h, body in messages] == [
+        ("each.test:1", {"tx": 1}),
+        ("each.test:2", {"tx": 2}),
+        ("each.test:3", {"tx": 3}),
+    ]
+
+
 def test_publish_deduplicates_on_message_id(stack_env):
     document = {
         "name": "dedupe",
