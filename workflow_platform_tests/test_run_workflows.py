@@ -318,6 +318,14 @@ def test_update_rows_sets_each_row_its_own_values_in_one_transaction(pg):
         (3, 0.1, False, True),
         (4, None, None, False),
     ]
+    # Many rows: each page of the statement counts.
+    fetch(pg, "INSERT INTO public.scores (id) SELECT generate_series(10, 1509)")
+    document["steps"][0]["input"]["rows"] = [{"id": i, "score": i / 10} for i in range(10, 1510)]
+    result, _ = execute(document)
+    assert result.output_for_node("write")["rowCount"] == 1500
+    assert fetch(pg, "SELECT count(*), sum(score) FROM scores WHERE id >= 10") == [
+        (1500, sum(range(10, 1510)) / 10)
+    ]
     # A row without its key fails the step before anything is written.
     document["steps"][0]["input"]["rows"] = [{"id": 2, "score": 0.5}, {"score": 0.7}]
     result, _ = execute(document)

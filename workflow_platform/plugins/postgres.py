@@ -389,7 +389,9 @@ def update_rows(resource: PostgresResource, spec: UpdateRowsInput, ctx: StepCont
             rows = [tuple(_adapt(row[c]) for c in given) for row in group]
             for start in range(0, len(rows), 1000):
                 page = rows[start : start + 1000]
-                psycopg2.extras.execute_values(cursor, statement, page, template=template.as_string(cursor))
+                psycopg2.extras.execute_values(
+                    cursor, statement, page, template=template.as_string(cursor), page_size=len(page)
+                )
                 count += cursor.rowcount
     touched = Touched(table.asset_key, f"rows updated in {table.schema}.{table.name}", {"rows": count})
     return ActionOutput({"rowCount": count}, [touched])
