@@ -106,7 +106,11 @@ class TriggerSpec(_Strict):
     column: str = Field("id", min_length=1, description="an increasing column (the cursor)")
     batchSize: int = Field(1000, ge=1, le=1_000_000, description="rows per run at most")
     intervalSeconds: int = Field(30, ge=1, le=86_400, description="how often the sensor looks")
-    startAfter: int = Field(0, description="the cursor's first value: rows above it are processed")
+    startAfter: int | Literal["latest"] = Field(
+        0,
+        description="the cursor's first value: rows above it are processed; `latest`: only rows that arrive "
+        "after the sensor's first evaluation (a backlog already in the table is left alone)",
+    )
 
 
 class StepSpec(_Strict):

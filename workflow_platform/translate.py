@@ -130,14 +130,30 @@ def build_schedule(spec: WorkflowSpec, job: dg.JobDefinition) -> dg.ScheduleDefi
 MAX_BATCHES_PER_TICK = 20
 
 
+def _table_and_column(trigger: TriggerSpec) -> tuple[Any, Any]:
+    from psycopg2 import sql
+
+    schema, _, table = trigger.table.rpartition(".")
+    return sql.Identifier(schema, table) if schema else sql.Identifier(table), sql.Identifier(trigger.column)
+
+
+def latest_value(dsn: str, trigger: TriggerSpec) -> int:
+    """The trigger column's current maximum (0 for an empty table)."""
+    import psycopg2
+    from psycopg2 import sql
+
+    name, column = _table_and_column(trigger)
+    with psycopg2.connect(dsn, connect_timeout=10) as connection, connection.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT coalesce(max({}), 0) FROM {}").format(column, name))
+        return int(cursor.fetchone()[0])
+
+
 def new_row_batches(dsn: str, trigger: TriggerSpec, after: int) -> list[dict[str, Any]]:
     """Consecutive batches of rows above the cursor: [{after, through, count}], oldest first."""
     import psycopg2
     from psycopg2 import sql
 
-    schema, _, table = trigger.table.rpartition(".")
-    name = sql.Identifier(schema, table) if schema else sql.Identifier(table)
-    column = sql.Identifier(trigger.column)
+    name, column = _table_and_column(trigger)
     query = sql.SQL(
         "SELECT max(c), count(*) FROM (SELECT {col} AS c FROM {tbl} WHERE {col} > %s ORDER BY {col} LIMIT %s) batch"
     ).format(col=column, tbl=name)
@@ -167,7 +183,13 @@ def build_sensor(spec: WorkflowSpec, job: dg.JobDefinition) -> dg.SensorDefiniti
     trigger = spec.trigger
 
     def new_rows(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        after = int(context.cursor) if context.cursor else trigger.startAfter
+        if not context.cursor and trigger.startAfter == "latest":
+            latest = latest_value(os.environ["WFP_PG_DSN"], trigger)
+            return dg.SensorResult(
+                skip_reason=f"started: rows of {trigger.table} with {trigger.column} > {latest} will be processed",
+                cursor=str(latest),
+            )
+        after = int(context.cursor) if context.cursor else int(trigger.startAfter)
         batches = new_row_batches(os.environ["WFP_PG_DSN"], trigger, after)
         if not batches:
             return dg.SensorResult(skip_reason=f"no rows in {trigger.table} with {trigger.column} > {after}")

@@ -95,3 +95,27 @@ def test_trigger_payload_reaches_the_templates():
     sensor, job = sensor_and_job()
     assert job.tags["wfp/workflow"] == "score-new-payments"
     assert TRIGGER_TAG == "wfp/trigger"
+
+
+@pytest.mark.usefixtures("payments")
+def test_start_after_latest_leaves_the_backlog_and_takes_new_rows(pg):
+    document = {**WORKFLOW, "trigger": {**WORKFLOW["trigger"], "startAfter": "latest"}}
+    spec, problems = check_document(document)
+    assert problems == []
+    sensor = build_sensor(spec, build_job(spec))
+    with dg.instance_for_test() as instance:
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        assert (
+            first.run_requests == [] and first.cursor == "7" and "> 7 will be processed" in first.skip_message
+        )
+        fetch(pg, "INSERT INTO public.payments (amount) VALUES (8)")
+        later = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        assert [r.run_key for r in later.run_requests] == ["public.payments:7-8"]
+
+
+def test_shipped_fraud_detection_has_its_sensor_in_the_code_location():
+    from workflow_platform.definitions import defs
+
+    sensor = defs.get_sensor_def("fraud_detection_workflow_on_new_rows")
+    assert sensor.job_name == "fraud_detection_workflow"
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

@@ -111,9 +111,12 @@ def train_model(store: ObjectStoreResource, spec: TrainModelInput, ctx: StepCont
             f"the training window {window} has no transactions with both labels (frauds and genuine): "
             "load transactions for it (wfp seed transactions) or move trainStart"
         )
-    results, train, test = evaluate_models(
-        frame, spec.models, start, spec.trainDays, spec.delayDays, spec.testDays
-    )
+    try:
+        results, train, test = evaluate_models(
+            frame, spec.models, start, spec.trainDays, spec.delayDays, spec.testDays
+        )
+    except ValueError as exc:  # e.g. a candidate whose package is not installed: retrying will not help
+        raise ActionError(str(exc)) from None
     if test.empty or test["TX_FRAUD"].nunique() < 2:
         raise ActionError(
             f"the test window of {window} has no transactions with both labels: extend the data"

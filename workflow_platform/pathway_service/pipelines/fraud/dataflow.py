@@ -315,8 +315,9 @@ def build(requests: pw.Table) -> pw.Table:
         not_evaluable=pw.make_tuple(
             *(pw.reducers.sum(_is(pw.this[c], "not evaluable")) for c in RULE_COLUMNS.values())
         ),
-        average_score=pw.reducers.avg(pw.this.fraud_score),
-        max_score=pw.reducers.max(pw.this.fraud_score),
+        # The score that decides: the model's where there is one, else the rules'.
+        average_score=pw.reducers.avg(pw.coalesce(pw.this.model_score, pw.this.fraud_score)),
+        max_score=pw.reducers.max(pw.coalesce(pw.this.model_score, pw.this.fraud_score)),
     )
     # A left join answers requests without transactions too; the answer keeps the request's id, which is how
     # the REST connector matches it to the waiting HTTP call.
