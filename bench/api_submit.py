@@ -98,7 +98,7 @@ def platform() -> Iterator[str]:
             process.wait(timeout=120)
 
 
-def submit_and_wait(api: str, body: dict) -> tuple[float, str]:
+def submit_and_wait(api: str, body: dict) -> tuple[float, str, str]:
     started = time.perf_counter()
     response = requests.post(f"{api}/api/workflows/{WORKFLOW['name']}/run", json=body, timeout=60)
     response.raise_for_status()
@@ -106,8 +106,21 @@ def submit_and_wait(api: str, body: dict) -> tuple[float, str]:
     while True:
         status = requests.get(f"{api}/api/executions/{execution_id}", timeout=60).json()["status"]
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            return time.perf_counter() - started, status
+            return time.perf_counter() - started, status, execution_id
         time.sleep(0.1)
+
+
+def failure_reasons(api: str, runs: list[tuple[float, str, str]], limit: int = 5) -> list[dict]:
+    """Why runs did not succeed: failed steps' errors, else the run's last events (as the API reports them)."""
+    reasons = []
+    for _, status, execution_id in runs:
+        if status == "SUCCESS" or len(reasons) >= limit:
+            continue
+        execution = requests.get(f"{api}/api/executions/{execution_id}", timeout=60).json()
+        errors = [f"{step}: {s['error']}" for step, s in execution["steps"].items() if s.get("error")]
+        events = [f"{e['type']}: {e['message']}" for e in execution["events"] if e["message"]][-3:]
+        reasons.append({"executionId": execution_id, "status": status, "reasons": errors or events})
+    return reasons
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -126,12 +139,13 @@ def main() -> None:
         registered.raise_for_status()
         first = submit_and_wait(api, {})  # the registration's own run warms the run workers' imports
         sequential = [submit_and_wait(api, {}) for _ in range(args.runs)]
-        latencies = [seconds for seconds, status in sequential if status == "SUCCESS"]
+        latencies = [seconds for seconds, status, _ in sequential if status == "SUCCESS"]
         started = time.perf_counter()
         with ThreadPoolExecutor(args.concurrency) as pool:
             concurrent = list(pool.map(lambda _: submit_and_wait(api, {}), range(args.concurrent_runs)))
         elapsed = time.perf_counter() - started
-    succeeded = sum(status == "SUCCESS" for _, status in concurrent)
+        failures = failure_reasons(api, [*sequential, *concurrent])
+    succeeded = sum(status == "SUCCESS" for _, status, _ in concurrent)
     print(
         json.dumps(
             {
@@ -151,6 +165,7 @@ def main() -> None:
                     "elapsed_s": round(elapsed, 1),
                     "runs_per_minute": round(succeeded / elapsed * 60, 1),
                 },
+                "failures": failures,
             }
         )
     )

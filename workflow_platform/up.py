@@ -1,7 +1,10 @@
 """`wfp up`: the platform on one machine — services, Dagster webserver and daemon, and the HTTP API.
 
 The Dagster instance is the project's dagster.yaml (PostgreSQL storage, queued runs, run retries and monitoring)
-on the stack's PostgreSQL, in a database of its own. Ctrl-C stops everything this command started.
+on the stack's PostgreSQL, in a database of its own. As in docker-compose, the code location is served by one
+`dagster code-server`, which the webserver and the daemon reach over gRPC: left to load workspace.yaml's
+python_module themselves, each would start its own code server and the daemon would restart its own every minute,
+each start importing the whole code location again. Ctrl-C stops everything this command started.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,11 +24,22 @@ from urllib.parse import urlparse, urlunparse
 
 import psycopg2
 import requests
+import yaml
 
 from workflow_platform.runner import services
 from workflow_platform.settings import wfp_home
 
 DAGSTER_DATABASE = "dagster"
+# How long a gRPC call to the code server may take, starting a run included (the run worker is a new Python
+# process that imports the code location). Dagster's 60 s default fails runs that are merely slow to start on a
+# loaded machine; this matches run_monitoring.start_timeout_seconds in dagster.yaml, which still catches runs that
+# never start.
+GRPC_TIMEOUT_SECONDS = "180"
+# The API's instance, like the webserver's: a small pool of storage connections (instead of one new PostgreSQL
+# connection per query) and a statement timeout (Dagster webserver defaults).
+API_DB_STATEMENT_TIMEOUT_MS = 15000
+API_DB_POOL_RECYCLE_S = 3600
+API_DB_POOL_MAX_OVERFLOW = 20
 
 
 @dataclass(frozen=True)
@@ -67,16 +82,64 @@ def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict
         "DAGSTER_PG_URL": dagster_storage_url(service_env.get("WFP_PG_DSN") or os.environ["WFP_PG_DSN"]),
         "WORKFLOWS_DIR": os.pathsep.join([shipped, str(submitted)]),
         "WFP_PLUGINS_FILE": os.environ.get("WFP_PLUGINS_FILE") or str(home / "plugins.json"),
+        "DAGSTER_GRPC_TIMEOUT_SECONDS": os.environ.get("DAGSTER_GRPC_TIMEOUT_SECONDS")
+        or GRPC_TIMEOUT_SECONDS,
     }
+
+
+@dataclass(frozen=True)
+class CodeLocation:
+    module: str
+    working_directory: Path
+    name: str
+
+
+def code_location(workspace_file: Path) -> CodeLocation:
+    """The python_module code location that workspace.yaml declares."""
+    entries = (yaml.safe_load(workspace_file.read_text()) or {}).get("load_from") or []
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(module := entry.get("python_module"), dict):
+            return CodeLocation(
+                module["module_name"],
+                (workspace_file.parent / module.get("working_directory", ".")).resolve(),
+                module.get("location_name") or module["module_name"],
+            )
+    raise RuntimeError(f"{workspace_file} declares no python_module code location")
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 @contextmanager
 def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[None]:
-    """The Dagster webserver and daemon, each in its own process group, stopped on exit."""
+    """The code server, then the Dagster webserver and daemon, each in its own process group, stopped on exit."""
     log_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
-    workspace = str(options.project_dir / "workspace.yaml")
+    location = code_location(options.project_dir / "workspace.yaml")
+    code_host, code_port = "127.0.0.1", free_port("127.0.0.1")
+    workspace = log_dir.parent / "dagster-up" / "workspace.yaml"
+    workspace.parent.mkdir(parents=True, exist_ok=True)
+    grpc_server = {"host": code_host, "port": code_port, "location_name": location.name}
+    workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": grpc_server}]}))
     commands = {
+        "code-server": [
+            str(bin_dir / "dagster"),
+            "code-server",
+            "start",
+            "-m",
+            location.module,
+            "-d",
+            str(location.working_directory),
+            "--location-name",
+            location.name,
+            "-h",
+            code_host,
+            "-p",
+            str(code_port),
+        ],
         "webserver": [
             str(bin_dir / "dagster-webserver"),
             "-h",
@@ -84,9 +147,9 @@ def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[None]:
             "-p",
             str(options.dagster_port),
             "-w",
-            workspace,
+            str(workspace),
         ],
-        "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
+        "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
     }
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -99,13 +162,31 @@ def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[None]:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
+            if name == "code-server":  # the webserver and daemon load the location from it when they start
+                _wait_code_server(code_host, code_port, processes[name], log_dir / f"{name}.log")
         _wait_webserver(
             f"http://{options.host}:{options.dagster_port}", processes["webserver"], log_dir / "webserver.log"
         )
         yield
     finally:
-        for process in processes.values():
+        for process in reversed(processes.values()):
             _stop(process)
+
+
+def _wait_code_server(
+    host: str, port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 180.0
+) -> None:
+    """The code server listens once it has loaded the code location (or recorded why it could not)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Dagster code server exited ({process.returncode}); see {log}")
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"the Dagster code server did not listen within {timeout:g} s; see {log}")
 
 
 def _wait_webserver(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
@@ -154,8 +235,13 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
     with services(log) as service_env:
         environment = prepare_environment(options, service_env)
         os.environ.update(environment)
-        log(f"starting the Dagster webserver (http://{options.host}:{options.dagster_port}) and daemon ...")
+        log(
+            f"starting the Dagster code server, webserver (http://{options.host}:{options.dagster_port}) and daemon ..."
+        )
         with dagster_processes(options, wfp_home() / "logs"), dg.DagsterInstance.get() as instance:
+            instance.optimize_for_webserver(
+                API_DB_STATEMENT_TIMEOUT_MS, API_DB_POOL_RECYCLE_S, API_DB_POOL_MAX_OVERFLOW
+            )
             api_config = ApiConfig(
                 instance=instance,
                 bridge=DagsterBridge(instance, options.host, options.dagster_port),

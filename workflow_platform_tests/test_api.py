@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,26 @@ def test_idempotency_key_returns_the_same_run(platform):
     assert first.json()["executionId"] == again.json()["executionId"]
     assert again.headers["Idempotent-Replayed"] == "true"
     wait_for(api, first.json()["executionId"])
+
+
+def test_concurrent_submissions_all_become_jobs_and_succeed(platform):
+    # Submissions racing each other share code-location reloads; more runs than may run at once wait in the
+    # queue instead of failing to start.
+    api = platform["api"]
+    names = [f"api-concurrent-{i}" for i in range(3)]
+    with ThreadPoolExecutor(len(names) + 1) as pool:
+        submitted = list(
+            pool.map(
+                lambda name: requests.post(f"{api}/api/workflows", json=demo_workflow(name), timeout=120),
+                [*names, names[0]],  # the same workflow twice: unchanged, it is not rewritten
+            )
+        )
+    assert [r.status_code for r in submitted] == [201] * 4, [r.text for r in submitted]
+    assert [r.json()["workflowId"] for r in submitted] == [*names, names[0]]
+    executions = [wait_for(api, r.json()["executionId"], timeout=300) for r in submitted]
+    assert [e["status"] for e in executions] == ["SUCCESS"] * 4, executions
+    listed = {w["name"] for w in requests.get(f"{api}/api/workflows", timeout=30).json()["workflows"]}
+    assert set(names) <= listed
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster import DagsterEventType
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
-from workflow_platform.definitions import load_workflows, workflows_dirs
+from workflow_platform.api.catalog import CATALOG
 from workflow_platform.translate import WORKFLOW_TAG, dagster_name
 
 LOCATION = "workflows"  # workspace.yaml's location_name
+# File timestamps come from the kernel's coarse clock, a few milliseconds behind time.time().
+CLOCK_SLACK_S = 0.05
 STEP_EVENTS = {
     DagsterEventType.STEP_START,
     DagsterEventType.STEP_RESTARTED,
@@ -34,6 +39,9 @@ class DagsterBridge:
     instance: dg.DagsterInstance
     webserver_host: str
     webserver_port: int
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _reloaded_from: float = field(default=0.0, init=False, repr=False)  # start of the last good reload
+    _loaded: dict[Path, float] = field(default_factory=dict, init=False, repr=False)  # file -> mtime reloaded
 
     def _client(self) -> DagsterGraphQLClient:
         try:
@@ -51,6 +59,21 @@ class DagsterBridge:
         if info.status.value != "SUCCESS":
             raise DagsterUnavailable(f"reloading the code location failed: {info.message}")
 
+    def ensure_loaded(self, path: Path) -> None:
+        """Reload the code location unless it already has `path` as it is on disk now.
+
+        A reload starts a new code server process (seconds of CPU): re-submitting an unchanged workflow needs
+        none, and submissions that arrive together share one (a reload that began after a file was written has it).
+        """
+        with self._reload_lock:
+            written = path.stat().st_mtime
+            if self._loaded.get(path) == written or written < self._reloaded_from - CLOCK_SLACK_S:
+                return
+            started = time.time()
+            self.reload()
+            self._reloaded_from = started
+            self._loaded[path] = written
+
     def launch(self, job_name: str, run_config: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         try:
             return self._client().submit_job_execution(
@@ -66,13 +89,8 @@ def run_status(run: dg.DagsterRun) -> str:
 
 def step_ids_for(workflow: str | None) -> dict[str, str]:
     """Dagster step keys -> workflow step ids, from the workflow file (a key is the id with '-' as '_')."""
-    if workflow is None:
-        return {}
-    loaded = load_workflows(workflows_dirs())
-    for spec, _ in loaded.specs.values():
-        if spec.name == workflow:
-            return {dagster_name(s.id): s.id for s in spec.steps}
-    return {}
+    known = CATALOG.specs().get(workflow) if workflow else None
+    return {dagster_name(s.id): s.id for s in known[0].steps} if known else {}
 
 
 def describe_run(instance: dg.DagsterInstance, record: Any, with_events: bool = True) -> dict[str, Any]:

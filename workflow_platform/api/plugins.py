@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from workflow_platform.api.config import config, require_token
 from workflow_platform.api.dagster_bridge import DagsterUnavailable
@@ -70,11 +71,15 @@ async def register_plugin(request: Request) -> JSONResponse:
         ) from None
     if registration.id in BUILTIN_IDS:
         raise ApiError(409, "name_taken", f"'{registration.id}' is a built-in plugin; choose another id")
+    return await run_in_threadpool(_register, request, registration)  # file I/O and the reload block
+
+
+def _register(request: Request, registration: HttpPluginRegistration) -> JSONResponse:
     path = config(request).plugins_file
     others = [r for r in load_registrations(path) if r.id != registration.id]
     _write_atomically(path, json.dumps([r.model_dump() for r in [*others, registration]], indent=2) + "\n")
     try:
-        config(request).bridge.reload()  # workflows using the plugin become valid jobs
+        config(request).bridge.ensure_loaded(path)  # workflows using the plugin become valid jobs
     except DagsterUnavailable as error:
         raise ApiError(503, "dagster_unavailable", str(error)) from None
     plugin = plugin_registry()[registration.id]

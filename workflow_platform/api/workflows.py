@@ -11,12 +11,13 @@ from typing import Any
 import dagster as dg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
+from workflow_platform.api.catalog import CATALOG
 from workflow_platform.api.config import config, require_token
 from workflow_platform.api.dagster_bridge import DagsterUnavailable, describe_run
 from workflow_platform.api.errors import ERROR_RESPONSES, ApiError
 from workflow_platform.api.requests import json_body
-from workflow_platform.definitions import load_workflows, workflows_dirs
 from workflow_platform.preflight import preflight
 from workflow_platform.problems import Problem, pointer
 from workflow_platform.runner import InvalidParams, partition_params
@@ -55,7 +56,7 @@ _SUBMIT_BODY = {
 
 
 def _known() -> dict[str, tuple[WorkflowSpec, Path]]:
-    return {spec.name: (spec, path) for spec, path in load_workflows(workflows_dirs()).specs.values()}
+    return CATALOG.specs()
 
 
 def _launch(request: Request, spec: WorkflowSpec, params: dict[str, Any], key: str | None) -> str:
@@ -90,6 +91,16 @@ def _problems(problems: list[Problem], message: str) -> ApiError:
     return ApiError(400, "invalid_workflow", message, problems)
 
 
+def _write_if_changed(path: Path, text: str) -> None:
+    """Leave an identical file alone: its timestamp tells the bridge whether the code location has it."""
+    try:
+        if path.read_text() == text:
+            return
+    except FileNotFoundError:
+        pass
+    _write_atomically(path, text)
+
+
 def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
@@ -107,10 +118,16 @@ def _write_atomically(path: Path, text: str) -> None:
 async def submit_workflow(request: Request) -> JSONResponse:
     """Validate a workflow, register it as a Dagster job, and launch a run. Body: the workflow itself, or
     `{workflow, params}`. `Idempotency-Key` makes a retried request return the same run."""
+    # Everything but reading the body blocks (storage queries, validation, preflight, reload, launch): it runs
+    # in the thread pool so that concurrent submissions and execution polls are not queued behind it.
     key = request.headers.get("idempotency-key")
-    if replay := _replayed(request, key):
+    if replay := await run_in_threadpool(_replayed, request, key):
         return replay
     body = await json_body(request, config(request).max_body)
+    return await run_in_threadpool(_submit, request, body, key)
+
+
+def _submit(request: Request, body: Any, key: str | None) -> JSONResponse:
     document, params = body, {}
     if isinstance(body, dict) and "workflow" in body and "steps" not in body:
         document, params = body["workflow"], body.get("params") or {}
@@ -132,9 +149,10 @@ async def submit_workflow(request: Request) -> JSONResponse:
         problems = preflight(spec, os.environ["WFP_PG_DSN"])
     if problems:
         raise _problems(problems, f"the workflow has {len(problems)} problem(s); nothing was run")
-    _write_atomically(submitted_dir / spec.name / "workflow.json", json.dumps(document, indent=2) + "\n")
+    path = submitted_dir / spec.name / "workflow.json"
+    _write_if_changed(path, json.dumps(document, indent=2) + "\n")
     try:
-        config(request).bridge.reload()
+        config(request).bridge.ensure_loaded(path)
     except DagsterUnavailable as error:
         raise ApiError(503, "dagster_unavailable", str(error)) from None
     run_id = _launch(request, spec, params, key)
@@ -181,21 +199,24 @@ def get_workflow(name: str) -> dict[str, Any]:
 )
 async def run_workflow(name: str, request: Request) -> JSONResponse:
     """Launch a run of a registered workflow. Optional body: `{params: {...}}`."""
-    known = _known()
+    known = await run_in_threadpool(_known)
     if name not in known:
         raise ApiError(404, "not_found", f"no workflow named '{name}'", workflowId=name)
     key = request.headers.get("idempotency-key")
-    if replay := _replayed(request, key):
+    if replay := await run_in_threadpool(_replayed, request, key):
         return replay
     body = await json_body(request, config(request).max_body, required=False) or {}
+    return await run_in_threadpool(_run, known[name][0], request, body, key)
+
+
+def _run(spec: WorkflowSpec, request: Request, body: Any, key: str | None) -> JSONResponse:
     params = body.get("params", {}) if isinstance(body, dict) else None
     if not isinstance(params, dict):
         raise ApiError(400, "invalid_params", 'the body must be {"params": {name: value}}')
-    spec = known[name][0]
     if problems := check_param_values(spec, params):
         raise _problems(problems, "invalid params; nothing was run")
     run_id = _launch(request, spec, params, key)
-    return JSONResponse({"executionId": run_id, "workflowId": name, "status": "QUEUED"}, status_code=201)
+    return JSONResponse({"executionId": run_id, "workflowId": spec.name, "status": "QUEUED"}, status_code=201)
 
 
 @router.get("/executions")
