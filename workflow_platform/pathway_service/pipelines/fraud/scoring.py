@@ -22,9 +22,7 @@ from workflow_platform.fraud.model import LATEST_KEY, FraudModel, model_from_job
 from ...object_store import ObjectStore, UnreadableObject
 from ...staging import StagedRequest, UnreadableReference
 
-NO_MODEL = (
-    "no model stored yet: run the fraud-model-training workflow (or leave `model` out to score by rules)"
-)
+NO_MODEL = "no model stored yet: run the fraud-model-training workflow first"
 
 
 def prepare(staged: StagedRequest, store: ObjectStore) -> None:
