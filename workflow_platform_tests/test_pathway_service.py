@@ -27,6 +27,7 @@ PIPELINES = [
     "sample-pipeline",
     "sales-aggregation-pipeline",
     "fraud-detection-pipeline",
+    "fraud-features-pipeline",
     "risk-scoring-pipeline",
 ]
 

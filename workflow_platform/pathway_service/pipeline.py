@@ -6,6 +6,7 @@ the dataflow, so ids, descriptions and input models can be read cheaply anywhere
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,16 @@ class Pipeline:
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "description": self.description, "input": self.input_model.model_json_schema()}
+
+
+def dataflow_of(package: str) -> Callable[[pw.Table], pw.Table]:
+    """`build` for a pipeline package whose dataflow is `<package>.dataflow.build`, imported on first use, so
+    that the package (its id, description and input model) stays importable without pathway."""
+
+    def build(requests: pw.Table) -> pw.Table:
+        return importlib.import_module(f"{package}.dataflow").build(requests)
+
+    return build
 
 
 # Errors whose message already says what was given (custom ones name the offending row or key).

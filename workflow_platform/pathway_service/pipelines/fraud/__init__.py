@@ -14,18 +14,13 @@ without, riskScore is the rules' fraudScore. fraudFlag = riskScore >= alertThres
 the answer's `alerts`, and `scores` lists `{id, risk_score, fraud_flag}` per transaction, ready to write back.
 """
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...pipeline import Pipeline
+from ...pipeline import Pipeline, dataflow_of
 from ...tabular import InlineRows, TabularInput
 from .report import PIPELINE_ID
 from .rules import DEFAULT_RULES, Rules
 from .scoring import prepare
-
-if TYPE_CHECKING:
-    import pathway as pw
 
 
 class FraudInput(BaseModel):
@@ -56,13 +51,6 @@ class FraudInput(BaseModel):
     )
 
 
-# Keeps this module importable without pathway: the dataflow imports it.
-def build(requests: "pw.Table") -> "pw.Table":
-    from .dataflow import build as build_dataflow
-
-    return build_dataflow(requests)
-
-
 PIPELINE = Pipeline(
     id=PIPELINE_ID,
     description=(
@@ -72,7 +60,7 @@ PIPELINE = Pipeline(
         "and a summary."
     ),
     input_model=FraudInput,
-    build=build,
+    build=dataflow_of(__name__),
     prepare=prepare,
 )
 

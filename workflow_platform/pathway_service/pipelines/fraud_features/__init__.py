@@ -7,15 +7,10 @@ rows with the handbook's column names (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID,
 tabular input of the next step (the `fraud` plugin's trainModel, another pipeline).
 """
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...pipeline import Pipeline
+from ...pipeline import Pipeline, dataflow_of
 from ...tabular import TabularInput
-
-if TYPE_CHECKING:
-    import pathway as pw
 
 PIPELINE_ID = "fraud-features-pipeline"
 
@@ -36,13 +31,6 @@ class FraudFeaturesInput(BaseModel):
     )
 
 
-# Keeps this module importable without pathway: the dataflow imports it.
-def build(requests: "pw.Table") -> "pw.Table":
-    from .dataflow import build as build_dataflow
-
-    return build_dataflow(requests)
-
-
 PIPELINE = Pipeline(
     id=PIPELINE_ID,
     description=(
@@ -51,7 +39,7 @@ PIPELINE = Pipeline(
         "answers with the table inline or as a parquet object."
     ),
     input_model=FraudFeaturesInput,
-    build=build,
+    build=dataflow_of(__name__),
 )
 
 __all__ = ["PIPELINE", "FraudFeaturesInput"]

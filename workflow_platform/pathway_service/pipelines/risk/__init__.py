@@ -6,16 +6,11 @@ to a table of scored transactions). A transaction's level is the highest thresho
 (`minimal` below `low`); each level's actions are in `report.ACTIONS`; medium and above raise an alert.
 """
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ...pipeline import Pipeline
+from ...pipeline import Pipeline, dataflow_of
 from ...tabular import TabularInput
 from .report import PIPELINE_ID
-
-if TYPE_CHECKING:
-    import pathway as pw
 
 
 class FraudAnalysis(BaseModel):
@@ -55,13 +50,6 @@ class RiskInput(BaseModel):
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
 
-# Keeps this module importable without pathway: the dataflow imports it.
-def build(requests: "pw.Table") -> "pw.Table":
-    from .dataflow import build as build_dataflow
-
-    return build_dataflow(requests)
-
-
 PIPELINE = Pipeline(
     id=PIPELINE_ID,
     description=(
@@ -69,7 +57,7 @@ PIPELINE = Pipeline(
         "transaction, alerts for medium risk and above, and counts per level."
     ),
     input_model=RiskInput,
-    build=build,
+    build=dataflow_of(__name__),
 )
 
 __all__ = ["PIPELINE", "RiskInput"]

@@ -5,16 +5,13 @@ Request body: `{"salesData": rows | {"rows": [...]} | {"ref": "s3://bucket/key",
 row and how amounts, refunds and missing values count are in `rows.py`; the dataflow is in `dataflow.py`.
 """
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ...pipeline import Pipeline
+from ...pipeline import Pipeline, dataflow_of
 from ...tabular import TabularInput
 from .report import METRICS, PIPELINE_ID
-
-if TYPE_CHECKING:
-    import pathway as pw
 
 Metric = Literal["totalRevenue", "topProducts", "regionalBreakdown", "hourlyTrend", "dailyTrend"]
 
@@ -39,13 +36,6 @@ class SalesInput(BaseModel):
         return list(dict.fromkeys(metrics))
 
 
-# Keeps this module importable without pathway: the dataflow imports it.
-def build(requests: "pw.Table") -> "pw.Table":
-    from .dataflow import build as build_dataflow
-
-    return build_dataflow(requests)
-
-
 PIPELINE = Pipeline(
     id=PIPELINE_ID,
     description=(
@@ -54,7 +44,7 @@ PIPELINE = Pipeline(
         "are counted as skipped, with the reason."
     ),
     input_model=SalesInput,
-    build=build,
+    build=dataflow_of(__name__),
 )
 
 __all__ = ["PIPELINE", "SalesInput"]
