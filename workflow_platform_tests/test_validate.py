@@ -94,7 +94,7 @@ def test_unknown_plugin_and_action_list_the_alternatives():
     spec, problems = check_document(document, "wf.json")
     rendered = [p.render() for p in problems]
     assert rendered[0].startswith("wf.json:/steps/0/plugin: unknown plugin 'mongodb'")
-    assert "available plugins: http, minio, nats, pathway, postgres, report" in rendered[0]
+    assert "available plugins: fraud, http, minio, nats, pathway, postgres, report" in rendered[0]
     assert rendered[1].startswith("wf.json:/steps/1/action: plugin 'postgres' has no action 'selectAll'")
     assert "select" in problems[1].hint
 
