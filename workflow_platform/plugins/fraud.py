@@ -25,10 +25,11 @@ from workflow_platform.plugins.base import (
     plugin,
 )
 from workflow_platform.plugins.minio import object_asset_key
-from workflow_platform.resources.object_store import ObjectStoreResource
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # resources import dagster and the clients; validation must stay light
     import pandas as pd
+
+    from workflow_platform.resources.object_store import ObjectStoreResource
 
 REQUIRED_COLUMNS = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TX_FRAUD")
 

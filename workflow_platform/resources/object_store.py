@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import dagster as dg
-import urllib3
-from minio import Minio
 from pydantic import Field, PrivateAttr
+
+if TYPE_CHECKING:  # the minio SDK costs ~0.2 s to import: only runs that touch the store pay it
+    from minio import Minio
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
@@ -18,7 +20,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
     region: str = "us-east-1"
     bucket: str = Field(description="bucket used when a step names none")
 
-    _client: Minio | None = PrivateAttr(default=None)
+    _client: Any = PrivateAttr(default=None)  # a Minio client, made on first use
     _buckets: set[str] = PrivateAttr(default_factory=set)
 
     @classmethod
@@ -34,6 +36,9 @@ class ObjectStoreResource(dg.ConfigurableResource):
 
     def client(self) -> Minio:
         if self._client is None:
+            import urllib3
+            from minio import Minio
+
             url = urlparse(self.endpoint)
             http = urllib3.PoolManager(
                 timeout=urllib3.Timeout(connect=10, read=120),
