@@ -176,8 +176,10 @@ def test_detection_scores_with_the_stored_model_and_explains_with_rules(
     model = fit_model("logistic_regression", featured[(days >= 31) & (days < 45)])
     version = save_model(model, s3, stack_env["WFP_S3_BUCKET"])
 
-    batch = simulated[simulated["TX_TIME_DAYS"] == 69]
-    history = simulated[(simulated["TX_TIME_DAYS"] >= 31) & (simulated["TX_TIME_DAYS"] < 69)]
+    # The batch: day 69 from noon; its history: days 31 to 69 before noon (so past hours reach into it).
+    noon = simulated["TX_DATETIME"].min().normalize() + pd.Timedelta(days=69, hours=12)
+    batch = simulated[(simulated["TX_TIME_DAYS"] == 69) & (simulated["TX_DATETIME"] >= noon)]
+    history = simulated[(simulated["TX_TIME_DAYS"] >= 31) & (simulated["TX_DATETIME"] < noon)]
     # The batch's rows also in the history are ignored there (a workflow may not exclude them).
     body = {
         "transactions": db_rows(batch),
@@ -191,16 +193,21 @@ def test_detection_scores_with_the_stored_model_and_explains_with_rules(
         },
         "model": "latest",
         "alertThreshold": 0.3,
-        "rules": {"timePattern": {"unusualHours": [0, 1, 2, 3, 4], "weight": 0.3}},
+        "rules": {
+            "timePattern": {"unusualHours": [0, 1, 2, 3, 4], "weight": 0.3},
+            "velocityCheck": {"maxTransactionsPerHour": 99, "weight": 0.5},
+        },
     }
     response = run_pipeline(stack_env["WFP_PATHWAY_URL"], "fraud-detection-pipeline", body)
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["model"]["version"] == version and result["model"]["name"] == "logistic_regression"
 
-    context = transform_features(pd.concat([history, batch])).set_index("TRANSACTION_ID")
+    everything = pd.concat([history, batch])
+    context = transform_features(everything).set_index("TRANSACTION_ID")
     expected = pd.Series(score(model, context.loc[batch["TRANSACTION_ID"]]), index=batch["TRANSACTION_ID"])
     by_id = {t["transactionId"]: t for t in result["transactions"]}
+    reaches_history = 0
     assert sorted(by_id) == sorted(batch["TRANSACTION_ID"].tolist())
     for tx_id, probability in expected.items():
         document = by_id[tx_id]
@@ -214,6 +221,17 @@ def test_detection_scores_with_the_stored_model_and_explains_with_rules(
         )
         night = pd.Timestamp(document["createdAt"]).hour in (0, 1, 2, 3, 4)
         assert [e["rule"] for e in document["explanations"]] == (["timePattern"] if night else [])
+        # The velocity rule counts the card's past hour in the history too, not only in the batch.
+        row = context.loc[tx_id]
+        card = everything[everything["CUSTOMER_ID"] == row["CUSTOMER_ID"]]
+        hour = card[
+            card["TX_DATETIME"].between(row["TX_DATETIME"] - pd.Timedelta(hours=1), row["TX_DATETIME"])
+        ]
+        reaches_history += bool((hour["TX_DATETIME"] < noon).any())
+        velocity = document["rules"]["velocityCheck"]
+        assert velocity["transactionsInHour"] == len(hour), tx_id
+        assert velocity["amountInHour"] == pytest.approx(hour["TX_AMOUNT"].sum(), abs=0.006)
+    assert reaches_history > 0
     flagged = sorted(t for t, d in by_id.items() if d["fraudFlag"])
     assert flagged, "the model flags none of a day's transactions: the test data has no fraud to find"
     assert sorted(a["transactionId"] for a in result["alerts"]) == flagged

@@ -19,7 +19,7 @@ from .history import History, feature_input, histories
 from .report import analysis_document, transaction_document
 from .rows import profiles, transactions
 from .scoring import describe, model_scores
-from .windows import window_features
+from .windows import FEATURES, window_features
 
 RULE_COLUMNS = dict(zip(rules.RULE_NAMES, ("velocity", "geography", "deviation", "time_of_day"), strict=True))
 
@@ -54,16 +54,20 @@ def load_histories(key: str) -> list[History]:
 
 
 @pw.udf
-def model_rows(key: str, features: np.ndarray) -> list[tuple[int, float | None, tuple]]:
-    """(position in the input, model score or None without a model, features) of each featured transaction."""
+def model_rows(key: str, features: np.ndarray) -> list[tuple[int, float | None, tuple, int, float]]:
+    """Per featured transaction: position in the input, model score (None without a model), the 15 features,
+    and the card's transactions and amount in the past hour (history included)."""
     staged = STAGED.get(key)
     batch = staged.derived["featured"]
-    mine = features[: len(batch)]
+    mine = features[: len(batch), : len(FEATURES)]
+    past_hour = features[: len(batch), len(FEATURES) :]
     model = staged.derived.get("model")
     scores = model_scores(model, mine).tolist() if model is not None else [None] * len(mine)
     return [
-        (int(row), score, tuple(values))
-        for row, score, values in zip(batch.source_rows.tolist(), scores, mine.tolist(), strict=True)
+        (int(row), score, tuple(values), int(hour[0]), float(hour[1]))
+        for row, score, values, hour in zip(
+            batch.source_rows.tolist(), scores, mine.tolist(), past_hour.tolist(), strict=True
+        )
     ]
 
 
@@ -245,7 +249,14 @@ def build(requests: pw.Table) -> pw.Table:
             pw.left.position == pw.right.position,
             id=pw.left.id,
         )
-        .select(*pw.left, model_score=pw.right.model_score, window_features=pw.right.features)
+        .select(
+            *pw.left.without("in_hour", "amount_in_hour"),
+            model_score=pw.right.model_score,
+            window_features=pw.right.features,
+            # With the card's history at hand the velocity rule counts it too, else the batch alone.
+            in_hour=pw.coalesce(pw.right.in_hour, pw.left.in_hour),
+            amount_in_hour=pw.coalesce(pw.right.amount_in_hour, pw.left.amount_in_hour),
+        )
         .join(requests, pw.left.query_id == pw.right.id, id=pw.left.id)
         .select(
             *pw.left,
@@ -347,6 +358,8 @@ def _model_scores(requests: pw.Table) -> pw.Table:
             position=pw.this.row[0],
             model_score=pw.this.row[1],
             features=pw.this.row[2],
+            in_hour=pw.this.row[3],
+            amount_in_hour=pw.this.row[4],
         )
     )
 

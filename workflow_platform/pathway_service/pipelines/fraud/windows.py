@@ -24,7 +24,11 @@ from .history import CARD, TERMINAL
 
 DAY_SECONDS = 86_400
 # Block layout: column 0 is the row's position in the request, then its card or terminal features.
-_CARD_COLUMNS = 1 + 3 + 2 * len(WINDOWS_DAYS)  # position, amount, weekend, night, (count, mean) x 3
+_CARD_FEATURES = 3 + 2 * len(WINDOWS_DAYS)  # amount, weekend, night, (count, mean) x 3
+# After the 15 features, the matrix holds what the velocity rule reads: the card's transactions with time in
+# [t - 1 h, t] (this one and those at the same instant included) and their amount.
+PAST_HOUR_COLUMNS = ("PAST_HOUR_NB_TX", "PAST_HOUR_AMOUNT")
+HOUR_SECONDS = 3600
 
 
 # No `from __future__ import annotations` here: Pathway reads the UDFs' annotations as types.
@@ -51,6 +55,9 @@ def card_block(history: np.ndarray) -> np.ndarray:
         start = np.searchsorted(seconds, seconds - days * DAY_SECONDS, side="right")
         count = index - start + 1
         columns += [count, (running[index + 1] - running[start]) / count]
+    hour_start = np.searchsorted(seconds, seconds - HOUR_SECONDS, side="left")
+    hour_end = np.searchsorted(seconds, seconds, side="right")
+    columns += [hour_end - hour_start, running[hour_end] - running[hour_start]]
     return np.column_stack(columns)
 
 
@@ -70,23 +77,25 @@ def terminal_block(history: np.ndarray) -> np.ndarray:
 
 @pw.udf(deterministic=True)
 def assemble(blocks: tuple) -> np.ndarray:
-    """The blocks of one request -> a matrix with one row per position (0..n-1) and FEATURES as columns."""
+    """The blocks of one request -> a matrix with one row per position (0..n-1): FEATURES, then PAST_HOUR_COLUMNS."""
     cards = [block for kind, block in blocks if kind == CARD]
     terminals = [block for kind, block in blocks if kind == TERMINAL]
-    card_rows = np.concatenate(cards) if cards else np.empty((0, _CARD_COLUMNS))
-    matrix = np.zeros((len(card_rows), len(FEATURES)))
-    matrix[card_rows[:, 0].astype(np.int64), : _CARD_COLUMNS - 1] = card_rows[:, 1:]
+    card_rows = np.concatenate(cards) if cards else np.empty((0, 1 + _CARD_FEATURES + len(PAST_HOUR_COLUMNS)))
+    matrix = np.zeros((len(card_rows), len(FEATURES) + len(PAST_HOUR_COLUMNS)))
+    card_positions = card_rows[:, 0].astype(np.int64)
+    matrix[card_positions, :_CARD_FEATURES] = card_rows[:, 1 : 1 + _CARD_FEATURES]
+    matrix[card_positions, len(FEATURES) :] = card_rows[:, 1 + _CARD_FEATURES :]
     if terminals:
         terminal_rows = np.concatenate(terminals)
-        matrix[terminal_rows[:, 0].astype(np.int64), _CARD_COLUMNS - 1 :] = terminal_rows[:, 1:]
+        matrix[terminal_rows[:, 0].astype(np.int64), _CARD_FEATURES : len(FEATURES)] = terminal_rows[:, 1:]
     return matrix
 
 
 def window_features(loaded: pw.Table) -> pw.Table:
     """`loaded`: one row per request with `histories`, a list of `history.History`.
 
-    Returns one row per request that has transactions: query_id (the request's id), and `features`, an n x 15
-    matrix (FEATURES order, row i for position i).
+    Returns one row per request that has transactions: query_id (the request's id), and `features`, an n x 17
+    matrix (FEATURES then PAST_HOUR_COLUMNS, row i for position i).
     """
     blocks = loaded.flatten(pw.this.histories, origin_id="query_id").select(
         pw.this.query_id,
