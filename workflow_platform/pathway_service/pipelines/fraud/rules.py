@@ -5,8 +5,9 @@ the past hour, the customer's profile, the customer's other transactions in the 
 `{"status": "fired" | "passed", <evidence>}`, or `{"status": "not evaluable", "reason": ...}` when a field it
 needs is missing. A rule left out of `rules` is not run at all.
 
-- velocityCheck: the customer's transactions with created_at in [t - 1 h, t] (this one included): more than
-  `maxTransactionsPerHour` of them, or amounts summing above `amountThreshold`, fire it.
+- velocityCheck: the customer's transactions with created_at in [t - 1 h, t] (this one included; those of
+  `history` too when the transaction has window features): more than `maxTransactionsPerHour` of them, or
+  amounts summing above `amountThreshold`, fire it.
 - geographicAnomaly: the great-circle distance from the customer's home (profile home_latitude/longitude) to
   the transaction (latitude/longitude) above `maxDistanceKm` fires it.
 - amountAnomaly: |z| above `deviationThreshold` fires it, z = (amount - mean) / std against the profile's
