@@ -6,12 +6,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from workflow_platform.problems import Problem
 from workflow_platform.settings import wfp_home
+
+if TYPE_CHECKING:  # the CLI starts fast: models and dagster load when a command needs them
+    from workflow_platform.spec import WorkflowSpec
 
 EXIT_RUN_FAILED = 1
 EXIT_INVALID = 2
@@ -118,6 +121,29 @@ def _parse_params(values: tuple[str, ...], declared: dict[str, Any]) -> dict[str
 _SYMBOLS = {"start": "▶", "success": "✔", "retry": "↻", "failure": "✘"}
 
 
+def _batch_bounds(spec: WorkflowSpec, rows: str | None) -> tuple[int, int] | None:
+    """`--rows AFTER:THROUGH` checked against the workflow; exits 2 when a trigger workflow gets no batch."""
+    from workflow_platform.translate import no_batch_message, reads_trigger
+
+    if rows is None:
+        if spec.trigger is not None and reads_trigger(spec):
+            _err(f"error: {no_batch_message(spec)}; nothing was run")
+            sys.exit(EXIT_INVALID)
+        return None
+    if spec.trigger is None:
+        _err(f"error: --rows is for workflows with a trigger; {spec.name} has none; nothing was run")
+        sys.exit(EXIT_INVALID)
+    after, _, through = rows.partition(":")
+    try:
+        bounds = int(after), int(through)
+    except ValueError:
+        bounds = (0, -1)
+    if bounds[0] >= bounds[1]:
+        _err(f"error: --rows {rows}: give AFTER:THROUGH, two integers with AFTER < THROUGH; nothing was run")
+        sys.exit(EXIT_INVALID)
+    return bounds
+
+
 @main.command()
 @click.argument("target")
 @click.option(
@@ -125,7 +151,14 @@ _SYMBOLS = {"start": "▶", "success": "✔", "retry": "↻", "failure": "✘"}
 )
 @click.option("--json", "as_json", is_flag=True, help="end with one JSON object describing the run")
 @click.option("--outputs", type=click.Path(file_okay=False), help="where to download stored objects")
-def run(target: str, param_values: tuple[str, ...], as_json: bool, outputs: str | None) -> None:
+@click.option(
+    "--rows",
+    metavar="AFTER:THROUGH",
+    help="for a workflow with a trigger: the batch of rows to process (trigger column > AFTER and <= THROUGH)",
+)
+def run(
+    target: str, param_values: tuple[str, ...], as_json: bool, outputs: str | None, rows: str | None
+) -> None:
     """Run a workflow (file, folder or name) through Dagster; exit 0 success, 1 run failed, 2 invalid."""
     from workflow_platform.preflight import preflight
     from workflow_platform.runner import (
@@ -137,6 +170,7 @@ def run(target: str, param_values: tuple[str, ...], as_json: bool, outputs: str 
         resolve_workflow,
         services,
     )
+    from workflow_platform.translate import TRIGGER_TAG, rows_batch
     from workflow_platform.validate import check_file
 
     try:
@@ -150,6 +184,7 @@ def run(target: str, param_values: tuple[str, ...], as_json: bool, outputs: str 
         _err(f"{path}: invalid workflow, nothing was run")
         sys.exit(EXIT_INVALID)
     params = _parse_params(param_values, spec.params)
+    batch_bounds = _batch_bounds(spec, rows)
 
     with services(_err) as service_env, environment(service_env):
         problems = preflight(spec, os.environ["WFP_PG_DSN"], str(path))
@@ -161,9 +196,16 @@ def run(target: str, param_values: tuple[str, ...], as_json: bool, outputs: str 
         def progress(step: str, kind: str, detail: str) -> None:
             _err(f"  {_SYMBOLS[kind]} {step}" + (f"  {detail}" if detail else ""))
 
+        tags = {}
+        if batch_bounds is not None:
+            batch = rows_batch(os.environ["WFP_PG_DSN"], spec.trigger, *batch_bounds)
+            tags[TRIGGER_TAG] = json.dumps(batch)
+            _err(
+                f"batch: {batch['count']} rows of {batch['table']} with {batch['column']} in ({rows.replace(':', ', ')}]"
+            )
         _err(f"running {spec.name} ({len(spec.steps)} steps)")
         try:
-            report = execute(spec, path, params, progress)
+            report = execute(spec, path, params, progress, tags)
         except InvalidParams as error:
             _err(f"error: {error}; nothing was run")
             sys.exit(EXIT_INVALID)

@@ -135,6 +135,7 @@ def execute(
     source: Path,
     params: Mapping[str, Any],
     on_event: Callable[[str, str, str], None] = lambda step, kind, detail: None,
+    tags: Mapping[str, str] | None = None,
 ) -> RunReport:
     """Run the workflow's job in-process on the persistent instance; report each step's events as they happen."""
     ensure_dagster_home()
@@ -153,6 +154,7 @@ def execute(
                     instance=instance,
                     run_id=run_id,
                     partition_key=partition,
+                    tags=dict(tags or {}),
                     raise_on_error=False,
                 )
             except Exception as error:  # invalid run config and the like: nothing ran

@@ -177,6 +177,41 @@ def new_row_batches(dsn: str, trigger: TriggerSpec, after: int) -> list[dict[str
     return batches
 
 
+def rows_batch(dsn: str, trigger: TriggerSpec, after: int, through: int) -> dict[str, Any]:
+    """The trigger payload of a batch named by hand (`wfp run --rows AFTER:THROUGH`), its rows counted."""
+    import psycopg2
+    from psycopg2 import sql
+
+    name, column = _table_and_column(trigger)
+    with psycopg2.connect(dsn, connect_timeout=10) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {} > %s AND {} <= %s").format(name, column, column),
+            (after, through),
+        )
+        count = int(cursor.fetchone()[0])
+    return {
+        "table": trigger.table,
+        "column": trigger.column,
+        "after": after,
+        "through": through,
+        "count": count,
+    }
+
+
+def reads_trigger(spec: WorkflowSpec) -> bool:
+    """Whether a step's templates read `trigger`: such a run needs a batch (the sensor's, or one named by hand)."""
+    return any("trigger" in text for step in spec.steps for _, text in template_strings(step.input))
+
+
+def no_batch_message(spec: WorkflowSpec) -> str:
+    table = spec.trigger.table if spec.trigger else "its table"
+    return (
+        f"{spec.name} works on batches of new rows of {table}: its sensor {job_name(spec)}_on_new_rows launches "
+        f"its runs (wfp up, or dagster-daemon). To run one batch by hand: wfp run {spec.name} --rows AFTER:THROUGH, "
+        f'or give the run the tag {TRIGGER_TAG} = {{"after": AFTER, "through": THROUGH}}'
+    )
+
+
 def build_sensor(spec: WorkflowSpec, job: dg.JobDefinition) -> dg.SensorDefinition | None:
     if spec.trigger is None:
         return None
@@ -256,6 +291,7 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
     )
     # Looking up the run's start costs a storage query: only steps whose templates use it pay for it.
     reads_start_time = any("started_at" in text or "date" in text for _, text in template_strings(step.input))
+    needs_batch = any("trigger" in text for _, text in template_strings(step.input))
 
     @dg.op(
         name=f"{job_name(spec)}__{dagster_name(step.id)}",
@@ -267,6 +303,11 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
         tags={"plugin": step.plugin, "action": step.action, STEP_TAG: step.id, **step.tags},
     )
     def step_op(context: dg.OpExecutionContext, **results: Any):
+        if needs_batch and TRIGGER_TAG not in context.run.tags:
+            raise dg.Failure(
+                f"step {step.id}: this run has no batch of rows. {no_batch_message(spec)}",
+                allow_retries=False,
+            )
         template_context = {
             "steps": {input_steps[name]: {"result": value} for name, value in results.items()},
             "params": dict(getattr(context.resources, PARAMS_RESOURCE)),

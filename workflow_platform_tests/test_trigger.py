@@ -119,3 +119,30 @@ def test_shipped_fraud_detection_has_its_sensor_in_the_code_location():
     sensor = defs.get_sensor_def("fraud_detection_workflow_on_new_rows")
     assert sensor.job_name == "fraud_detection_workflow"
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+@pytest.mark.usefixtures("payments")
+def test_a_run_without_a_batch_fails_saying_how_to_give_one(pg, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from workflow_platform.cli import main
+
+    sensor, job = sensor_and_job()
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+    assert "this run has no batch of rows" in failure and "--rows AFTER:THROUGH" in failure
+
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(WORKFLOW))
+    refused = CliRunner().invoke(main, ["run", str(path)])
+    assert refused.exit_code == 2 and "score_new_payments_on_new_rows launches its runs" in refused.output
+    assert CliRunner().invoke(main, ["run", str(path), "--rows", "5:2"]).exit_code == 2
+    by_hand = CliRunner().invoke(main, ["run", str(path), "--rows", "2:5"])
+    assert by_hand.exit_code == 0, by_hand.output
+    assert "batch: 3 rows of public.payments" in by_hand.output
+    scored = fetch(pg, "SELECT id FROM public.payments WHERE scored_by IS NOT NULL ORDER BY id")
+    assert scored == [(3,), (4,), (5,)]
