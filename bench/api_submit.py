@@ -16,10 +16,7 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+
+from workflow_platform.up import free_port, start_platform_process
 
 ROOT = Path(__file__).parent.parent
 WORKFLOW = {
@@ -59,42 +58,17 @@ WORKFLOW = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def platform() -> Iterator[str]:
     if os.environ.get("WFP_API_URL"):
         yield os.environ["WFP_API_URL"].rstrip("/")
         return
     with tempfile.TemporaryDirectory() as home:
-        port = free_port()
+        port = free_port("127.0.0.1")
         env = {k: v for k, v in os.environ.items() if not k.startswith("WFP_") and k != "DAGSTER_HOME"}
-        env["WFP_HOME"] = home
-        command = [
-            sys.executable,
-            "-m",
-            "workflow_platform.cli",
-            "up",
-            "--port",
-            str(port),
-            "--dagster-port",
-            str(free_port()),
-        ]
-        with open(Path(home) / "up.log", "w") as log:
-            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
+        process = start_platform_process(Path(home), port, free_port("127.0.0.1"), env)
         try:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                with contextlib.suppress(requests.RequestException):
-                    if requests.get(f"{base}/api/health", timeout=5).ok:
-                        break
-                time.sleep(0.5)
-            yield base
+            yield f"http://127.0.0.1:{port}"
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=120)

@@ -121,6 +121,24 @@ def _parse_params(values: tuple[str, ...], declared: dict[str, Any]) -> dict[str
 _SYMBOLS = {"start": "▶", "success": "✔", "retry": "↻", "failure": "✘"}
 
 
+def _load_workflow(target: str) -> tuple[Path, WorkflowSpec]:
+    """The workflow a command names (file, folder or name), valid; else exit 2 saying why."""
+    from workflow_platform.runner import WorkflowNotFound, resolve_workflow
+    from workflow_platform.validate import check_file
+
+    try:
+        path = resolve_workflow(target)
+    except WorkflowNotFound as error:
+        _err(f"error: {error}")
+        sys.exit(EXIT_INVALID)
+    spec, problems = check_file(path)
+    if spec is None:
+        _report_problems(problems)
+        _err(f"{path}: invalid workflow, nothing was run")
+        sys.exit(EXIT_INVALID)
+    return path, spec
+
+
 def _batch_bounds(spec: WorkflowSpec, rows: str | None) -> tuple[int, int] | None:
     """`--rows AFTER:THROUGH` checked against the workflow; exits 2 when a trigger workflow gets no batch."""
     from workflow_platform.translate import no_batch_message, reads_trigger
@@ -161,28 +179,10 @@ def run(
 ) -> None:
     """Run a workflow (file, folder or name) through Dagster; exit 0 success, 1 run failed, 2 invalid."""
     from workflow_platform.preflight import preflight
-    from workflow_platform.runner import (
-        InvalidParams,
-        WorkflowNotFound,
-        download_outputs,
-        environment,
-        execute,
-        resolve_workflow,
-        services,
-    )
+    from workflow_platform.runner import InvalidParams, download_outputs, environment, execute, services
     from workflow_platform.translate import TRIGGER_TAG, rows_batch
-    from workflow_platform.validate import check_file
 
-    try:
-        path = resolve_workflow(target)
-    except WorkflowNotFound as error:
-        _err(f"error: {error}")
-        sys.exit(EXIT_INVALID)
-    spec, problems = check_file(path)
-    if spec is None:
-        _report_problems(problems)
-        _err(f"{path}: invalid workflow, nothing was run")
-        sys.exit(EXIT_INVALID)
+    path, spec = _load_workflow(target)
     params = _parse_params(param_values, spec.params)
     batch_bounds = _batch_bounds(spec, rows)
 
@@ -335,25 +335,16 @@ def backfill(target: str, first: str, last: str, param_values: tuple[str, ...]) 
     """Run a daily-partitioned workflow for every day of a range (e.g. regenerate last month's reports)."""
     from datetime import date, timedelta
 
-    from workflow_platform.runner import (
-        InvalidParams,
-        WorkflowNotFound,
-        environment,
-        execute,
-        resolve_workflow,
-        services,
-    )
-    from workflow_platform.validate import check_file
+    from workflow_platform.runner import InvalidParams, environment, execute, services
 
     try:
-        path = resolve_workflow(target)
         start, end = date.fromisoformat(first), date.fromisoformat(last)
-    except (WorkflowNotFound, ValueError) as error:
+    except ValueError as error:
         _err(f"error: {error}")
         sys.exit(EXIT_INVALID)
-    spec, problems = check_file(path)
-    if spec is None or spec.partitions is None:
-        _report_problems(problems) if problems else _err(f"error: {path} has no daily partitions to backfill")
+    path, spec = _load_workflow(target)
+    if spec.partitions is None:
+        _err(f"error: {path} has no daily partitions to backfill")
         sys.exit(EXIT_INVALID)
     params = _parse_params(param_values, spec.params)
     days = [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]

@@ -262,3 +262,34 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
                 server.run()  # returns on Ctrl-C / SIGTERM
             finally:
                 log("stopping ...")
+
+
+def start_platform_process(
+    home: Path, port: int, dagster_port: int, env: dict[str, str], timeout: float = 180.0
+) -> subprocess.Popen[bytes]:
+    """`wfp up` in a subprocess (tests, benchmarks) with WFP_HOME=home, logging to home/up.log; returns once
+    its API answers /api/health. Raises RuntimeError with the log if it exits or is not healthy in time.
+    Stop it with SIGINT (Ctrl-C)."""
+    command = [sys.executable, "-m", "workflow_platform.cli", "up", "--port", str(port)]
+    command += ["--dagster-port", str(dagster_port)]
+    log_path = home / "up.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=Path(__file__).parent.parent,
+            env={**env, "WFP_HOME": str(home)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"wfp up exited ({process.returncode}):\n{log_path.read_text()}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200:
+                return process
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    raise RuntimeError(f"wfp up did not become healthy in {timeout:.0f} s:\n{log_path.read_text()}")

@@ -8,9 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,57 +17,26 @@ import pytest
 import requests
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from workflow_platform.up import free_port, start_platform_process
 from workflow_platform_tests.conftest import fetch, read_json_object
 from workflow_platform_tests.test_cli import BAD_INPUTS, digest
 
 ROOT = Path(__file__).parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def platform(stack_env, tmp_path_factory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("wfp_up")
-    port, dagster_port = free_port(), free_port()
-    env = {**os.environ, "WFP_HOME": str(home)}
-    env.pop("DAGSTER_HOME", None)
-    log = open(home / "up.log", "w")  # noqa: SIM115 - closed at teardown
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workflow_platform.cli",
-            "up",
-            "--port",
-            str(port),
-            "--dagster-port",
-            str(dagster_port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    port, dagster_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    try:
+        process = start_platform_process(home, port, dagster_port, env)
+    except RuntimeError as error:
+        pytest.fail(str(error))
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (home / "up.log").read_text()
-        try:
-            if requests.get(f"{base}/api/health", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    else:
-        pytest.fail("wfp up did not become healthy:\n" + (home / "up.log").read_text())
     yield {"api": base, "dagster": f"http://127.0.0.1:{dagster_port}", "home": home, "process": process}
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0
-    log.close()
     assert "stopped" in (home / "up.log").read_text()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/api/health", timeout=2)

@@ -214,21 +214,11 @@ def score(model: FraudModel, features_df: pd.DataFrame) -> np.ndarray:
 
 def object_store() -> tuple[Minio, str]:
     """A minio client and bucket from the WFP_S3_* variables; the bucket is created if missing."""
-    from urllib.parse import urlparse
-
-    from minio import Minio
-
+    from workflow_platform.s3_client import settings_client
     from workflow_platform.settings import ServiceSettings
 
     settings = ServiceSettings()
-    url = urlparse(settings.s3_endpoint)
-    client = Minio(
-        url.netloc or url.path,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-        secure=url.scheme == "https",
-        region=settings.s3_region,
-    )
+    client = settings_client(settings)
     if not client.bucket_exists(settings.s3_bucket):
         client.make_bucket(settings.s3_bucket)
     return client, settings.s3_bucket

@@ -10,12 +10,11 @@ import contextlib
 import functools
 import io
 from collections.abc import Iterator
-from urllib.parse import urlparse
 
 import urllib3
-from minio import Minio
 from minio.error import S3Error
 
+from workflow_platform.s3_client import settings_client
 from workflow_platform.settings import ServiceSettings
 
 # S3 error codes that mean "this reference points at nothing readable" rather than "the store is down".
@@ -40,20 +39,10 @@ class ObjectStore:
     """Whole-object reads and writes on the S3 endpoint the WFP_S3_* variables name."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        url = urlparse(settings.s3_endpoint)
         self.endpoint = settings.s3_endpoint
         self.bucket = settings.s3_bucket  # where the platform keeps its objects (models, for one)
-        self._client = Minio(
-            url.netloc or url.path,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
-            secure=url.scheme == "https",
-            region=settings.s3_region,
-            http_client=urllib3.PoolManager(
-                timeout=urllib3.Timeout(connect=5, read=120),
-                retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-            ),
-        )
+        # Fewer retries and a shorter connect timeout than a Dagster step's: the caller is waiting on a request.
+        self._client = settings_client(settings, retries=2, connect_timeout_s=5)
 
     def read(self, bucket: str, key: str) -> bytes:
         with self._errors():

@@ -24,7 +24,7 @@ from workflow_platform.plugins.base import (
     Touched,
     plugin,
 )
-from workflow_platform.plugins.minio import object_asset_key
+from workflow_platform.plugins.minio import object_asset_key, read_object
 
 if TYPE_CHECKING:  # resources import dagster and the clients; validation must stay light
     import pandas as pd
@@ -67,7 +67,7 @@ def feature_table(store: ObjectStoreResource, table: dict[str, Any]) -> pd.DataF
         frame = pd.DataFrame(table["rows"])
     elif isinstance(table.get("ref"), str) and table["ref"].startswith("s3://"):
         bucket, _, key = table["ref"].removeprefix("s3://").partition("/")
-        frame = pd.read_parquet(io.BytesIO(_read(store, bucket, key)))
+        frame = pd.read_parquet(io.BytesIO(read_object(store, bucket, key)[0]))
     else:
         raise ActionError('features must be {"ref": "s3://bucket/key.parquet"} or {"rows": [...]}')
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
@@ -79,22 +79,6 @@ def feature_table(store: ObjectStoreResource, table: dict[str, Any]) -> pd.DataF
     frame["TX_DATETIME"] = when
     frame["TX_TIME_DAYS"] = (when - pd.Timestamp(0)) // pd.Timedelta(days=1)
     return frame
-
-
-def _read(store: ObjectStoreResource, bucket: str, key: str) -> bytes:
-    from minio.error import S3Error
-
-    try:
-        response = store.client().get_object(bucket, key)
-    except S3Error as error:
-        if error.code in ("NoSuchKey", "NoSuchBucket"):
-            raise ActionError(f"object s3://{bucket}/{key} does not exist") from None
-        raise
-    try:
-        return response.read()
-    finally:
-        response.close()
-        response.release_conn()
 
 
 def train_model(store: ObjectStoreResource, spec: TrainModelInput, ctx: StepContext) -> ActionOutput:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -36,22 +35,9 @@ class ObjectStoreResource(dg.ConfigurableResource):
 
     def client(self) -> Minio:
         if self._client is None:
-            import urllib3
-            from minio import Minio
+            from workflow_platform.s3_client import s3_client
 
-            url = urlparse(self.endpoint)
-            http = urllib3.PoolManager(
-                timeout=urllib3.Timeout(connect=10, read=120),
-                retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-            )
-            self._client = Minio(
-                url.netloc or url.path,
-                access_key=self.access_key,
-                secret_key=self.secret_key,
-                secure=url.scheme == "https",
-                region=self.region,
-                http_client=http,
-            )
+            self._client = s3_client(self.endpoint, self.access_key, self.secret_key, self.region)
         return self._client
 
     def ensure_bucket(self, bucket: str | None = None) -> str:
