@@ -198,9 +198,13 @@ def rows_batch(dsn: str, trigger: TriggerSpec, after: int, through: int) -> dict
     }
 
 
+def step_reads_trigger(step: StepSpec) -> bool:
+    """Whether the step's templates read `trigger`: its run needs a batch (the sensor's, or one named by hand)."""
+    return any("trigger" in text for _, text in template_strings(step.input))
+
+
 def reads_trigger(spec: WorkflowSpec) -> bool:
-    """Whether a step's templates read `trigger`: such a run needs a batch (the sensor's, or one named by hand)."""
-    return any("trigger" in text for step in spec.steps for _, text in template_strings(step.input))
+    return any(step_reads_trigger(step) for step in spec.steps)
 
 
 def no_batch_message(spec: WorkflowSpec) -> str:
@@ -291,7 +295,7 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
     )
     # Looking up the run's start costs a storage query: only steps whose templates use it pay for it.
     reads_start_time = any("started_at" in text or "date" in text for _, text in template_strings(step.input))
-    needs_batch = any("trigger" in text for _, text in template_strings(step.input))
+    needs_batch = step_reads_trigger(step)
 
     @dg.op(
         name=f"{job_name(spec)}__{dagster_name(step.id)}",

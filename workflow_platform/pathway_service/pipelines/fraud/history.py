@@ -20,6 +20,7 @@ transaction, which measured 77-290 s and 5.8 GB for the handbook's 1.75M transac
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +80,7 @@ def feature_input(frame: pd.DataFrame, exclude_ids: frozenset = frozenset()) -> 
     if exclude_ids:
         kept_ids = ~ids.map(json_value).isin(exclude_ids).to_numpy()
         found = feature_input(frame[kept_ids])
-        return FeatureInput(**{**found.__dict__, "source_rows": np.flatnonzero(kept_ids)[found.source_rows]})
+        return dataclasses.replace(found, source_rows=np.flatnonzero(kept_ids)[found.source_rows])
     card = texts_of(fields.raw("customer_id", "CUSTOMER_ID"))
     terminal = texts_of(fields.raw("terminal_id", "TERMINAL_ID", "merchant_id"))
     seconds, time_reason = epoch_seconds_of(fields.raw("created_at", "timestamp", "TX_DATETIME"))
