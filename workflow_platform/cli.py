@@ -89,7 +89,7 @@ def schema(output: str | None) -> None:
 @main.command(name="list")
 def list_workflows() -> None:
     """The workflows in WORKFLOWS_DIR and whether they are valid."""
-    from workflow_platform.definitions import workflow_files, workflows_dirs
+    from workflow_platform.sources import workflow_files, workflows_dirs
     from workflow_platform.validate import check_file
 
     for path in workflow_files(workflows_dirs()):

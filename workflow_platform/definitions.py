@@ -7,56 +7,16 @@ log and left out; it never becomes a half-built job, and the other workflows sti
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
 from workflow_platform.plugins import plugin_registry
-from workflow_platform.problems import Problem
-from workflow_platform.spec import WorkflowSpec
-from workflow_platform.translate import build_job, build_schedule, build_sensor, job_name
-from workflow_platform.validate import check_file
+from workflow_platform.sources import load_workflows, workflows_dirs
+from workflow_platform.translate import build_job, build_schedule, build_sensor
 
 log = logging.getLogger("workflow_platform")
-
-
-def workflows_dirs() -> list[Path]:
-    value = os.environ.get("WORKFLOWS_DIR") or str(Path.cwd() / "workflows")
-    return [Path(part).resolve() for part in value.split(os.pathsep) if part]
-
-
-def workflow_files(directories: Sequence[Path]) -> list[Path]:
-    return [path for directory in directories for path in sorted(directory.glob("*/workflow.json"))]
-
-
-@dataclass
-class LoadedWorkflows:
-    specs: dict[str, tuple[WorkflowSpec, Path]] = field(default_factory=dict)  # by job name
-    problems: list[Problem] = field(default_factory=list)
-
-
-def load_workflows(directories: Sequence[Path]) -> LoadedWorkflows:
-    registry = plugin_registry()
-    loaded = LoadedWorkflows()
-    for path in workflow_files(directories):
-        spec, problems = check_file(path, registry)
-        if spec is None:
-            loaded.problems.extend(problems)
-            continue
-        name = job_name(spec)
-        if name in loaded.specs:
-            other = loaded.specs[name][1]
-            loaded.problems.append(
-                Problem(
-                    "/name", f"job name '{name}' is already used by {other}", "rename one workflow", str(path)
-                )
-            )
-            continue
-        loaded.specs[name] = (spec, path)
-    return loaded
 
 
 def build_definitions(directories: Sequence[Path]) -> dg.Definitions:

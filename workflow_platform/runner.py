@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from dagster import DagsterEventType
 
-from workflow_platform.definitions import workflow_files, workflows_dirs
 from workflow_platform.settings import endpoints_configured, wfp_home
+from workflow_platform.sources import workflow_files, workflows_dirs
 from workflow_platform.spec import WorkflowSpec
 from workflow_platform.translate import build_job, dagster_name, params_run_config, previous_day
 
