@@ -229,18 +229,46 @@ def run(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True, help="HTTP API port")
 @click.option("--dagster-port", default=3001, show_default=True, help="Dagster UI port")
-def platform_up(host: str, port: int, dagster_port: int) -> None:
+@click.option(
+    "--launcher",
+    type=click.Choice(["warm", "default"]),
+    default="warm",
+    show_default=True,
+    help="warm: runs start in pre-forked workers (dagster.yaml's WarmRunLauncher); default: Dagster's "
+    "DefaultRunLauncher, a new process per run",
+)
+def platform_up(host: str, port: int, dagster_port: int, launcher: str) -> None:
     """Run the platform: services, Dagster webserver + daemon (schedules, sensors) and the HTTP API."""
     from workflow_platform.up import UpOptions, run_platform
 
     try:
-        run_platform(UpOptions(host, port, dagster_port, Path.cwd()), _err)
+        run_platform(UpOptions(host, port, dagster_port, Path.cwd(), launcher), _err)
     except RuntimeError as error:
         _err(f"error: {error}")
         sys.exit(1)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once everything has been stopped
         pass
     _err("stopped")
+
+
+@main.command()
+@click.option(
+    "-w",
+    "--workspace",
+    "workspace_files",
+    multiple=True,
+    default=["workspace.yaml"],
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Dagster workspace file (repeatable)",
+)
+@click.option("--log-level", default="info", show_default=True)
+def daemon(workspace_files: tuple[str, ...], log_level: str) -> None:
+    """Dagster's daemon (schedules, sensors, backfills, run queue, monitoring) with the run queue woken as soon
+    as a run is queued: what `wfp up` and docker-compose run instead of `dagster-daemon run`."""
+    from workflow_platform.launcher.daemon import run_daemon
+
+    run_daemon(workspace_files, log_level)
 
 
 def _api_url() -> str:

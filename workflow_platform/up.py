@@ -10,7 +10,6 @@ each start importing the whole code location again. Ctrl-C stops everything this
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +25,8 @@ import psycopg2
 import requests
 import yaml
 
+from workflow_platform.api.runs import LocationOrigins
+from workflow_platform.dagster_instance import pool_storage_connections
 from workflow_platform.runner import services
 from workflow_platform.settings import wfp_home
 
@@ -35,11 +36,8 @@ DAGSTER_DATABASE = "dagster"
 # loaded machine; this matches run_monitoring.start_timeout_seconds in dagster.yaml, which still catches runs that
 # never start.
 GRPC_TIMEOUT_SECONDS = "180"
-# The API's instance, like the webserver's: a small pool of storage connections (instead of one new PostgreSQL
-# connection per query) and a statement timeout (Dagster webserver defaults).
-API_DB_STATEMENT_TIMEOUT_MS = 15000
-API_DB_POOL_RECYCLE_S = 3600
-API_DB_POOL_MAX_OVERFLOW = 20
+# The API's instance: a pool of storage connections for its request threads.
+API_DB_POOL_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,9 @@ class UpOptions:
     port: int = 3000  # the HTTP API
     dagster_port: int = 3001  # the Dagster UI
     project_dir: Path = Path.cwd()
+    launcher: str = (
+        "warm"  # "warm": dagster.yaml as it is; "default": Dagster's DefaultRunLauncher (baseline)
+    )
 
 
 def dagster_storage_url(pg_dsn: str) -> str:
@@ -72,7 +73,9 @@ def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict
     home = wfp_home()
     dagster_home = home / "dagster-up"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(options.project_dir / "dagster.yaml", dagster_home / "dagster.yaml")
+    (dagster_home / "dagster.yaml").write_text(
+        instance_yaml((options.project_dir / "dagster.yaml").read_text(), options.launcher)
+    )
     submitted = home / "submitted"
     submitted.mkdir(parents=True, exist_ok=True)
     shipped = os.environ.get("WORKFLOWS_DIR") or str(options.project_dir / "workflows")
@@ -85,6 +88,18 @@ def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict
         "DAGSTER_GRPC_TIMEOUT_SECONDS": os.environ.get("DAGSTER_GRPC_TIMEOUT_SECONDS")
         or GRPC_TIMEOUT_SECONDS,
     }
+
+
+def instance_yaml(project_yaml: str, launcher: str) -> str:
+    """The project's dagster.yaml, or for `--launcher default` the same with Dagster's own run launcher and
+    queued coordinator (runs as Dagster starts them out of the box: a new process each)."""
+    if launcher == "warm":
+        return project_yaml
+    settings = yaml.safe_load(project_yaml)
+    settings.pop("run_launcher", None)
+    settings["run_coordinator"]["module"] = "dagster._core.run_coordinator"
+    settings["run_coordinator"]["class"] = "QueuedRunCoordinator"
+    return yaml.safe_dump(settings, sort_keys=False)
 
 
 @dataclass(frozen=True)
@@ -114,8 +129,9 @@ def free_port(host: str) -> int:
 
 
 @contextmanager
-def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[None]:
-    """The code server, then the Dagster webserver and daemon, each in its own process group, stopped on exit."""
+def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[LocationOrigins]:
+    """The code server, then the Dagster webserver and daemon, each in its own process group, stopped on exit.
+    Yields where the code location is, for the runs the API creates."""
     log_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
     location = code_location(options.project_dir / "workspace.yaml")
@@ -149,7 +165,11 @@ def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[None]:
             "-w",
             str(workspace),
         ],
-        "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
+        "daemon": (
+            [str(bin_dir / "wfp"), "daemon", "-w", str(workspace)]
+            if options.launcher == "warm"
+            else [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)]
+        ),
     }
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -167,7 +187,9 @@ def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[None]:
         _wait_webserver(
             f"http://{options.host}:{options.dagster_port}", processes["webserver"], log_dir / "webserver.log"
         )
-        yield
+        yield LocationOrigins(
+            location.name, code_host, code_port, location.module, str(location.working_directory)
+        )
     finally:
         for process in reversed(processes.values()):
             _stop(process)
@@ -223,8 +245,10 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
     import uvicorn
 
     from workflow_platform.api.app import create_app
+    from workflow_platform.api.code_location import CodeLocationReloader
     from workflow_platform.api.config import ApiConfig
-    from workflow_platform.api.dagster_bridge import DagsterBridge
+    from workflow_platform.api.runs import RunSubmitter
+    from workflow_platform.launcher.run_launcher import WarmRunLauncher
 
     signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly on SIGTERM (kill, systemd) as on Ctrl-C
     for required in ("dagster.yaml", "workspace.yaml"):
@@ -238,13 +262,19 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
         log(
             f"starting the Dagster code server, webserver (http://{options.host}:{options.dagster_port}) and daemon ..."
         )
-        with dagster_processes(options, wfp_home() / "logs"), dg.DagsterInstance.get() as instance:
-            instance.optimize_for_webserver(
-                API_DB_STATEMENT_TIMEOUT_MS, API_DB_POOL_RECYCLE_S, API_DB_POOL_MAX_OVERFLOW
-            )
+        with (
+            dagster_processes(options, wfp_home() / "logs") as origins,
+            dg.DagsterInstance.get() as instance,
+        ):
+            pool_storage_connections(instance, size=API_DB_POOL_SIZE)
             api_config = ApiConfig(
                 instance=instance,
-                bridge=DagsterBridge(instance, options.host, options.dagster_port),
+                runs=RunSubmitter(instance, origins),
+                code_location=CodeLocationReloader(
+                    options.host,
+                    options.dagster_port,
+                    runs_need_code_server=not isinstance(instance.run_launcher, WarmRunLauncher),
+                ),
                 submitted_dir=Path(environment["WORKFLOWS_DIR"].split(os.pathsep)[-1]),
                 plugins_file=Path(environment["WFP_PLUGINS_FILE"]),
                 token=os.environ.get("WFP_API_TOKEN") or None,
@@ -265,13 +295,18 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
 
 
 def start_platform_process(
-    home: Path, port: int, dagster_port: int, env: dict[str, str], timeout: float = 180.0
+    home: Path,
+    port: int,
+    dagster_port: int,
+    env: dict[str, str],
+    timeout: float = 180.0,
+    launcher: str = "warm",
 ) -> subprocess.Popen[bytes]:
     """`wfp up` in a subprocess (tests, benchmarks) with WFP_HOME=home, logging to home/up.log; returns once
     its API answers /api/health. Raises RuntimeError with the log if it exits or is not healthy in time.
     Stop it with SIGINT (Ctrl-C)."""
     command = [sys.executable, "-m", "workflow_platform.cli", "up", "--port", str(port)]
-    command += ["--dagster-port", str(dagster_port)]
+    command += ["--dagster-port", str(dagster_port), "--launcher", launcher]
     log_path = home / "up.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(

@@ -8,15 +8,17 @@ from pathlib import Path
 import dagster as dg
 from fastapi import Request
 
-from workflow_platform.api.dagster_bridge import DagsterBridge
+from workflow_platform.api.code_location import CodeLocationReloader
 from workflow_platform.api.errors import ApiError
 from workflow_platform.api.requests import MAX_BODY_BYTES
+from workflow_platform.api.runs import RunSubmitter
 
 
 @dataclass
 class ApiConfig:
     instance: dg.DagsterInstance
-    bridge: DagsterBridge
+    runs: RunSubmitter
+    code_location: CodeLocationReloader
     submitted_dir: Path  # workflows registered through the API (one of WORKFLOWS_DIR's folders)
     plugins_file: Path  # registered HTTP plugins (WFP_PLUGINS_FILE)
     token: str | None = None  # WFP_API_TOKEN: required on mutating routes when set

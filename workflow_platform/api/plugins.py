@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from workflow_platform.api.code_location import DagsterUnavailable
 from workflow_platform.api.config import config, require_token
-from workflow_platform.api.dagster_bridge import DagsterUnavailable
 from workflow_platform.api.errors import ERROR_RESPONSES, ApiError
 from workflow_platform.api.requests import json_body
 from workflow_platform.api.workflows import _write_atomically
@@ -79,7 +79,7 @@ def _register(request: Request, registration: HttpPluginRegistration) -> JSONRes
     others = [r for r in load_registrations(path) if r.id != registration.id]
     _write_atomically(path, json.dumps([r.model_dump() for r in [*others, registration]], indent=2) + "\n")
     try:
-        config(request).bridge.ensure_loaded(path)  # workflows using the plugin become valid jobs
+        config(request).code_location.publish(path)  # workflows using the plugin become valid jobs
     except DagsterUnavailable as error:
         raise ApiError(503, "dagster_unavailable", str(error)) from None
     plugin = plugin_registry()[registration.id]

@@ -14,9 +14,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from workflow_platform.api.catalog import CATALOG
+from workflow_platform.api.code_location import DagsterUnavailable
 from workflow_platform.api.config import config, require_token
-from workflow_platform.api.dagster_bridge import DagsterUnavailable, describe_run
 from workflow_platform.api.errors import ERROR_RESPONSES, ApiError
+from workflow_platform.api.executions import describe_run
 from workflow_platform.api.requests import json_body
 from workflow_platform.preflight import preflight
 from workflow_platform.problems import Problem, pointer
@@ -59,7 +60,7 @@ def _known() -> dict[str, tuple[WorkflowSpec, Path]]:
     return CATALOG.specs()
 
 
-def _launch(request: Request, spec: WorkflowSpec, params: dict[str, Any], key: str | None) -> str:
+def _launch(request: Request, spec: WorkflowSpec, path: Path, params: dict[str, Any], key: str | None) -> str:
     tags = {WORKFLOW_TAG: spec.name, SOURCE_TAG: "api"}
     if key:
         tags[IDEMPOTENCY_TAG] = key
@@ -70,10 +71,7 @@ def _launch(request: Request, spec: WorkflowSpec, params: dict[str, Any], key: s
         raise ApiError(400, "invalid_params", str(error), [problem]) from None
     if partition:
         tags["dagster/partition"] = partition
-    try:
-        return config(request).bridge.launch(job_name(spec), params_run_config(params), tags)
-    except DagsterUnavailable as error:
-        raise ApiError(503, "dagster_unavailable", str(error)) from None
+    return config(request).runs.submit(spec, path, params_run_config(params), tags)
 
 
 def _replayed(request: Request, key: str | None) -> JSONResponse | None:
@@ -92,7 +90,7 @@ def _problems(problems: list[Problem], message: str) -> ApiError:
 
 
 def _write_if_changed(path: Path, text: str) -> None:
-    """Leave an identical file alone: its timestamp tells the bridge whether the code location has it."""
+    """Leave an identical file alone: its timestamp tells whether the code location has it."""
     try:
         if path.read_text() == text:
             return
@@ -152,10 +150,10 @@ def _submit(request: Request, body: Any, key: str | None) -> JSONResponse:
     path = submitted_dir / spec.name / "workflow.json"
     _write_if_changed(path, json.dumps(document, indent=2) + "\n")
     try:
-        config(request).bridge.ensure_loaded(path)
+        config(request).code_location.publish(path)
     except DagsterUnavailable as error:
         raise ApiError(503, "dagster_unavailable", str(error)) from None
-    run_id = _launch(request, spec, params, key)
+    run_id = _launch(request, spec, path, params, key)
     return JSONResponse({"executionId": run_id, "workflowId": spec.name, "status": "QUEUED"}, status_code=201)
 
 
@@ -206,16 +204,16 @@ async def run_workflow(name: str, request: Request) -> JSONResponse:
     if replay := await run_in_threadpool(_replayed, request, key):
         return replay
     body = await json_body(request, config(request).max_body, required=False) or {}
-    return await run_in_threadpool(_run, known[name][0], request, body, key)
+    return await run_in_threadpool(_run, *known[name], request, body, key)
 
 
-def _run(spec: WorkflowSpec, request: Request, body: Any, key: str | None) -> JSONResponse:
+def _run(spec: WorkflowSpec, path: Path, request: Request, body: Any, key: str | None) -> JSONResponse:
     params = body.get("params", {}) if isinstance(body, dict) else None
     if not isinstance(params, dict):
         raise ApiError(400, "invalid_params", 'the body must be {"params": {name: value}}')
     if problems := check_param_values(spec, params):
         raise _problems(problems, "invalid params; nothing was run")
-    run_id = _launch(request, spec, params, key)
+    run_id = _launch(request, spec, path, params, key)
     return JSONResponse({"executionId": run_id, "workflowId": spec.name, "status": "QUEUED"}, status_code=201)
 
 

@@ -1,24 +1,15 @@
-"""What the API needs from Dagster: the instance (runs, events) and the webserver's GraphQL (reload, launch)."""
+"""Executions as the API shows them, read from the Dagster instance: runs, their steps and events."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster import DagsterEventType
-from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from workflow_platform.api.catalog import CATALOG
 from workflow_platform.translate import WORKFLOW_TAG, dagster_name
 
-LOCATION = "workflows"  # workspace.yaml's location_name
-# File timestamps come from the kernel's coarse clock, a few milliseconds behind time.time().
-CLOCK_SLACK_S = 0.05
 STEP_EVENTS = {
     DagsterEventType.STEP_START,
     DagsterEventType.STEP_RESTARTED,
@@ -28,59 +19,6 @@ STEP_EVENTS = {
     DagsterEventType.STEP_OUTPUT,
     DagsterEventType.STEP_SKIPPED,
 }
-
-
-class DagsterUnavailable(Exception):
-    pass
-
-
-@dataclass
-class DagsterBridge:
-    instance: dg.DagsterInstance
-    webserver_host: str
-    webserver_port: int
-    _reload_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _reloaded_from: float = field(default=0.0, init=False, repr=False)  # start of the last good reload
-    _loaded: dict[Path, float] = field(default_factory=dict, init=False, repr=False)  # file -> mtime reloaded
-
-    def _client(self) -> DagsterGraphQLClient:
-        try:
-            return DagsterGraphQLClient(self.webserver_host, port_number=self.webserver_port, timeout=60)
-        except Exception as error:  # the client queries the server on creation
-            raise DagsterUnavailable(f"Dagster webserver unreachable: {error}") from None
-
-    def reload(self) -> None:
-        """Reload the code location so a newly written workflow becomes a job."""
-        client = self._client()
-        try:
-            info = client.reload_repository_location(LOCATION)
-        except Exception as error:
-            raise DagsterUnavailable(f"reloading the code location failed: {error}") from None
-        if info.status.value != "SUCCESS":
-            raise DagsterUnavailable(f"reloading the code location failed: {info.message}")
-
-    def ensure_loaded(self, path: Path) -> None:
-        """Reload the code location unless it already has `path` as it is on disk now.
-
-        A reload starts a new code server process (seconds of CPU): re-submitting an unchanged workflow needs
-        none, and submissions that arrive together share one (a reload that began after a file was written has it).
-        """
-        with self._reload_lock:
-            written = path.stat().st_mtime
-            if self._loaded.get(path) == written or written < self._reloaded_from - CLOCK_SLACK_S:
-                return
-            started = time.time()
-            self.reload()
-            self._reloaded_from = started
-            self._loaded[path] = written
-
-    def launch(self, job_name: str, run_config: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        try:
-            return self._client().submit_job_execution(
-                job_name, repository_location_name=LOCATION, run_config=dict(run_config), tags=dict(tags)
-            )
-        except DagsterGraphQLClientError as error:
-            raise DagsterUnavailable(f"launching {job_name} failed: {error}") from None
 
 
 def run_status(run: dg.DagsterRun) -> str:

@@ -1,0 +1,100 @@
+"""`wfp daemon`: Dagster's daemon (schedules, sensors, backfills, run queue, run monitoring, run retries), with
+the run-queue daemon woken as soon as a run is queued or a warm worker's run ends.
+
+Dagster's own `QueuedRunCoordinatorDaemon` decides what may start (max_concurrent_runs, tag limits, priorities);
+this subclass only changes when it looks: at once on a wake-up, else every `dequeue_interval_seconds`. It also
+starts the warm launcher's zygotes for the workspace's code locations, so the first run starts warm too. Plain
+`dagster-daemon run` works with the same dagster.yaml; its queue is just polled on the interval.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from threading import Event
+
+from dagster import DagsterInstance
+from dagster._core.workspace.context import IWorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._daemon.controller import create_daemons_from_instance, daemon_controller_from_instance
+from dagster._daemon.daemon import DaemonIterator, DagsterDaemon, SpanMarker
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+from dagster._utils.error import serializable_error_info_from_exc_info
+from dagster._utils.interrupts import capture_interrupts
+
+from workflow_platform.dagster_instance import pool_storage_connections
+from workflow_platform.launcher.run_launcher import WarmRunLauncher
+from workflow_platform.launcher.wakeup import RunQueueWakeups
+
+HEARTBEAT_SLICE_S = 0.5  # the daemon thread yields this often so its heartbeat stays fresh
+DAEMON_POOL_SIZE = 8
+
+
+class WarmQueueDaemon(QueuedRunCoordinatorDaemon):
+    def core_loop(
+        self, workspace_process_context: IWorkspaceProcessContext, shutdown_event: Event
+    ) -> DaemonIterator:
+        instance = workspace_process_context.instance
+        with RunQueueWakeups(instance) as wakeups:
+            launcher = instance.run_launcher
+            if isinstance(launcher, WarmRunLauncher):
+                launcher.on_run_finished(wakeups.wake)
+                _prewarm(launcher, workspace_process_context)
+            while True:
+                wakeups.drain()  # this dequeue sees everything queued so far
+                yield SpanMarker.START_SPAN
+                try:
+                    yield from self.run_iteration(workspace_process_context)
+                except Exception:
+                    error_info = serializable_error_info_from_exc_info(sys.exc_info())
+                    self._logger.error("Caught error:\n%s", error_info)
+                    yield error_info
+                yield SpanMarker.END_SPAN
+                deadline = time.monotonic() + self.interval_seconds
+                while not shutdown_event.is_set() and (left := deadline - time.monotonic()) > 0:
+                    if wakeups.wait(min(HEARTBEAT_SLICE_S, left)):
+                        break
+                    yield None
+                yield None
+
+
+def _prewarm(launcher: WarmRunLauncher, workspace_process_context: IWorkspaceProcessContext) -> None:
+    workspace = workspace_process_context.create_request_context()
+    for location in workspace.code_locations:
+        for repository in location.get_repositories().values():
+            origin = repository.get_python_origin()
+            launcher.prewarm(origin.code_pointer, origin.executable_path)
+
+
+def warm_daemons(instance: DagsterInstance) -> Sequence[DagsterDaemon]:
+    """Dagster's daemons for this instance, the run-queue one replaced by WarmQueueDaemon."""
+    return [
+        WarmQueueDaemon(interval_seconds=daemon.interval_seconds)
+        if isinstance(daemon, QueuedRunCoordinatorDaemon)
+        else daemon
+        for daemon in create_daemons_from_instance(instance)
+    ]
+
+
+def run_daemon(workspace_files: Sequence[str], log_level: str = "info") -> None:
+    """What `dagster-daemon run -w ...` does, with warm_daemons. Returns on Ctrl-C / SIGTERM."""
+    # SIGTERM (wfp up, docker stop) stops as cleanly as Ctrl-C: the pool lets runs finish or fails them.
+    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        with capture_interrupts(), DagsterInstance.get() as instance:
+            # The run queue, the pool and monitoring query the storage for every run, from a dozen threads.
+            pool_storage_connections(instance, size=DAEMON_POOL_SIZE)
+            controller = daemon_controller_from_instance(
+                instance,
+                workspace_load_target=WorkspaceFileTarget(paths=list(workspace_files)),
+                gen_daemons=warm_daemons,
+                log_level=log_level,
+                code_server_log_level="warning",
+            )
+            with controller as running:
+                running.check_daemon_loop()
+    except KeyboardInterrupt:
+        return

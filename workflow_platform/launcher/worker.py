@@ -1,0 +1,81 @@
+"""A warm worker: a process forked from the zygote that executes one run, then exits.
+
+After the fork it builds its own Dagster instance (nothing that holds a connection crosses the fork), with pooled
+storage connections instead of a new database connection per event, and waits for its run. The run goes through
+Dagster's own run-worker body (the one `dagster api execute_run` and the code server's run subprocess use), so
+events, the UI, step retries, cancellation and re-execution behave as with Dagster's default launcher.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+
+from dagster import DagsterInstance
+from dagster._cli.api import _execute_run_command_body
+from dagster._utils.interrupts import capture_interrupts
+
+from workflow_platform.dagster_instance import pool_storage_connections
+
+
+def open_instance() -> DagsterInstance:
+    instance = DagsterInstance.get()
+    # One thread writes the run's events: one pooled connection per storage, checked once before the run.
+    pool_storage_connections(instance, size=1, pre_ping=False)
+    _touch_storages(instance)  # connect now, not on the run's clock
+    return instance
+
+
+def _touch_storages(instance: DagsterInstance) -> None:
+    instance.get_run_records(limit=1)
+    instance.event_log_storage.get_maximum_record_id()
+
+
+def _reconnect_if_stale(instance: DagsterInstance) -> DagsterInstance:
+    """A worker may wait long enough for the database to restart under it: check its connections once (a failed
+    pooled connection invalidates the pool), and start afresh if they still fail."""
+    try:
+        _touch_storages(instance)
+        return instance
+    except Exception:  # noqa: BLE001 - any storage error: the pool is now invalidated, try once more
+        try:
+            _touch_storages(instance)
+            return instance
+        except Exception:  # noqa: BLE001
+            instance.dispose()
+            return open_instance()
+
+
+def execute(instance: DagsterInstance, run_id: str) -> int:
+    # Dagster's own run-worker body: loads the job from the run's code origin, reports the worker's pid,
+    # executes and records every event; a SIGINT (termination) is turned into a clean interruption.
+    with capture_interrupts():
+        return _execute_run_command_body(
+            run_id, instance, write_stream_fn=lambda event: None, set_exit_code_on_failure=False
+        )
+
+
+def serve(assignments: int, code_module: str | None) -> int:
+    """The worker's life: its instance, then one order from the zygote (`{"run_id", "reload"}`), then the run.
+    EOF instead of an order (the zygote retires it) ends it."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    instance = open_instance()
+    with os.fdopen(assignments, "rb") as orders:
+        line = orders.readline()
+    if not line:
+        instance.dispose()
+        return 0
+    order = json.loads(line)
+    if order.get("reload") and code_module in sys.modules:
+        # A workflow file changed since the zygote imported the code location: build it again here (tens of
+        # milliseconds) rather than run stale definitions; the pool replaces the zygote meanwhile.
+        importlib.reload(sys.modules[code_module])
+    instance = _reconnect_if_stale(instance)
+    try:
+        return execute(instance, order["run_id"])
+    finally:
+        instance.dispose()
