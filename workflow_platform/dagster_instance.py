@@ -22,14 +22,15 @@ POOL_RECYCLE_S = 3600
 PostgresStorage = PostgresRunStorage | PostgresEventLogStorage | PostgresScheduleStorage
 
 
-def pool_storage_connections(instance: DagsterInstance, size: int, pre_ping: bool = True) -> None:
+def pool_storage_connections(instance: DagsterInstance, size: int, name: str, pre_ping: bool = True) -> None:
+    """`name` is the connections' application_name (what pg_stat_activity shows: wfp-daemon, wfp-worker, ...)."""
     storages = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
     for storage in storages:
         if isinstance(storage, PostgresStorage):
-            _pool(storage, size, pre_ping)
+            _pool(storage, size, name, pre_ping)
 
 
-def _pool(storage: PostgresStorage, size: int, pre_ping: bool) -> None:
+def _pool(storage: PostgresStorage, size: int, name: str, pre_ping: bool) -> None:
     engine = create_pg_engine(
         storage.postgres_url,
         storage._token_provider,  # noqa: SLF001 - what optimize_for_webserver passes too
@@ -38,6 +39,7 @@ def _pool(storage: PostgresStorage, size: int, pre_ping: bool) -> None:
         max_overflow=size,
         pool_recycle=POOL_RECYCLE_S,
         pool_pre_ping=pre_ping,
+        connect_args={"application_name": name},
     )
     event.listen(
         engine, "connect", lambda connection, _: set_pg_statement_timeout(connection, STATEMENT_TIMEOUT_MS)

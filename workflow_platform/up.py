@@ -266,7 +266,7 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
             dagster_processes(options, wfp_home() / "logs") as origins,
             dg.DagsterInstance.get() as instance,
         ):
-            pool_storage_connections(instance, size=API_DB_POOL_SIZE)
+            pool_storage_connections(instance, size=API_DB_POOL_SIZE, name="wfp-api")
             api_config = ApiConfig(
                 instance=instance,
                 runs=RunSubmitter(instance, origins),

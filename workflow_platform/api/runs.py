@@ -74,13 +74,13 @@ class RunSubmitter:
                 cached = self._jobs[path] = (version, build_job(spec, path))
             return cached[1]
 
-    def submit(
+    def create(
         self, spec: WorkflowSpec, path: Path, run_config: Mapping[str, Any], tags: Mapping[str, str]
-    ) -> str:
-        """Create the run (status QUEUED once submitted) and return its id."""
+    ) -> dg.DagsterRun:
+        """The run, recorded with its plan and snapshots (status NOT_STARTED)."""
         job = self._job(spec, path)
         name = job_name(spec)
-        run = self.instance.create_run_for_job(
+        return self.instance.create_run_for_job(
             job_def=job,
             execution_plan=create_execution_plan(job, run_config=run_config, tags=tags),
             run_config=run_config,
@@ -88,5 +88,11 @@ class RunSubmitter:
             remote_job_origin=self.origins.remote(name),
             job_code_origin=self.origins.python(name),
         )
+
+    def submit(
+        self, spec: WorkflowSpec, path: Path, run_config: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> str:
+        """Create the run and hand it to the run queue (status QUEUED); its id."""
+        run = self.create(spec, path, run_config, tags)
         self.instance.submit_run(run.run_id, workspace=None)  # ty: ignore[invalid-argument-type]
         return run.run_id

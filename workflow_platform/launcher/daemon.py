@@ -86,7 +86,7 @@ def run_daemon(workspace_files: Sequence[str], log_level: str = "info") -> None:
     try:
         with capture_interrupts(), DagsterInstance.get() as instance:
             # The run queue, the pool and monitoring query the storage for every run, from a dozen threads.
-            pool_storage_connections(instance, size=DAEMON_POOL_SIZE)
+            pool_storage_connections(instance, size=DAEMON_POOL_SIZE, name="wfp-daemon")
             controller = daemon_controller_from_instance(
                 instance,
                 workspace_load_target=WorkspaceFileTarget(paths=list(workspace_files)),

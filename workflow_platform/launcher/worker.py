@@ -1,7 +1,7 @@
 """A warm worker: a process forked from the zygote that executes one run, then exits.
 
-After the fork it builds its own Dagster instance (nothing that holds a connection crosses the fork), with pooled
-storage connections instead of a new database connection per event, and waits for its run. The run goes through
+After the fork it opens its own connections for the instance the zygote built (no connection crosses the fork),
+pooled instead of a new database connection per event, and waits for its run. The run goes through
 Dagster's own run-worker body (the one `dagster api execute_run` and the code server's run subprocess use), so
 events, the UI, step retries, cancellation and re-execution behave as with Dagster's default launcher.
 """
@@ -21,12 +21,11 @@ from dagster._utils.interrupts import capture_interrupts
 from workflow_platform.dagster_instance import pool_storage_connections
 
 
-def open_instance() -> DagsterInstance:
-    instance = DagsterInstance.get()
-    # One thread writes the run's events: one pooled connection per storage, checked once before the run.
-    pool_storage_connections(instance, size=1, pre_ping=False)
-    _touch_storages(instance)  # connect now, not on the run's clock
-    return instance
+def connect(instance: DagsterInstance) -> None:
+    """The instance the zygote built, given connections of this process's own: one thread writes the run's
+    events, so one pooled connection per storage, opened now rather than on the run's clock."""
+    pool_storage_connections(instance, size=1, name="wfp-run-worker", pre_ping=False)
+    _touch_storages(instance)
 
 
 def _touch_storages(instance: DagsterInstance) -> None:
@@ -34,19 +33,13 @@ def _touch_storages(instance: DagsterInstance) -> None:
     instance.event_log_storage.get_maximum_record_id()
 
 
-def _reconnect_if_stale(instance: DagsterInstance) -> DagsterInstance:
-    """A worker may wait long enough for the database to restart under it: check its connections once (a failed
-    pooled connection invalidates the pool), and start afresh if they still fail."""
+def _reconnect_if_stale(instance: DagsterInstance) -> None:
+    """A worker may wait long enough for the database to restart under it: check its connections, and connect
+    afresh if they fail."""
     try:
         _touch_storages(instance)
-        return instance
-    except Exception:  # noqa: BLE001 - any storage error: the pool is now invalidated, try once more
-        try:
-            _touch_storages(instance)
-            return instance
-        except Exception:  # noqa: BLE001
-            instance.dispose()
-            return open_instance()
+    except Exception:  # noqa: BLE001 - any storage error: new connections
+        connect(instance)
 
 
 def execute(instance: DagsterInstance, run_id: str) -> int:
@@ -58,12 +51,12 @@ def execute(instance: DagsterInstance, run_id: str) -> int:
         )
 
 
-def serve(assignments: int, code_module: str | None) -> int:
-    """The worker's life: its instance, then one order from the zygote (`{"run_id", "reload"}`), then the run.
-    EOF instead of an order (the zygote retires it) ends it."""
+def serve(assignments: int, code_module: str | None, instance: DagsterInstance) -> int:
+    """The worker's life: connections for its instance, then one order from the zygote (`{"run_id", "reload"}`),
+    then the run. EOF instead of an order (the zygote retires the worker) ends it."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    instance = open_instance()
+    connect(instance)
     with os.fdopen(assignments, "rb") as orders:
         line = orders.readline()
     if not line:
@@ -74,7 +67,7 @@ def serve(assignments: int, code_module: str | None) -> int:
         # A workflow file changed since the zygote imported the code location: build it again here (tens of
         # milliseconds) rather than run stale definitions; the pool replaces the zygote meanwhile.
         importlib.reload(sys.modules[code_module])
-    instance = _reconnect_if_stale(instance)
+    _reconnect_if_stale(instance)
     try:
         return execute(instance, order["run_id"])
     finally:

@@ -33,6 +33,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import psutil
+import yaml
+from dagster import DagsterInstance
 
 # An idle worker that dies at once (the database is down, say) is forked again after this pause, not in a loop.
 REFORK_PAUSE_S = 1.0
@@ -47,8 +49,11 @@ class Worker:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, idle_target: int, code_module: str | None) -> None:
+    def __init__(
+        self, control: socket.socket, idle_target: int, code_module: str | None, instance: DagsterInstance
+    ) -> None:
         self.control = control
+        self.instance = instance
         self.idle_target = idle_target
         self.code_module = code_module
         self.selector = selectors.DefaultSelector()
@@ -105,7 +110,7 @@ class Zygote:
                     os.close(fd)
                 from workflow_platform.launcher.worker import serve
 
-                code = serve(read_end, self.code_module)
+                code = serve(read_end, self.code_module, self.instance)
             except BaseException:  # noqa: BLE001 - whatever happens, the worker must not return into the zygote
                 traceback.print_exc()
             finally:
@@ -187,10 +192,29 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pool decides when the zygote stops (retire / EOF)
     control = socket.socket(fileno=args.control_fd)
     code_module = import_everything(args.pointer, args.preload)
+    instance = instance_for_workers()
     # Objects that exist now are shared with every worker; keep the collector from touching (copying) them.
     gc.collect()
     gc.freeze()
-    Zygote(control, args.idle_workers, code_module).serve()
+    Zygote(control, args.idle_workers, code_module, instance).serve()
+
+
+def instance_for_workers() -> DagsterInstance:
+    """The Dagster instance of every worker, built once here (dagster.yaml read and checked, storages made) and
+    connected in each worker after the fork. Building it connects to nothing: its PostgreSQL storages skip the
+    check for missing tables (the daemon and webserver made them; the run a worker executes is in them)."""
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._serdes import ConfigurableClassData
+
+    ref = InstanceRef.from_dir(os.environ["DAGSTER_HOME"])
+    storages = {}
+    for name in ("storage_data", "run_storage_data", "event_storage_data", "schedule_storage_data"):
+        data = getattr(ref, name)
+        config = yaml.safe_load(data.config_yaml) if data is not None else None
+        if isinstance(config, dict) and ("postgres_url" in config or "postgres_db" in config):
+            config["should_autocreate_tables"] = False
+            storages[name] = ConfigurableClassData(data.module_name, data.class_name, yaml.safe_dump(config))
+    return DagsterInstance.from_ref(ref._replace(**storages))
 
 
 def import_everything(serialized_pointer: str, preload: list[str]) -> str | None:
