@@ -14,7 +14,7 @@ from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import create_pg_engine, set_pg_statement_timeout
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 
 STATEMENT_TIMEOUT_MS = 60_000
 POOL_RECYCLE_S = 3600
@@ -23,14 +23,20 @@ PostgresStorage = PostgresRunStorage | PostgresEventLogStorage | PostgresSchedul
 
 
 def pool_storage_connections(instance: DagsterInstance, size: int, name: str, pre_ping: bool = True) -> None:
-    """`name` is the connections' application_name (what pg_stat_activity shows: wfp-daemon, wfp-worker, ...)."""
-    storages = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
-    for storage in storages:
-        if isinstance(storage, PostgresStorage):
-            _pool(storage, size, name, pre_ping)
+    """Storages on the same database share one pool. `name` is the connections' application_name (what
+    pg_stat_activity shows: wfp-daemon, wfp-run-worker, ...)."""
+    engines: dict[str, Engine] = {}
+    for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+        if not isinstance(storage, PostgresStorage):
+            continue
+        engine = engines.get(storage.postgres_url)
+        if engine is None:
+            engine = engines[storage.postgres_url] = _pooled_engine(storage, size, name, pre_ping)
+        storage._engine.dispose()  # noqa: SLF001 - the engine optimize_for_webserver replaces too
+        storage._engine = engine  # noqa: SLF001
 
 
-def _pool(storage: PostgresStorage, size: int, name: str, pre_ping: bool) -> None:
+def _pooled_engine(storage: PostgresStorage, size: int, name: str, pre_ping: bool) -> Engine:
     engine = create_pg_engine(
         storage.postgres_url,
         storage._token_provider,  # noqa: SLF001 - what optimize_for_webserver passes too
@@ -44,5 +50,4 @@ def _pool(storage: PostgresStorage, size: int, name: str, pre_ping: bool) -> Non
     event.listen(
         engine, "connect", lambda connection, _: set_pg_statement_timeout(connection, STATEMENT_TIMEOUT_MS)
     )
-    storage._engine.dispose()  # noqa: SLF001
-    storage._engine = engine  # noqa: SLF001
+    return engine
