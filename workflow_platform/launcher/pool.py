@@ -76,7 +76,10 @@ class RunWorker:
     interrupted_at: float | None = None
 
     def tag(self) -> str:
-        return json.dumps({"host": socket.gethostname(), "pid": self.pid, "created": self.created})
+        host = socket.gethostname()
+        return json.dumps(
+            {"host": host, "pid": self.pid, "created": self.created, "zygote": self.zygote.process.pid}
+        )
 
 
 class ZygoteProcess:
