@@ -380,9 +380,7 @@ def _call(
 ) -> ActionOutput:
     what = f"step {step.id} ({step.plugin}.{step.action})"
     try:
-        if step_context.timeout_s is None:
-            return action.fn(resource, parsed, step_context)
-        return _with_timeout(action, resource, parsed, step_context)
+        return _interruptible(action, resource, parsed, step_context)
     except ActionError as error:
         raise dg.Failure(f"{what}: {error}", allow_retries=False) from None
     except dg.Failure:
@@ -392,19 +390,32 @@ def _call(
         raise dg.Failure(f"{what} failed: {type(error).__name__}: {message}") from error
 
 
-def _with_timeout(action: Action, resource: Any, parsed: Any, step_context: StepContext) -> ActionOutput:
-    # Actions also pass the timeout to their client (statement_timeout, HTTP timeout, asyncio.wait_for), so
-    # the call is cancelled where it runs; this guard fails the step even if a client ignores it.
+def _interruptible(action: Action, resource: Any, parsed: Any, step_context: StepContext) -> ActionOutput:
+    """The action runs in a thread so that this one stays interruptible: when the step times out or its run is
+    terminated (SIGINT), the work the resource has in flight is cancelled (a PostgreSQL query, through
+    `resource.cancel()`) instead of left running. Actions also pass the timeout to their client
+    (statement_timeout, HTTP timeout, asyncio.wait_for)."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"wfp-{step_context.step_id}")
     future = pool.submit(action.fn, resource, parsed, step_context)
     try:
         return future.result(timeout=step_context.timeout_s)
     except FutureTimeout:
+        _cancel(resource)
         raise dg.Failure(
             f"step {step_context.step_id} timed out after {step_context.timeout_s:g} s"
         ) from None
+    except BaseException:
+        if not future.done():  # interrupted: the run is being terminated
+            _cancel(resource)
+        raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _cancel(resource: Any) -> None:
+    cancel = getattr(resource, "cancel", None)
+    if callable(cancel):
+        cancel()
 
 
 def _truncate_json(value: Any) -> Any:

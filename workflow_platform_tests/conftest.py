@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import nats
 import psycopg2
 import pytest
+import requests
 from minio import Minio
 
 from workflow_platform.settings import ENDPOINT_VARIABLES
@@ -91,3 +93,46 @@ def stream_messages(nats_url: str, stream: str, subject: str) -> list[tuple[int,
             await client.drain()
 
     return asyncio.run(read())
+
+
+def wait_for(api: str, execution_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        execution = requests.get(f"{api}/api/executions/{execution_id}", timeout=30).json()
+        if execution["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return execution
+        time.sleep(0.5)
+    raise AssertionError(f"execution {execution_id} did not finish: {execution}")
+
+
+def demo_workflow(name: str = "api-demo") -> dict:
+    return {
+        "name": name,
+        "description": "submitted over HTTP",
+        "params": {"count": {"type": "integer", "default": 25}},
+        "steps": [
+            {
+                "id": "compute",
+                "plugin": "pathway",
+                "action": "runPipeline",
+                "input": {"pipelineId": "sample-pipeline", "input": {"count": "{{ params.count }}"}},
+            },
+            {
+                "id": "store",
+                "plugin": "minio",
+                "action": "putObject",
+                "needs": ["compute"],
+                "input": {"key": "api/{{ run.id }}.json", "data": "{{ steps.compute.result }}"},
+            },
+            {
+                "id": "log",
+                "plugin": "postgres",
+                "action": "insert",
+                "needs": ["store"],
+                "input": {
+                    "table": "orchestrator.events",
+                    "data": {"event_type": "api_demo", "data": {"run": "{{ run.id }}"}},
+                },
+            },
+        ],
+    }

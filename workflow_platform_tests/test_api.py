@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ import requests
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from workflow_platform.up import free_port, start_platform_process
-from workflow_platform_tests.conftest import fetch, read_json_object
+from workflow_platform_tests.conftest import demo_workflow, fetch, read_json_object, wait_for
 from workflow_platform_tests.test_cli import BAD_INPUTS, digest
 
 ROOT = Path(__file__).parent.parent
@@ -40,49 +39,6 @@ def platform(stack_env, tmp_path_factory) -> Iterator[dict]:
     assert "stopped" in (home / "up.log").read_text()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/api/health", timeout=2)
-
-
-def wait_for(api: str, execution_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        execution = requests.get(f"{api}/api/executions/{execution_id}", timeout=30).json()
-        if execution["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-            return execution
-        time.sleep(0.5)
-    raise AssertionError(f"execution {execution_id} did not finish: {execution}")
-
-
-def demo_workflow(name: str = "api-demo") -> dict:
-    return {
-        "name": name,
-        "description": "submitted over HTTP",
-        "params": {"count": {"type": "integer", "default": 25}},
-        "steps": [
-            {
-                "id": "compute",
-                "plugin": "pathway",
-                "action": "runPipeline",
-                "input": {"pipelineId": "sample-pipeline", "input": {"count": "{{ params.count }}"}},
-            },
-            {
-                "id": "store",
-                "plugin": "minio",
-                "action": "putObject",
-                "needs": ["compute"],
-                "input": {"key": "api/{{ run.id }}.json", "data": "{{ steps.compute.result }}"},
-            },
-            {
-                "id": "log",
-                "plugin": "postgres",
-                "action": "insert",
-                "needs": ["store"],
-                "input": {
-                    "table": "orchestrator.events",
-                    "data": {"event_type": "api_demo", "data": {"run": "{{ run.id }}"}},
-                },
-            },
-        ],
-    }
 
 
 def test_submit_runs_the_workflow_as_a_dagster_job(platform, stack_env, pg, s3):

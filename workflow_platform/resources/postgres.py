@@ -38,6 +38,12 @@ class PostgresResource(dg.ConfigurableResource):
                 connection.rollback()
             raise
 
+    def cancel(self) -> None:
+        """Cancel the query running on this resource's connection, if any (from another thread: a step that
+        timed out, a run being terminated)."""
+        if self._connection is not None and not self._connection.closed:
+            self._connection.cancel()
+
     def close(self) -> None:
         if self._connection is not None and not self._connection.closed:
             self._connection.close()
