@@ -108,7 +108,9 @@ def assert_ran_warm(execution: dict) -> None:
     assert execution["status"] == "SUCCESS", execution
     worker = json.loads(execution["tags"][WORKER_TAG])
     assert worker["zygote"] != worker["pid"]
-    started = [e["message"] for e in execution["events"] if e["message"].startswith("Started process for run")]
+    started = [
+        e["message"] for e in execution["events"] if e["message"].startswith("Started process for run")
+    ]
     assert started == [f"Started process for run (pid: {worker['pid']})."], started
 
 
