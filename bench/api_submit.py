@@ -1,12 +1,20 @@
-"""Submit-to-success latency through the HTTP API (`wfp up`): a 3-step workflow, sequential runs (p50/p95),
-then runs completed per minute with several concurrent submitters.
+"""Submit-to-success through the HTTP API of `wfp up`, as the original orchestrator's clients use it: every
+submission is `POST /api/workflows` with the workflow document (a 3-step minio-store-style workflow: Pathway
+sample pipeline -> object store -> orchestrator.events), then the execution is polled until it ends.
 
-    .venv/bin/python bench/api_submit.py [--runs 20] [--concurrency 8] [--concurrent-runs 24]
-                                         [--concurrent-poll-seconds 1.0]
+For each launcher (the warm launcher, then Dagster's default launcher as the baseline, in the same run):
+- sequential: one client, p50/p95 of submit -> SUCCESS;
+- concurrent: 8 submitters for a number of runs: runs per minute, p50/p95, runs that did not succeed;
+- the original client's view: while the concurrent submitters run, a further client submits an original-format
+  workflow with the 10 s timeout of the original's run-sample.js and records how long the execution id took.
 
-Starts `wfp up` (embedded stack, Dagster webserver + daemon, API) on free ports unless WFP_API_URL is set.
-Prints one JSON object. Sequential runs are polled every 0.1 s (latency); concurrent submitters every
---concurrent-poll-seconds.
+    .venv/bin/python bench/api_submit.py [--runs 30] [--concurrent-runs 240] [--concurrency 8]
+                                         [--launchers warm,default] [--default-runs 10]
+                                         [--default-concurrent-runs 24] [--poll-seconds 0.05]
+                                         [--concurrent-poll-seconds 0.25]
+
+Starts `wfp up` (embedded stack, Dagster webserver + daemon, API) on free ports for each launcher, unless
+WFP_API_URL is set (then only that platform is measured). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import signal
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +35,9 @@ from pathlib import Path
 
 import requests
 
+from workflow_platform.settings import wfp_home
 from workflow_platform.up import free_port, start_platform_process
 
-ROOT = Path(__file__).parent.parent
 WORKFLOW = {
     "name": "bench-api-submit",
     "steps": [
@@ -56,17 +66,43 @@ WORKFLOW = {
         },
     ],
 }
+# The original system's file format, nothing of the extensions: what its run-sample.js posts.
+ORIGINAL_FORMAT = {
+    "name": "bench-original-client",
+    "description": "the original orchestrator's minio-store sample, as its clients submit it",
+    "steps": [
+        {
+            "id": "run-pathway",
+            "plugin": "pathway",
+            "action": "runPipeline",
+            "input": {"pipelineId": "sample-pipeline", "input": {"source": "local", "count": 150}},
+        },
+        {
+            "id": "store-results",
+            "plugin": "minio",
+            "action": "putObject",
+            "needs": ["run-pathway"],
+            "input": {
+                "key": "outputs/bench-original-client/result.json",
+                "data": "{{ steps.run-pathway.result }}",
+            },
+        },
+    ],
+}
+ORIGINAL_CLIENT_TIMEOUT_S = 10  # run-sample.js: axios with a 10 s timeout
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 
 @contextlib.contextmanager
-def platform() -> Iterator[str]:
+def platform_up(launcher: str) -> Iterator[str]:
     if os.environ.get("WFP_API_URL"):
         yield os.environ["WFP_API_URL"].rstrip("/")
         return
-    with tempfile.TemporaryDirectory() as home:
+    wfp_home().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=wfp_home()) as home:
         port = free_port("127.0.0.1")
         env = {k: v for k, v in os.environ.items() if not k.startswith("WFP_") and k != "DAGSTER_HOME"}
-        process = start_platform_process(Path(home), port, free_port("127.0.0.1"), env)
+        process = start_platform_process(Path(home), port, free_port("127.0.0.1"), env, launcher=launcher)
         try:
             yield f"http://127.0.0.1:{port}"
         finally:
@@ -74,86 +110,120 @@ def platform() -> Iterator[str]:
             process.wait(timeout=120)
 
 
-def submit_and_wait(api: str, body: dict, poll_seconds: float = 0.1) -> tuple[float, str, str]:
+def submit_and_wait(api: str, poll_seconds: float) -> tuple[float, str]:
+    """(seconds from the POST to the end, final status); 'ERROR <code>' if the submission failed."""
     started = time.perf_counter()
-    response = requests.post(f"{api}/api/workflows/{WORKFLOW['name']}/run", json=body, timeout=60)
-    response.raise_for_status()
+    try:
+        response = requests.post(f"{api}/api/workflows", json=WORKFLOW, timeout=60)
+    except requests.RequestException as error:
+        return time.perf_counter() - started, f"ERROR {type(error).__name__}"
+    if response.status_code != 201:
+        return time.perf_counter() - started, f"ERROR {response.status_code}"
     execution_id = response.json()["executionId"]
     while True:
         status = requests.get(f"{api}/api/executions/{execution_id}", timeout=60).json()["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            return time.perf_counter() - started, status, execution_id
+        if status in FINISHED:
+            return time.perf_counter() - started, status
         time.sleep(poll_seconds)
 
 
-def failure_reasons(api: str, runs: list[tuple[float, str, str]], limit: int = 5) -> list[dict]:
-    """Why runs did not succeed: failed steps' errors, else the run's last events (as the API reports them)."""
-    reasons = []
-    for _, status, execution_id in runs:
-        if status == "SUCCESS" or len(reasons) >= limit:
-            continue
-        execution = requests.get(f"{api}/api/executions/{execution_id}", timeout=60).json()
-        errors = [f"{step}: {s['error']}" for step, s in execution["steps"].items() if s.get("error")]
-        events = [f"{e['type']}: {e['message']}" for e in execution["events"] if e["message"]][-3:]
-        reasons.append({"executionId": execution_id, "status": status, "reasons": errors or events})
-    return reasons
+def original_client(api: str, stop: threading.Event, results: list[dict]) -> None:
+    """Submits every 2 s while the concurrent phase lasts, as run-sample.js would, timing the execution id."""
+    while not stop.wait(2.0):
+        started = time.perf_counter()
+        try:
+            response = requests.post(
+                f"{api}/api/workflows", json=ORIGINAL_FORMAT, timeout=ORIGINAL_CLIENT_TIMEOUT_S
+            )
+            outcome = "executionId" if response.status_code == 201 else f"HTTP {response.status_code}"
+        except requests.Timeout:
+            outcome = "timeout"
+        results.append({"seconds": round(time.perf_counter() - started, 3), "outcome": outcome})
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def summary(results: list[tuple[float, str]]) -> dict:
+    latencies = [seconds for seconds, status in results if status == "SUCCESS"]
+    failed = [status for _, status in results if status != "SUCCESS"]
+    return {
+        "runs": len(results),
+        "succeeded": len(latencies),
+        "failed": len(failed),
+        "failed_statuses": sorted(set(failed)),
+        "p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "p95_s": round(percentile(latencies, 0.95), 3) if latencies else None,
+        "mean_s": round(statistics.mean(latencies), 3) if latencies else None,
+    }
+
+
+def measure(launcher: str, runs: int, concurrent_runs: int, args: argparse.Namespace) -> dict:
+    with platform_up(launcher) as api:
+        warmup = [submit_and_wait(api, args.poll_seconds) for _ in range(2)]  # imports, first connections
+        sequential = [submit_and_wait(api, args.poll_seconds) for _ in range(runs)]
+        stop, probes = threading.Event(), []
+        prober = threading.Thread(target=original_client, args=(api, stop, probes))
+        load_before = os.getloadavg()
+        started = time.perf_counter()
+        prober.start()
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            concurrent = list(
+                pool.map(lambda _: submit_and_wait(api, args.concurrent_poll_seconds), range(concurrent_runs))
+            )
+        elapsed = time.perf_counter() - started
+        stop.set()
+        prober.join()
+    succeeded = sum(status == "SUCCESS" for _, status in concurrent)
+    return {
+        "warmup_s": [round(seconds, 2) for seconds, _ in warmup],
+        "sequential": {**summary(sequential), "poll_seconds": args.poll_seconds},
+        "concurrent": {
+            **summary(concurrent),
+            "submitters": args.concurrency,
+            "poll_seconds": args.concurrent_poll_seconds,
+            "elapsed_s": round(elapsed, 1),
+            "runs_per_minute": round(succeeded / elapsed * 60, 1),
+            "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        },
+        "original_client": {
+            "timeout_s": ORIGINAL_CLIENT_TIMEOUT_S,
+            "submissions": len(probes),
+            "got_execution_id": sum(p["outcome"] == "executionId" for p in probes),
+            "max_s": max((p["seconds"] for p in probes), default=None),
+            "p50_s": round(statistics.median([p["seconds"] for p in probes]), 3) if probes else None,
+        },
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--concurrent-runs", type=int, default=24)
-    # Each poll reads the run and its events from Dagster's storage (~20 ms of the API's CPU): eight clients
-    # polling ten times a second would take a core of a 2-core machine from the runs they wait for.
-    parser.add_argument("--concurrent-poll-seconds", type=float, default=1.0)
+    parser.add_argument("--concurrent-runs", type=int, default=240)
+    parser.add_argument("--launchers", default="warm,default")
+    # Dagster's default launcher starts a Python process per run: fewer runs keep the baseline under minutes.
+    parser.add_argument("--default-runs", type=int, default=10)
+    parser.add_argument("--default-concurrent-runs", type=int, default=24)
+    parser.add_argument("--poll-seconds", type=float, default=0.05)
+    # Each poll reads the run and its events (a few ms of the API's CPU): eight clients at 4 polls a second.
+    parser.add_argument("--concurrent-poll-seconds", type=float, default=0.25)
     args = parser.parse_args()
-    with platform() as api:
-        registered = requests.post(f"{api}/api/workflows", json=WORKFLOW, timeout=120)
-        registered.raise_for_status()
-        first = submit_and_wait(api, {})  # the registration's own run warms the run workers' imports
-        sequential = [submit_and_wait(api, {}) for _ in range(args.runs)]
-        latencies = [seconds for seconds, status, _ in sequential if status == "SUCCESS"]
-        started = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            concurrent = list(
-                pool.map(
-                    lambda _: submit_and_wait(api, {}, args.concurrent_poll_seconds),
-                    range(args.concurrent_runs),
-                )
-            )
-        elapsed = time.perf_counter() - started
-        failures = failure_reasons(api, [*sequential, *concurrent])
-    succeeded = sum(status == "SUCCESS" for _, status, _ in concurrent)
-    print(
-        json.dumps(
-            {
-                "workflow_steps": len(WORKFLOW["steps"]),
-                "warmup_s": round(first[0], 2),
-                "sequential": {
-                    "runs": args.runs,
-                    "succeeded": len(latencies),
-                    "p50_s": round(statistics.median(latencies), 2),
-                    "p95_s": round(percentile(latencies, 0.95), 2),
-                    "mean_s": round(statistics.mean(latencies), 2),
-                },
-                "concurrent": {
-                    "submitters": args.concurrency,
-                    "poll_seconds": args.concurrent_poll_seconds,
-                    "runs": args.concurrent_runs,
-                    "succeeded": succeeded,
-                    "elapsed_s": round(elapsed, 1),
-                    "runs_per_minute": round(succeeded / elapsed * 60, 1),
-                },
-                "failures": failures,
-            }
-        )
-    )
+    result: dict = {
+        "workflow_steps": len(WORKFLOW["steps"]),
+        "submission": "POST /api/workflows with the workflow document",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    for launcher in args.launchers.split(","):
+        warm = launcher == "warm"
+        runs = args.runs if warm else args.default_runs
+        concurrent_runs = args.concurrent_runs if warm else args.default_concurrent_runs
+        result[launcher] = measure(launcher, runs, concurrent_runs, args)
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def main() -> None:
         os.environ["WORKFLOWS_DIR"] = str(workflows)
         os.environ["DAGSTER_HOME"] = str(dagster_home)
         # Imported once the environment names the instance and the workflows.
-        from workflow_platform.up import dagster_storage_url
+        from workflow_platform.dagster_instance import dagster_storage_url
 
         os.environ["DAGSTER_PG_URL"] = dagster_storage_url(env["WFP_PG_DSN"])
         result = measure(env["WFP_PG_DSN"], workflows, args.steps, args.repeat)

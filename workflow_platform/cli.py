@@ -179,14 +179,14 @@ def run(
 ) -> None:
     """Run a workflow (file, folder or name) through Dagster; exit 0 success, 1 run failed, 2 invalid."""
     from workflow_platform.preflight import preflight
-    from workflow_platform.runner import InvalidParams, download_outputs, environment, execute, services
+    from workflow_platform.runner import InvalidParams, download_outputs, execute, platform_environment
     from workflow_platform.translate import TRIGGER_TAG, rows_batch
 
     path, spec = _load_workflow(target)
     params = _parse_params(param_values, spec.params)
     batch_bounds = _batch_bounds(spec, rows)
 
-    with services(_err) as service_env, environment(service_env):
+    with platform_environment(_err):
         problems = preflight(spec, os.environ["WFP_PG_DSN"], str(path))
         if problems:
             _report_problems(problems)
@@ -363,7 +363,7 @@ def backfill(target: str, first: str, last: str, param_values: tuple[str, ...]) 
     """Run a daily-partitioned workflow for every day of a range (e.g. regenerate last month's reports)."""
     from datetime import date, timedelta
 
-    from workflow_platform.runner import InvalidParams, environment, execute, services
+    from workflow_platform.runner import InvalidParams, execute, platform_environment
 
     try:
         start, end = date.fromisoformat(first), date.fromisoformat(last)
@@ -377,7 +377,7 @@ def backfill(target: str, first: str, last: str, param_values: tuple[str, ...]) 
     params = _parse_params(param_values, spec.params)
     days = [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
     failed = []
-    with services(_err) as service_env, environment(service_env):
+    with platform_environment(_err):
         for day in days:
             try:
                 report = execute(spec, path, {**params, spec.partitions.param: day})
@@ -451,10 +451,12 @@ def stack_up() -> None:
     running = EmbeddedStack.attach(_state_dir())
     if running is None:
         running = EmbeddedStack(_state_dir()).start()
-        _err(f"stack started ({_state_dir()}); `eval $(wfp stack env)` points the dagster CLI at it")
+        _err(
+            f'stack started ({_state_dir()}); `eval "$(wfp stack env)"` points wfp and the dagster CLI at it'
+        )
     else:
         _err(f"stack already running ({_state_dir()})")
-    _print_env(running.env)
+    _print_env(_with_instance(running.env))
 
 
 @stack.command(name="down")
@@ -472,14 +474,21 @@ def stack_down() -> None:
 
 @stack.command(name="env")
 def stack_env() -> None:
-    """Print `export WFP_...=...` lines for the running stack."""
+    """Print `export ...` lines for the running stack: its WFP_* endpoints, and DAGSTER_HOME / DAGSTER_PG_URL of
+    the platform's Dagster instance (the dagster CLI and `dagster dev` then record where `wfp up` does)."""
     from workflow_platform.stack import EmbeddedStack
 
     running = EmbeddedStack.attach(_state_dir())
     if running is None:
         _err("no stack is running: start it with `wfp stack up`")
         sys.exit(1)
-    _print_env(running.env)
+    _print_env(_with_instance(running.env))
+
+
+def _with_instance(service_env: dict[str, str]) -> dict[str, str]:
+    from workflow_platform.dagster_instance import instance_environment
+
+    return {**service_env, **instance_environment(service_env["WFP_PG_DSN"])}
 
 
 def _print_env(values: dict[str, str]) -> None:

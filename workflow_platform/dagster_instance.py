@@ -1,4 +1,9 @@
-"""The Dagster instance as the platform's long-lived processes use it: storage connections kept in a pool.
+"""The platform's one Dagster instance: where it lives, and its storage connections in long-lived processes.
+
+Every entry point records into the same instance: `wfp run`, `wfp backfill`, `wfp up` (webserver, daemon, API,
+warm workers) and the dagster CLI after `eval "$(wfp stack env)"`. It is $WFP_HOME/dagster (unless DAGSTER_HOME
+is set) with the project's dagster.yaml, its storage in the `dagster` database of the services' PostgreSQL, so a
+run started from the CLI shows in the UI of a running `wfp up`.
 
 dagster-postgres opens a new PostgreSQL connection for every query (NullPool); its `optimize_for_webserver` keeps
 one, so in a process whose threads query at once (the daemon's dozen daemons, the API's request threads) every
@@ -9,6 +14,11 @@ recycle), a pool of `size`, and optionally a ping on checkout so a database rest
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg2
 from dagster import DagsterInstance
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
@@ -16,10 +26,57 @@ from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import create_pg_engine, set_pg_statement_timeout
 from sqlalchemy import Engine, event
 
+DAGSTER_DATABASE = "dagster"
+# Used where the current folder has no dagster.yaml (a `wfp run` from elsewhere): the storage, nothing else.
+STORAGE_ONLY_YAML = """\
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_PG_URL
+telemetry:
+  enabled: false
+"""
 STATEMENT_TIMEOUT_MS = 60_000
 POOL_RECYCLE_S = 3600
 
 PostgresStorage = PostgresRunStorage | PostgresEventLogStorage | PostgresScheduleStorage
+
+
+def dagster_storage_url(pg_dsn: str) -> str:
+    """A database of its own for Dagster's storage on the services' PostgreSQL (same one if it can't be made)."""
+    url = urlparse(pg_dsn)
+    try:
+        connection = psycopg2.connect(pg_dsn)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DAGSTER_DATABASE,))
+            if cursor.fetchone() is None:
+                cursor.execute(f"CREATE DATABASE {DAGSTER_DATABASE}")
+        connection.close()
+        url = url._replace(path=f"/{DAGSTER_DATABASE}")
+    except psycopg2.Error:
+        pass  # no right to create databases: share the services' database
+    # SQLAlchemy 2.1 defaults postgresql:// to psycopg 3; Dagster's storage uses psycopg2.
+    return urlunparse(url._replace(scheme="postgresql+psycopg2"))
+
+
+def instance_environment(pg_dsn: str, instance_yaml: str | None = None) -> dict[str, str]:
+    """DAGSTER_HOME and DAGSTER_PG_URL of the platform's instance. With DAGSTER_HOME unset, the instance is
+    $WFP_HOME/dagster and its dagster.yaml is written there: `instance_yaml`, else ./dagster.yaml, else
+    storage only. A DAGSTER_HOME set by the user is left as it is."""
+    from workflow_platform.settings import wfp_home
+
+    environment = {"DAGSTER_PG_URL": os.environ.get("DAGSTER_PG_URL") or dagster_storage_url(pg_dsn)}
+    if os.environ.get("DAGSTER_HOME"):
+        return {**environment, "DAGSTER_HOME": os.environ["DAGSTER_HOME"]}
+    home = wfp_home() / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    project_yaml = Path.cwd() / "dagster.yaml"
+    text = instance_yaml or (project_yaml.read_text() if project_yaml.exists() else STORAGE_ONLY_YAML)
+    target = home / "dagster.yaml"
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return {**environment, "DAGSTER_HOME": str(home)}
 
 
 def pool_storage_connections(instance: DagsterInstance, size: int, name: str, pre_ping: bool = True) -> None:

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from dagster import DagsterEventType
 
+from workflow_platform.dagster_instance import instance_environment
 from workflow_platform.settings import endpoints_configured, wfp_home
 from workflow_platform.sources import workflow_files, workflows_dirs
 from workflow_platform.spec import WorkflowSpec
@@ -59,17 +60,6 @@ def resolve_workflow(target: str) -> Path:
     raise WorkflowNotFound(f"no workflow file, folder or name '{target}' (workflows in {where}: {known})")
 
 
-def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME, or .wfp/dagster with a local instance: run history persists between `wfp run`s."""
-    home = Path(os.environ.get("DAGSTER_HOME") or wfp_home() / "dagster")
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
-
-
 @contextlib.contextmanager
 def services(log: Callable[[str], None]) -> Iterator[dict[str, str]]:
     """The WFP_* environment of the services to use (see module docstring)."""
@@ -89,6 +79,18 @@ def services(log: Callable[[str], None]) -> Iterator[dict[str, str]]:
     with EmbeddedStack(state_dir) as stack:
         log(f"stack ready in {time.perf_counter() - started:.1f} s")
         yield stack.env
+
+
+@contextlib.contextmanager
+def platform_environment(log: Callable[[str], None]) -> Iterator[dict[str, str]]:
+    """The services (see `services`) and the platform's Dagster instance, in os.environ while it lasts: what
+    `wfp run` and `wfp backfill` record their runs in, the same instance as `wfp up`'s."""
+    with (
+        services(log) as service_env,
+        environment(service_env),
+        environment(instance_environment(os.environ["WFP_PG_DSN"])),  # once the services are in os.environ
+    ):
+        yield service_env
 
 
 @contextlib.contextmanager
@@ -137,8 +139,8 @@ def execute(
     on_event: Callable[[str, str, str], None] = lambda step, kind, detail: None,
     tags: Mapping[str, str] | None = None,
 ) -> RunReport:
-    """Run the workflow's job in-process on the persistent instance; report each step's events as they happen."""
-    ensure_dagster_home()
+    """Run the workflow's job in-process on the platform's instance (see `platform_environment`); report each
+    step's events as they happen."""
     job = build_job(spec, source)
     run_id = str(uuid.uuid4())
     step_ids = {dagster_name(s.id): s.id for s in spec.steps}

@@ -19,18 +19,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
-import psycopg2
 import requests
 import yaml
 
 from workflow_platform.api.runs import LocationOrigins
-from workflow_platform.dagster_instance import pool_storage_connections
+from workflow_platform.dagster_instance import instance_environment, pool_storage_connections
 from workflow_platform.runner import services
 from workflow_platform.settings import wfp_home
 
-DAGSTER_DATABASE = "dagster"
 # How long a gRPC call to the code server may take, starting a run included (the run worker is a new Python
 # process that imports the code location). Dagster's 60 s default fails runs that are merely slow to start on a
 # loaded machine; this matches run_monitoring.start_timeout_seconds in dagster.yaml, which still catches runs that
@@ -51,38 +48,15 @@ class UpOptions:
     )
 
 
-def dagster_storage_url(pg_dsn: str) -> str:
-    """A database of its own for Dagster's storage on the services' PostgreSQL (same one if it can't be made)."""
-    url = urlparse(pg_dsn)
-    try:
-        connection = psycopg2.connect(pg_dsn)
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DAGSTER_DATABASE,))
-            if cursor.fetchone() is None:
-                cursor.execute(f"CREATE DATABASE {DAGSTER_DATABASE}")
-        connection.close()
-        url = url._replace(path=f"/{DAGSTER_DATABASE}")
-    except psycopg2.Error:
-        pass  # no right to create databases: share the services' database
-    # SQLAlchemy 2.1 defaults postgresql:// to psycopg 3; Dagster's storage uses psycopg2.
-    return urlunparse(url._replace(scheme="postgresql+psycopg2"))
-
-
 def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict[str, str]:
     home = wfp_home()
-    dagster_home = home / "dagster-up"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text(
-        instance_yaml((options.project_dir / "dagster.yaml").read_text(), options.launcher)
-    )
     submitted = home / "submitted"
     submitted.mkdir(parents=True, exist_ok=True)
     shipped = os.environ.get("WORKFLOWS_DIR") or str(options.project_dir / "workflows")
+    dagster_yaml = instance_yaml((options.project_dir / "dagster.yaml").read_text(), options.launcher)
     return {
         **service_env,
-        "DAGSTER_HOME": str(dagster_home),
-        "DAGSTER_PG_URL": dagster_storage_url(service_env.get("WFP_PG_DSN") or os.environ["WFP_PG_DSN"]),
+        **instance_environment(service_env.get("WFP_PG_DSN") or os.environ["WFP_PG_DSN"], dagster_yaml),
         "WORKFLOWS_DIR": os.pathsep.join([shipped, str(submitted)]),
         "WFP_PLUGINS_FILE": os.environ.get("WFP_PLUGINS_FILE") or str(home / "plugins.json"),
         "DAGSTER_GRPC_TIMEOUT_SECONDS": os.environ.get("DAGSTER_GRPC_TIMEOUT_SECONDS")
@@ -136,8 +110,8 @@ def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[LocationOri
     bin_dir = Path(sys.executable).parent
     location = code_location(options.project_dir / "workspace.yaml")
     code_host, code_port = "127.0.0.1", free_port("127.0.0.1")
-    workspace = log_dir.parent / "dagster-up" / "workspace.yaml"
-    workspace.parent.mkdir(parents=True, exist_ok=True)
+    # The code server wfp up runs (the project's workspace.yaml names the module; this one, its address).
+    workspace = log_dir.parent / "workspace.yaml"
     grpc_server = {"host": code_host, "port": code_port, "location_name": location.name}
     workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": grpc_server}]}))
     commands = {

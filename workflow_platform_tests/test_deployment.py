@@ -8,7 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
+from workflow_platform.launcher.run_launcher import WarmRunLauncher
 from workflow_platform.settings import ENDPOINT_VARIABLES
 
 ROOT = Path(__file__).parent.parent
@@ -29,8 +32,12 @@ def test_project_dagster_yaml_is_a_working_postgres_instance(stack_env, tmp_path
         hello()
 
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        # Dagster's run queue (limits, priorities, the UI's Queued tab), warm runs
+        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        assert isinstance(instance.run_launcher, WarmRunLauncher)
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs >= 1
         result = deployment_check.execute_in_process(instance=instance)
         assert result.success
         assert instance.get_run_by_id(result.run_id).is_success

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psutil
 import psycopg2
@@ -21,6 +24,7 @@ from workflow_platform.launcher.run_launcher import WORKER_TAG
 from workflow_platform.up import free_port, start_platform_process
 from workflow_platform_tests.conftest import demo_workflow, fetch, wait_for
 
+ROOT = Path(__file__).parent.parent
 SENSOR_TABLE = "public.warm_sensor_rows"
 TODAY = datetime.now(UTC).date()
 
@@ -231,3 +235,24 @@ def test_a_workflow_changed_while_the_pool_is_warm_runs_its_new_code(warm, stack
         assert_ran_warm(wait_for(api, execution_id))
         stored = s3.get_object(stack_env["WFP_S3_BUCKET"], f"warm/{execution_id}.txt")
         assert stored.read().decode() == text
+
+
+def test_a_run_started_with_wfp_run_is_recorded_where_wfp_up_shows_it(warm, tmp_path):
+    """One instance: `wfp run` on the same WFP_HOME records into the running platform's instance."""
+    workflow = demo_workflow("warm-from-the-cli")
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(workflow))
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "workflow_platform.cli", "run", str(path), "--json"],
+        cwd=ROOT,
+        env={**env, "WFP_HOME": str(warm["home"])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    run_id = json.loads(completed.stdout)["run_id"]
+    listed = executions(warm["api"], "warm-from-the-cli")
+    assert [e["executionId"] for e in listed] == [run_id]
+    assert wait_for(warm["api"], run_id)["status"] == "SUCCESS"
