@@ -110,13 +110,14 @@ def measure(dsn: str, workflows: Path, steps: int, repeat: int) -> dict:
     import dagster as dg
 
     from workflow_platform.api.runs import LocationOrigins, RunSubmitter
-    from workflow_platform.launcher.worker import connect, execute
+    from workflow_platform.launcher.worker import connect, execute, prepare
     from workflow_platform.sources import load_workflows
 
     with dg.DagsterInstance.get() as instance:  # creates the storage tables, as the daemon does
         pass
     instance = dg.DagsterInstance.get()
-    connect(instance)  # what a warm worker does after the fork
+    prepare(instance)  # what the zygote does before forking,
+    connect(instance)  # and a warm worker after
     specs = load_workflows([workflows]).specs
     origins = LocationOrigins("bench", "127.0.0.1", 0, "workflow_platform.definitions", str(ROOT))
     runs = RunSubmitter(instance, origins)

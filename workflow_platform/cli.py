@@ -179,6 +179,7 @@ def run(
 ) -> None:
     """Run a workflow (file, folder or name) through Dagster; exit 0 success, 1 run failed, 2 invalid."""
     from workflow_platform.preflight import preflight
+    from workflow_platform.resources.postgres import PostgresResource
     from workflow_platform.runner import InvalidParams, download_outputs, execute, platform_environment
     from workflow_platform.translate import TRIGGER_TAG, rows_batch
 
@@ -187,7 +188,11 @@ def run(
     batch_bounds = _batch_bounds(spec, rows)
 
     with platform_environment(_err):
-        problems = preflight(spec, os.environ["WFP_PG_DSN"], str(path))
+        postgres = PostgresResource(dsn=os.environ["WFP_PG_DSN"])
+        try:
+            problems = preflight(spec, postgres, str(path))
+        finally:
+            postgres.close()
         if problems:
             _report_problems(problems)
             _err(f"{path}: invalid workflow, nothing was run")

@@ -37,6 +37,7 @@ telemetry:
   enabled: false
 """
 STATEMENT_TIMEOUT_MS = 60_000
+IDLE_PING_S = 1.0
 POOL_RECYCLE_S = 3600
 
 PostgresStorage = PostgresRunStorage | PostgresEventLogStorage | PostgresScheduleStorage
@@ -79,7 +80,7 @@ def instance_environment(pg_dsn: str, instance_yaml: str | None = None) -> dict[
     return {**environment, "DAGSTER_HOME": str(home)}
 
 
-def pool_storage_connections(instance: DagsterInstance, size: int, name: str, pre_ping: bool = True) -> None:
+def pool_storage_connections(instance: DagsterInstance, size: int, name: str, ping_idle: bool = True) -> None:
     """Storages on the same database share one pool. `name` is the connections' application_name (what
     pg_stat_activity shows: wfp-daemon, wfp-run-worker, ...)."""
     engines: dict[str, Engine] = {}
@@ -88,12 +89,21 @@ def pool_storage_connections(instance: DagsterInstance, size: int, name: str, pr
             continue
         engine = engines.get(storage.postgres_url)
         if engine is None:
-            engine = engines[storage.postgres_url] = _pooled_engine(storage, size, name, pre_ping)
+            engine = engines[storage.postgres_url] = _pooled_engine(storage, size, name, ping_idle)
         storage._engine.dispose()  # noqa: SLF001 - the engine optimize_for_webserver replaces too
         storage._engine = engine  # noqa: SLF001
 
 
-def _pooled_engine(storage: PostgresStorage, size: int, name: str, pre_ping: bool) -> Engine:
+def storage_engines(instance: DagsterInstance) -> list[Engine]:
+    """The engines of the instance's PostgreSQL storages, each once."""
+    engines = {}
+    for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+        if isinstance(storage, PostgresStorage):
+            engines[id(storage._engine)] = storage._engine  # noqa: SLF001
+    return list(engines.values())
+
+
+def _pooled_engine(storage: PostgresStorage, size: int, name: str, ping_idle: bool) -> Engine:
     engine = create_pg_engine(
         storage.postgres_url,
         storage._token_provider,  # noqa: SLF001 - what optimize_for_webserver passes too
@@ -101,7 +111,6 @@ def _pooled_engine(storage: PostgresStorage, size: int, name: str, pre_ping: boo
         pool_size=size,
         max_overflow=size,
         pool_recycle=POOL_RECYCLE_S,
-        pool_pre_ping=pre_ping,
         connect_args={"application_name": name},
     )
     event.listen(

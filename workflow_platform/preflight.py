@@ -22,26 +22,23 @@ from workflow_platform.templates import contains_template
 EXPLAINABLE = re.compile(r"^\s*(select|with|insert|update|delete|values|table)\b", re.IGNORECASE)
 
 
-def preflight(spec: WorkflowSpec, pg_dsn: str, file: str = "") -> list[Problem]:
+def preflight(spec: WorkflowSpec, postgres: PostgresResource, file: str = "") -> list[Problem]:
+    """The problems of the workflow's postgres steps, checked on `postgres` (its connection stays open)."""
     problems: list[Problem] = []
-    postgres = PostgresResource(dsn=pg_dsn)
-    try:
-        for index, step in enumerate(spec.steps):
-            if step.plugin != "postgres":
-                continue
-            if step.action == "query":
-                problems.extend(_check_query(postgres, step, index, file))
-                continue
-            table, columns = tables_named(step.input)
-            if table is None:
-                continue
-            try:
-                check_table(postgres, table, columns)
-            except ActionError as error:
-                hint = "create it first, or fix the name"
-                problems.append(Problem(pointer("steps", index, "input", "table"), str(error), hint, file))
-    finally:
-        postgres.close()
+    for index, step in enumerate(spec.steps):
+        if step.plugin != "postgres":
+            continue
+        if step.action == "query":
+            problems.extend(_check_query(postgres, step, index, file))
+            continue
+        table, columns = tables_named(step.input)
+        if table is None:
+            continue
+        try:
+            check_table(postgres, table, columns)
+        except ActionError as error:
+            hint = "create it first, or fix the name"
+            problems.append(Problem(pointer("steps", index, "input", "table"), str(error), hint, file))
     return problems
 
 

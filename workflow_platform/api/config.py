@@ -1,17 +1,23 @@
 from __future__ import annotations
 
 import hmac
+import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import psycopg2
 from fastapi import Request
 
 from workflow_platform.api.code_location import CodeLocationReloader
 from workflow_platform.api.errors import ApiError
 from workflow_platform.api.requests import MAX_BODY_BYTES
 from workflow_platform.api.runs import RunSubmitter
+from workflow_platform.resources.postgres import PostgresResource
 
 
 @dataclass
@@ -25,6 +31,22 @@ class ApiConfig:
     max_body: int = MAX_BODY_BYTES
     service_env: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    _preflight: PostgresResource | None = field(default=None, init=False, repr=False)
+    _preflight_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @contextmanager
+    def preflight_database(self) -> Iterator[PostgresResource]:
+        """The services' PostgreSQL, for checking submitted workflows: one connection kept open, one check at a
+        time (a new connection for every submission cost more than the check)."""
+        with self._preflight_lock:
+            if self._preflight is None:
+                self._preflight = PostgresResource(dsn=os.environ["WFP_PG_DSN"])
+            try:  # the server may have restarted since the last check: reconnect rather than report its error
+                with self._preflight.transaction() as cursor:
+                    cursor.execute("SELECT 1")
+            except psycopg2.Error:
+                self._preflight.close()
+            yield self._preflight
 
 
 def config(request: Request) -> ApiConfig:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import dagster as dg
-from dagster import DagsterEventType
+from dagster import DagsterEventType, EventLogEntry
 
 from workflow_platform.api.catalog import CATALOG
 from workflow_platform.translate import WORKFLOW_TAG, dagster_name
@@ -19,6 +21,29 @@ STEP_EVENTS = {
     DagsterEventType.STEP_OUTPUT,
     DagsterEventType.STEP_SKIPPED,
 }
+
+
+class EventLogCache:
+    """The event log entries of recently read runs. Clients poll an execution while it runs: each read fetches
+    only the events recorded since the previous one instead of the whole log again."""
+
+    def __init__(self, runs: int = 512) -> None:
+        self._runs = runs
+        self._lock = threading.Lock()
+        self._logs: OrderedDict[str, tuple[str | None, list[EventLogEntry]]] = OrderedDict()
+
+    def entries(self, instance: dg.DagsterInstance, run_id: str) -> list[EventLogEntry]:
+        with self._lock:  # one reader per run at a time keeps the cursor and the entries together
+            cursor, entries = self._logs.pop(run_id, (None, []))
+            new = instance.get_records_for_run(run_id, cursor=cursor)
+            entries = [*entries, *(record.event_log_entry for record in new.records)]
+            self._logs[run_id] = (new.cursor if new.records else cursor, entries)
+            while len(self._logs) > self._runs:
+                self._logs.popitem(last=False)
+            return entries
+
+
+EVENTS = EventLogCache()
 
 
 def run_status(run: dg.DagsterRun) -> str:
@@ -49,7 +74,7 @@ def describe_run(instance: dg.DagsterInstance, record: Any, with_events: bool = 
     step_ids = step_ids_for(workflow)
     steps: dict[str, dict[str, Any]] = {}
     events = []
-    for entry in instance.all_logs(run.run_id):
+    for entry in EVENTS.entries(instance, run.run_id):
         event = entry.dagster_event
         step_key = event.step_key if event else None
         events.append(

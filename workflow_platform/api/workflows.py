@@ -144,7 +144,8 @@ def _submit(request: Request, body: Any, key: str | None) -> JSONResponse:
         )
     problems = check_param_values(spec, params)
     if not problems and "WFP_PG_DSN" in os.environ:
-        problems = preflight(spec, os.environ["WFP_PG_DSN"])
+        with config(request).preflight_database() as postgres:
+            problems = preflight(spec, postgres)
     if problems:
         raise _problems(problems, f"the workflow has {len(problems)} problem(s); nothing was run")
     path = submitted_dir / spec.name / "workflow.json"

@@ -18,13 +18,24 @@ from dagster import DagsterInstance
 from dagster._cli.api import _execute_run_command_body
 from dagster._utils.interrupts import capture_interrupts
 
-from workflow_platform.dagster_instance import pool_storage_connections
+from workflow_platform.dagster_instance import pool_storage_connections, storage_engines
+
+
+def prepare(instance: DagsterInstance) -> None:
+    """In the zygote, before forking: the storages' pooled engines (one thread writes a run's events: a pool of
+    one), initialized once for every worker (SQLAlchemy asks the server for its version and settings on an
+    engine's first connection), then that connection closed again, so none crosses the fork."""
+    pool_storage_connections(instance, size=1, name="wfp-run-worker", ping_idle=False)
+    _touch_storages(instance)
+    for engine in storage_engines(instance):
+        engine.dispose()
 
 
 def connect(instance: DagsterInstance) -> None:
-    """The instance the zygote built, given connections of this process's own: one thread writes the run's
-    events, so one pooled connection per storage, opened now rather than on the run's clock."""
-    pool_storage_connections(instance, size=1, name="wfp-run-worker", pre_ping=False)
+    """In the worker: a connection pool of this process's own (SQLAlchemy's way after a fork), opened now rather
+    than on the run's clock."""
+    for engine in storage_engines(instance):
+        engine.dispose(close=False)
     _touch_storages(instance)
 
 

@@ -1,10 +1,12 @@
 """The zygote: a process that imports Dagster and one code location once, then forks a single-use worker per run.
 
 Started by the pool (`pool.py`) as `python -m workflow_platform.launcher.zygote --control-fd N --pointer P`.
-It stays single-threaded and opens no connection, so a fork copies nothing that must not cross a fork; each
-worker builds its own instance after the fork (`worker.py`). A few workers are forked ahead of time and wait for
-an order, so a run starts without waiting for a fork or an instance. A worker serves one run and exits: nothing
-one run leaves in a module or the environment reaches the next.
+Before it forks it imports the code location, the modules steps use and the classes dagster.yaml names, and
+builds the workers' Dagster instance (its storage engines initialized, their connections closed again). It
+stays single-threaded and holds no connection, thread or channel when it forks: each worker opens its own
+connections after the fork (`worker.py`). A few workers are forked ahead of time and wait for an order, so a
+run starts without waiting for a fork or a connection. A worker serves one run and exits: nothing one run leaves
+in a module or the environment reaches the next.
 
 Messages on the control socket are JSON lines.
   pool -> zygote: {"op": "run", "run_id", "reload"}   hand the run to a worker (reload: a workflow file changed)
@@ -35,6 +37,8 @@ from dataclasses import dataclass
 import psutil
 import yaml
 from dagster import DagsterInstance
+
+from workflow_platform.launcher.worker import prepare, serve
 
 # An idle worker that dies at once (the database is down, say) is forked again after this pause, not in a loop.
 REFORK_PAUSE_S = 1.0
@@ -108,8 +112,6 @@ class Zygote:
             try:
                 for fd in inherited:
                     os.close(fd)
-                from workflow_platform.launcher.worker import serve
-
                 code = serve(read_end, self.code_module, self.instance)
             except BaseException:  # noqa: BLE001 - whatever happens, the worker must not return into the zygote
                 traceback.print_exc()
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     control = socket.socket(fileno=args.control_fd)
     code_module = import_everything(args.pointer, args.preload)
     instance = instance_for_workers()
+    prepare(instance)
     # Objects that exist now are shared with every worker; keep the collector from touching (copying) them.
     gc.collect()
     gc.freeze()
@@ -218,15 +221,13 @@ def instance_for_workers() -> DagsterInstance:
 
 
 def import_everything(serialized_pointer: str, preload: list[str]) -> str | None:
-    """Import, before forking, what every worker would otherwise import after it: the worker and the classes
+    """Import, before forking, what every worker would otherwise import after it: the classes
     the instance's dagster.yaml names (storage, launcher, compute logs), the modules steps import lazily, and
     the code location, as Dagster imports it. Nothing here connects to anything."""
     from dagster import Definitions
     from dagster._core.code_pointer import CodePointer, ModuleCodePointer
     from dagster._core.instance.ref import InstanceRef
     from dagster._serdes import ConfigurableClassData, deserialize_value
-
-    import workflow_platform.launcher.worker  # noqa: F401
 
     ref = InstanceRef.from_dir(os.environ["DAGSTER_HOME"])
     for value in ref:
