@@ -199,12 +199,16 @@ def _wait_webserver(url: str, process: subprocess.Popen[bytes], log: Path, timeo
     raise RuntimeError(f"the Dagster webserver did not answer within {timeout:g} s; see {log}")
 
 
+# The daemon lets running runs finish for a few seconds, then interrupts them (launcher/pool.py): ~25 s at most.
+STOP_TIMEOUT_S = 40
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

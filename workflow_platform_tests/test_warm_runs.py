@@ -256,3 +256,25 @@ def test_a_run_started_with_wfp_run_is_recorded_where_wfp_up_shows_it(warm, tmp_
     listed = executions(warm["api"], "warm-from-the-cli")
     assert [e["executionId"] for e in listed] == [run_id]
     assert wait_for(warm["api"], run_id)["status"] == "SUCCESS"
+
+
+def test_dagsters_default_launcher_stays_selectable(stack_env, tmp_path):
+    """`wfp up --launcher default`: Dagster's DefaultRunLauncher and stock daemon; runs start in the code server's
+    run subprocess, without a warm worker."""
+    port, dagster_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    try:
+        process = start_platform_process(tmp_path, port, dagster_port, env, launcher="default")
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    api = f"http://127.0.0.1:{port}"
+    try:
+        submitted = requests.post(f"{api}/api/workflows", json=demo_workflow("default-launcher"), timeout=120)
+        assert submitted.status_code == 201, submitted.text
+        execution = wait_for(api, submitted.json()["executionId"], timeout=180)
+        assert execution["status"] == "SUCCESS", execution
+        assert WORKER_TAG not in execution["tags"]
+        assert any(e["message"].startswith("Started process for run") for e in execution["events"])
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=90) == 0
