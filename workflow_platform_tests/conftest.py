@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +95,34 @@ def stream_messages(nats_url: str, stream: str, subject: str) -> list[tuple[int,
             await client.drain()
 
     return asyncio.run(read())
+
+
+@contextlib.contextmanager
+def running_platform(home: Path, launcher: str = "warm") -> Iterator[dict]:
+    """`wfp up` on the session's services with WFP_HOME=home, stopped with Ctrl-C (SIGINT) afterwards: it must
+    exit 0 having said it stopped, and its API must be gone."""
+    from workflow_platform.up import free_port, start_platform_process
+
+    port, dagster_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    try:
+        process = start_platform_process(home, port, dagster_port, env, launcher=launcher)
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    api = f"http://127.0.0.1:{port}"
+    try:
+        yield {
+            "api": api,
+            "dagster": f"http://127.0.0.1:{dagster_port}",
+            "dagster_port": dagster_port,
+            "home": home,
+        }
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=90) == 0
+    assert "stopped" in (home / "up.log").read_text()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{api}/api/health", timeout=2)
 
 
 def wait_for(api: str, execution_id: str, timeout: float = 120) -> dict:

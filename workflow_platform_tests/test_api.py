@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import shutil
-import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +14,13 @@ import pytest
 import requests
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from workflow_platform.up import free_port, start_platform_process
-from workflow_platform_tests.conftest import demo_workflow, fetch, read_json_object, wait_for
+from workflow_platform_tests.conftest import (
+    demo_workflow,
+    fetch,
+    read_json_object,
+    running_platform,
+    wait_for,
+)
 from workflow_platform_tests.test_cli import BAD_INPUTS, digest
 
 ROOT = Path(__file__).parent.parent
@@ -25,20 +28,8 @@ ROOT = Path(__file__).parent.parent
 
 @pytest.fixture(scope="module")
 def platform(stack_env, tmp_path_factory) -> Iterator[dict]:
-    home = tmp_path_factory.mktemp("wfp_up")
-    port, dagster_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    try:
-        process = start_platform_process(home, port, dagster_port, env)
-    except RuntimeError as error:
-        pytest.fail(str(error))
-    base = f"http://127.0.0.1:{port}"
-    yield {"api": base, "dagster": f"http://127.0.0.1:{dagster_port}", "home": home, "process": process}
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 0
-    assert "stopped" in (home / "up.log").read_text()
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"{base}/api/health", timeout=2)
+    with running_platform(tmp_path_factory.mktemp("wfp_up")) as running:
+        yield running
 
 
 def test_submit_runs_the_workflow_as_a_dagster_job(platform, stack_env, pg, s3):

@@ -20,6 +20,7 @@ from dagster._core.launcher import WorkerStatus
 from workflow_platform.api.runs import LocationOrigins
 from workflow_platform.dagster_instance import dagster_storage_url
 from workflow_platform.launcher.run_launcher import WORKER_TAG, WarmRunLauncher
+from workflow_platform.runner import environment
 from workflow_platform_tests.fixtures import warm_jobs
 
 ROOT = Path(__file__).parent.parent
@@ -34,19 +35,13 @@ def instance(stack_env, tmp_path_factory) -> Iterator[dg.DagsterInstance]:
     settings = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     settings["run_launcher"]["config"]["recycle_after_runs"] = 3
     (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
-    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "DAGSTER_PG_URL")}
-    os.environ["DAGSTER_HOME"] = str(home)
-    os.environ["DAGSTER_PG_URL"] = dagster_storage_url(stack_env["WFP_PG_DSN"])
-    try:
-        with dg.DagsterInstance.get() as instance:
-            assert isinstance(instance.run_launcher, WarmRunLauncher)
-            yield instance  # leaving disposes the launcher: the pool stops its zygote
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    pg_url = dagster_storage_url(stack_env["WFP_PG_DSN"])
+    with (
+        environment({"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": pg_url}),
+        dg.DagsterInstance.get() as instance,
+    ):
+        assert isinstance(instance.run_launcher, WarmRunLauncher)
+        yield instance  # leaving disposes the launcher: the pool stops its zygote
 
 
 def launch(instance: dg.DagsterInstance, seconds: float = 0.0) -> str:

@@ -21,8 +21,7 @@ import requests
 from dagster_graphql import DagsterGraphQLClient
 
 from workflow_platform.launcher.run_launcher import WORKER_TAG
-from workflow_platform.up import free_port, start_platform_process
-from workflow_platform_tests.conftest import demo_workflow, fetch, wait_for
+from workflow_platform_tests.conftest import demo_workflow, fetch, running_platform, wait_for
 
 ROOT = Path(__file__).parent.parent
 SENSOR_TABLE = "public.warm_sensor_rows"
@@ -76,20 +75,9 @@ def warm(stack_env, tmp_path_factory) -> Iterator[dict]:
     for name, workflow in started_by_daemon().items():
         (home / "submitted" / name).mkdir(parents=True)
         (home / "submitted" / name / "workflow.json").write_text(json.dumps(workflow))
-    port, dagster_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    try:
-        process = start_platform_process(home, port, dagster_port, env)
-    except RuntimeError as error:
-        pytest.fail(str(error))
-    yield {
-        "api": f"http://127.0.0.1:{port}",
-        "graphql": DagsterGraphQLClient("127.0.0.1", port_number=dagster_port, timeout=60),
-        "dagster": f"http://127.0.0.1:{dagster_port}",
-        "home": home,
-    }
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=90) == 0
+    with running_platform(home) as running:
+        graphql = DagsterGraphQLClient("127.0.0.1", port_number=running["dagster_port"], timeout=60)
+        yield {**running, "graphql": graphql}
 
 
 def executions(api: str, workflow: str) -> list[dict]:
@@ -256,25 +244,3 @@ def test_a_run_started_with_wfp_run_is_recorded_where_wfp_up_shows_it(warm, tmp_
     listed = executions(warm["api"], "warm-from-the-cli")
     assert [e["executionId"] for e in listed] == [run_id]
     assert wait_for(warm["api"], run_id)["status"] == "SUCCESS"
-
-
-def test_dagsters_default_launcher_stays_selectable(stack_env, tmp_path):
-    """`wfp up --launcher default`: Dagster's DefaultRunLauncher and stock daemon; runs start in the code server's
-    run subprocess, without a warm worker."""
-    port, dagster_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    try:
-        process = start_platform_process(tmp_path, port, dagster_port, env, launcher="default")
-    except RuntimeError as error:
-        pytest.fail(str(error))
-    api = f"http://127.0.0.1:{port}"
-    try:
-        submitted = requests.post(f"{api}/api/workflows", json=demo_workflow("default-launcher"), timeout=120)
-        assert submitted.status_code == 201, submitted.text
-        execution = wait_for(api, submitted.json()["executionId"], timeout=180)
-        assert execution["status"] == "SUCCESS", execution
-        assert WORKER_TAG not in execution["tags"]
-        assert any(e["message"].startswith("Started process for run") for e in execution["events"])
-    finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=90) == 0

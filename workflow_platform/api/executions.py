@@ -82,7 +82,7 @@ def describe_run(instance: dg.DagsterInstance, record: Any, with_events: bool = 
                 "timestamp": _iso(entry.timestamp),
                 "type": event.event_type.name if event else "LOG",
                 "step": step_ids.get(step_key, step_key) if step_key else None,
-                "message": entry.user_message or (event.message if event else "") or "",
+                "message": _message(entry),
             }
         )
         if event is None or step_key is None or event.event_type not in STEP_EVENTS:
@@ -103,6 +103,18 @@ def describe_run(instance: dg.DagsterInstance, record: Any, with_events: bool = 
     for step_id in step_ids.values():
         steps.setdefault(step_id, {"status": "skipped" if run.is_finished else "pending", "attempts": 0})
     return {**summary, "steps": steps, "events": events}
+
+
+def _message(entry: EventLogEntry) -> str:
+    """The event's message; for an engine event that carries an error (the run could not start, a worker
+    died), the error too: "Could not load job definition." alone does not say why."""
+    event = entry.dagster_event
+    message = entry.user_message or (event.message if event else "") or ""
+    if event is not None and event.event_type == DagsterEventType.ENGINE_EVENT:
+        error = event.engine_event_data.error
+        if error is not None:
+            message = f"{message} {error.message.strip()}"
+    return message
 
 
 def _apply(step: dict[str, Any], event: Any, timestamp: float) -> None:
