@@ -111,6 +111,23 @@ def test_a_killed_worker_fails_its_run_at_once_and_the_next_run_gets_a_new_one(i
     assert found(instance, after)["pid"] != pid
 
 
+def test_when_the_zygote_dies_its_running_workers_are_still_watched(instance):
+    run_id = launch(instance, seconds=60)
+    run = wait_status(instance, run_id, [dg.DagsterRunStatus.STARTED])
+    while WORKER_TAG not in run.tags:
+        run = instance.get_run_by_id(run_id)
+    worker = worker_of(run)
+    os.kill(worker["zygote"], signal.SIGKILL)
+    time.sleep(2)
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED  # the run goes on
+    os.kill(worker["pid"], signal.SIGKILL)
+    failed = wait_status(instance, run_id, FINISHED, timeout=30)
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    after = launch(instance)  # a new zygote takes the next run
+    assert wait_status(instance, after, FINISHED, timeout=120).status == dg.DagsterRunStatus.SUCCESS
+    assert worker_of(instance.get_run_by_id(after))["zygote"] != worker["zygote"]
+
+
 def test_terminating_a_run_interrupts_its_worker_and_cancels_it(instance):
     run_id = launch(instance, seconds=60)
     wait_status(instance, run_id, [dg.DagsterRunStatus.STARTED])

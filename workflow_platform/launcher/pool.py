@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -80,6 +81,24 @@ class RunWorker:
         return json.dumps(
             {"host": host, "pid": self.pid, "created": self.created, "zygote": self.zygote.process.pid}
         )
+
+    @property
+    def orphaned(self) -> bool:
+        """Its zygote died: nobody reports its exit; the pool watches the process itself."""
+        return self.zygote.gone and self.pid is not None
+
+    def alive(self) -> bool:
+        try:
+            return psutil.Process(self.pid).create_time() == self.created
+        except psutil.Error:
+            return False
+
+    def signal(self, signum: int) -> None:
+        if not self.orphaned:
+            self.zygote.signal(self.run_id, signum)
+        elif self.alive():  # the same process, not a new one under a reused pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
 
 
 class ZygoteProcess:
@@ -259,7 +278,7 @@ class WorkerPool:
             if worker is not None:
                 worker.pid, worker.created = message["pid"], message["created"]
 
-    def _exited(self, run_id: str, pid: int, code: int) -> None:
+    def _exited(self, run_id: str, pid: int, code: int | None) -> None:
         with self._lock:
             worker = self._active.pop(run_id, None)
             self._exits[run_id] = code
@@ -271,12 +290,17 @@ class WorkerPool:
             log.exception("could not record the end of run %s's worker", run_id)
         self.on_run_finished()
 
-    def _settle(self, run_id: str, pid: int, code: int, canceled: bool) -> None:
+    def _settle(self, run_id: str, pid: int, code: int | None, canceled: bool) -> None:
         """A run whose worker is gone but which is not finished is failed (or canceled, if it was being)."""
         run = self.instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        if code is None:
+            how = "is gone (its zygote died first, so its exit code is unknown)"
+        elif code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exited with code {code}"
         if canceled or run.status == DagsterRunStatus.CANCELING:
             self.instance.report_run_canceled(run, message=f"Run worker (pid {pid}) {how} while canceling.")
         else:
@@ -307,14 +331,21 @@ class WorkerPool:
             worker = active[run.run_id]
             if worker.interrupted_at is None:
                 worker.interrupted_at = now
-                worker.zygote.signal(run.run_id, signal.SIGINT)
+                worker.signal(signal.SIGINT)
             elif now - worker.interrupted_at > self.settings.cancel_grace_s:
-                worker.zygote.signal(run.run_id, signal.SIGKILL)
+                worker.signal(signal.SIGKILL)
+
+    def _watch_orphans(self) -> None:
+        with self._lock:
+            gone = [w for w in self._active.values() if w.orphaned and not w.alive()]
+        for worker in gone:
+            self._exited(worker.run_id, worker.pid, None)
 
     def _housekeeping(self) -> None:
         while not self._stopping.wait(1.0):
             try:
                 self._interrupt_canceling()
+                self._watch_orphans()
                 with self._lock:
                     for key, replacement in list(self._replacements.items()):
                         if replacement.ready.is_set():
@@ -333,7 +364,7 @@ class WorkerPool:
             with self._lock:
                 active = list(self._active.values())
             for worker in active:
-                worker.zygote.signal(worker.run_id, signum)
+                worker.signal(signum)
             self._wait_idle(self.settings.cancel_grace_s)
         with self._lock:
             zygotes = [*self._zygotes.values(), *self._replacements.values(), *self._retired]
