@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -146,27 +147,47 @@ def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[LocationOri
         ),
     }
     processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(name: str) -> None:
+        with open(log_dir / f"{name}.log", "ab") as log:
+            processes[name] = subprocess.Popen(
+                commands[name],
+                cwd=options.project_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    stopping = threading.Event()
     try:
-        for name, command in commands.items():
-            with open(log_dir / f"{name}.log", "ab") as log:
-                processes[name] = subprocess.Popen(
-                    command,
-                    cwd=options.project_dir,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+        for name in commands:
+            start(name)
             if name == "code-server":  # the webserver and daemon load the location from it when they start
                 _wait_code_server(code_host, code_port, processes[name], log_dir / f"{name}.log")
         _wait_webserver(
             f"http://{options.host}:{options.dagster_port}", processes["webserver"], log_dir / "webserver.log"
         )
+        threading.Thread(target=_restart_dead, args=(processes, start, stopping), daemon=True).start()
         yield LocationOrigins(
             location.name, code_host, code_port, location.module, str(location.working_directory)
         )
     finally:
+        stopping.set()
         for process in reversed(processes.values()):
             _stop(process)
+
+
+def _restart_dead(
+    processes: dict[str, subprocess.Popen[bytes]], start: Callable[[str], None], stopping: threading.Event
+) -> None:
+    """A Dagster process that dies (killed, out of memory) is started again: without its daemon the platform
+    would queue runs that never start. The new daemon's run monitoring takes over the runs of the old one's
+    workers (they carry their pid)."""
+    while not stopping.wait(1.0):
+        for name, process in list(processes.items()):
+            if process.poll() is not None and not stopping.is_set():
+                print(f"the Dagster {name} exited ({process.returncode}); starting it again", file=sys.stderr)
+                start(name)
 
 
 def _wait_code_server(
