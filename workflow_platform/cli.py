@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -20,8 +20,24 @@ EXIT_RUN_FAILED = 1
 EXIT_INVALID = 2
 
 
+_TERMINALS: dict[int, TextIO] = {}
+
+
+def _terminal() -> TextIO:
+    """The CLI's own stderr, kept aside: while a run executes in this process, Dagster captures the process's
+    stdout and stderr into the run's compute logs (the UI's stdout/stderr tabs); progress belongs on the
+    terminal, not in them."""
+    try:
+        fd = sys.stderr.fileno()
+    except (OSError, ValueError):  # not a file (a test runner's buffer): nothing redirects it
+        return sys.stderr
+    if fd not in _TERMINALS:
+        _TERMINALS[fd] = os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace")
+    return _TERMINALS[fd]
+
+
 def _err(message: str) -> None:
-    click.echo(message, err=True)
+    click.echo(message, file=_terminal())
 
 
 def _expand(paths: tuple[str, ...]) -> list[Path]:

@@ -240,6 +240,8 @@ def test_a_run_started_with_wfp_run_is_recorded_where_wfp_up_shows_it(warm, tmp_
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr
+    for step in ("compute", "store", "log"):  # progress reaches the terminal, not the run's captured output
+        assert f"✔ {step}" in completed.stderr, completed.stderr
     run_id = json.loads(completed.stdout)["run_id"]
     listed = executions(warm["api"], "warm-from-the-cli")
     assert [e["executionId"] for e in listed] == [run_id]
