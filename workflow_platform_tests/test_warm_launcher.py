@@ -91,6 +91,16 @@ def test_each_run_gets_a_fresh_worker_that_sees_nothing_of_the_runs_before(insta
     assert "workflow_platform.launcher.zygote" in " ".join(psutil.Process(worker["zygote"]).cmdline())
 
 
+def test_what_a_run_prints_is_in_its_compute_logs(instance):
+    run_id = launch(instance)
+    assert wait_status(instance, run_id, FINISHED).status == dg.DagsterRunStatus.SUCCESS
+    captured = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.LOGS_CAPTURED).records
+    file_key = captured[0].event_log_entry.dagster_event.event_specific_data.file_key
+    log_key = instance.compute_log_manager.build_log_key_for_run(run_id, file_key)
+    stdout = instance.compute_log_manager.get_log_data(log_key).stdout
+    assert f"run {run_id} says hello" in stdout.decode()
+
+
 def test_a_killed_worker_fails_its_run_at_once_and_the_next_run_gets_a_new_one(instance):
     run_id = launch(instance, seconds=60)
     run = wait_status(instance, run_id, [dg.DagsterRunStatus.STARTED])
