@@ -1,6 +1,6 @@
 """Submit-to-success through the HTTP API of `wfp up`, as the original orchestrator's clients use it: every
 submission is `POST /api/workflows` with the workflow document (a 3-step minio-store-style workflow: Pathway
-sample pipeline -> object store -> orchestrator.events), then the execution is polled until it ends.
+sample pipeline -> object store -> orchestrator.events), then the client waits for the execution to end.
 
 For each launcher (the warm launcher, then Dagster's default launcher as the baseline, in the same run):
 - sequential: one client, p50/p95 of submit -> SUCCESS;
@@ -10,8 +10,11 @@ For each launcher (the warm launcher, then Dagster's default launcher as the bas
 
     .venv/bin/python bench/api_submit.py [--runs 30] [--concurrent-runs 240] [--concurrency 8]
                                          [--launchers warm,default] [--default-runs 10]
-                                         [--default-concurrent-runs 24] [--poll-seconds 0.05]
-                                         [--concurrent-poll-seconds 0.25]
+                                         [--default-concurrent-runs 24] [--poll-seconds 0]
+                                         [--concurrent-poll-seconds 0]
+
+Clients wait for an execution's end with `GET /api/executions/{id}?wait=30`; with --poll-seconds they poll it
+instead, as the original's clients do.
 
 Starts `wfp up` (embedded stack, Dagster webserver + daemon, API) on free ports for each launcher, unless
 WFP_API_URL is set (then only that platform is measured). Prints one JSON object.
@@ -111,7 +114,8 @@ def platform_up(launcher: str) -> Iterator[str]:
 
 
 def submit_and_wait(api: str, poll_seconds: float) -> tuple[float, str]:
-    """(seconds from the POST to the end, final status); 'ERROR <code>' if the submission failed."""
+    """(seconds from the POST to the end, final status); 'ERROR <code>' if the submission failed. The client
+    waits with `GET /api/executions/{id}?wait=30` (answered when the run ends), or polls every `poll_seconds`."""
     started = time.perf_counter()
     try:
         response = requests.post(f"{api}/api/workflows", json=WORKFLOW, timeout=60)
@@ -119,9 +123,10 @@ def submit_and_wait(api: str, poll_seconds: float) -> tuple[float, str]:
         return time.perf_counter() - started, f"ERROR {type(error).__name__}"
     if response.status_code != 201:
         return time.perf_counter() - started, f"ERROR {response.status_code}"
-    execution_id = response.json()["executionId"]
+    execution = f"{api}/api/executions/{response.json()['executionId']}"
+    params = {} if poll_seconds else {"wait": 30}
     while True:
-        status = requests.get(f"{api}/api/executions/{execution_id}", timeout=60).json()["status"]
+        status = requests.get(execution, params=params, timeout=60).json()["status"]
         if status in FINISHED:
             return time.perf_counter() - started, status
         time.sleep(poll_seconds)
@@ -139,6 +144,10 @@ def original_client(api: str, stop: threading.Event, results: list[dict]) -> Non
         except requests.Timeout:
             outcome = "timeout"
         results.append({"seconds": round(time.perf_counter() - started, 3), "outcome": outcome})
+
+
+def client(poll_seconds: float) -> str:
+    return f"polls every {poll_seconds:g} s" if poll_seconds else "waits for the end (GET ...?wait=30)"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -179,11 +188,11 @@ def measure(launcher: str, runs: int, concurrent_runs: int, args: argparse.Names
     succeeded = sum(status == "SUCCESS" for _, status in concurrent)
     return {
         "warmup_s": [round(seconds, 2) for seconds, _ in warmup],
-        "sequential": {**summary(sequential), "poll_seconds": args.poll_seconds},
+        "sequential": {**summary(sequential), "client": client(args.poll_seconds)},
         "concurrent": {
             **summary(concurrent),
             "submitters": args.concurrency,
-            "poll_seconds": args.concurrent_poll_seconds,
+            "client": client(args.concurrent_poll_seconds),
             "elapsed_s": round(elapsed, 1),
             "runs_per_minute": round(succeeded / elapsed * 60, 1),
             "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
@@ -207,9 +216,9 @@ def main() -> None:
     # Dagster's default launcher starts a Python process per run: fewer runs keep the baseline under minutes.
     parser.add_argument("--default-runs", type=int, default=10)
     parser.add_argument("--default-concurrent-runs", type=int, default=24)
-    parser.add_argument("--poll-seconds", type=float, default=0.05)
-    # Each poll reads the run and its events (a few ms of the API's CPU): eight clients at 4 polls a second.
-    parser.add_argument("--concurrent-poll-seconds", type=float, default=0.25)
+    # 0: the client waits for the end with ?wait= (no polling); else it polls at this interval, as older clients do.
+    parser.add_argument("--poll-seconds", type=float, default=0.0)
+    parser.add_argument("--concurrent-poll-seconds", type=float, default=0.0)
     args = parser.parse_args()
     result: dict = {
         "workflow_steps": len(WORKFLOW["steps"]),

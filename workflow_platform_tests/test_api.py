@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -276,3 +277,25 @@ def test_fuzzing_the_openapi_document_finds_no_server_error(platform):
             case.call_and_validate(checks=[not_a_server_error], timeout=60)
 
         no_server_error()
+
+
+def test_an_execution_can_be_awaited_instead_of_polled(platform):
+    api = platform["api"]
+    submitted = requests.post(f"{api}/api/workflows", json=demo_workflow("api-awaited"), timeout=60)
+    execution_id = submitted.json()["executionId"]
+    started = time.monotonic()
+    finished = requests.get(f"{api}/api/executions/{execution_id}", params={"wait": 60}, timeout=90).json()
+    assert finished["status"] == "SUCCESS" and time.monotonic() - started < 60
+    assert finished["steps"]["log"]["status"] == "succeeded"
+    sleeping = {
+        "name": "api-awaited-slow",
+        "steps": [
+            {"id": "wait", "plugin": "postgres", "action": "query", "input": {"sql": "SELECT pg_sleep(5)"}}
+        ],
+    }
+    slow = requests.post(f"{api}/api/workflows", json=sleeping, timeout=60).json()["executionId"]
+    started = time.monotonic()
+    pending = requests.get(f"{api}/api/executions/{slow}", params={"wait": 1}, timeout=30).json()
+    assert pending["status"] in ("QUEUED", "STARTING", "STARTED") and 0.9 < time.monotonic() - started < 4
+    assert requests.get(f"{api}/api/executions/{slow}", params={"wait": 61}, timeout=30).status_code == 400
+    assert wait_for(api, slow)["status"] == "SUCCESS"

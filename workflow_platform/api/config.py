@@ -15,6 +15,7 @@ from fastapi import Request
 
 from workflow_platform.api.code_location import CodeLocationReloader
 from workflow_platform.api.errors import ApiError
+from workflow_platform.api.executions import RunEnds
 from workflow_platform.api.requests import MAX_BODY_BYTES
 from workflow_platform.api.runs import RunSubmitter
 from workflow_platform.resources.postgres import PostgresResource
@@ -31,8 +32,12 @@ class ApiConfig:
     max_body: int = MAX_BODY_BYTES
     service_env: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    run_ends: RunEnds = field(init=False, repr=False)
     _preflight: PostgresResource | None = field(default=None, init=False, repr=False)
     _preflight_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.run_ends = RunEnds(self.instance)
 
     @contextmanager
     def preflight_database(self) -> Iterator[PostgresResource]:

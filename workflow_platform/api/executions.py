@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
 import dagster as dg
-from dagster import DagsterEventType, EventLogEntry
+from dagster import DagsterEventType, DagsterRunStatus, EventLogEntry, RunsFilter
 
 from workflow_platform.api.catalog import CATALOG
 from workflow_platform.translate import WORKFLOW_TAG, dagster_name
 
+FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 STEP_EVENTS = {
     DagsterEventType.STEP_START,
     DagsterEventType.STEP_RESTARTED,
@@ -44,6 +47,55 @@ class EventLogCache:
 
 
 EVENTS = EventLogCache()
+
+
+class RunEnds:
+    """Waiting for runs to end without clients polling them: while anyone waits, one thread asks the storage
+    every `poll_s` which of the awaited runs have finished (one query for them all) and wakes their waiters."""
+
+    def __init__(self, instance: dg.DagsterInstance, poll_s: float = 0.05) -> None:
+        self._instance = instance
+        self._poll_s = poll_s
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._watching = False
+
+    async def wait(self, run_id: str, timeout: float) -> None:
+        """Return when the run has finished, or after `timeout` seconds."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters.setdefault(run_id, []).append(waiter)
+            if not self._watching:
+                self._watching = True
+                threading.Thread(target=self._watch, name="wfp-run-ends", daemon=True).start()
+        try:
+            await asyncio.wait_for(waiter[1].wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                waiting = self._waiters.get(run_id, [])
+                if waiter in waiting:
+                    waiting.remove(waiter)
+                if not waiting:
+                    self._waiters.pop(run_id, None)
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                run_ids = list(self._waiters)
+                if not run_ids:
+                    self._watching = False
+                    return
+            try:
+                finished = self._instance.get_runs(RunsFilter(run_ids=run_ids, statuses=list(FINISHED)))
+            except Exception:  # the storage is unreachable: waiters time out and get the run as it is
+                finished = []
+            with self._lock:
+                for run in finished:
+                    for loop, event in self._waiters.pop(run.run_id, []):
+                        loop.call_soon_threadsafe(event.set)
+            time.sleep(self._poll_s)
 
 
 def run_status(run: dg.DagsterRun) -> str:

@@ -236,13 +236,30 @@ def list_executions(
 
 
 @router.get("/executions/{execution_id}", responses={404: {"description": "unknown execution"}})
-def get_execution(execution_id: str, request: Request) -> dict[str, Any]:
-    """An execution read from Dagster: status, each step's status, attempts, timings, result, error; events."""
+async def get_execution(
+    execution_id: str,
+    request: Request,
+    wait: float = Query(
+        0,
+        ge=0,
+        le=60,
+        description="seconds to wait for the execution to finish before answering (instead of polling)",
+    ),
+) -> dict[str, Any]:
+    """An execution read from Dagster: status, each step's status, attempts, timings, result, error; events.
+    With `wait`, the answer comes when the execution finishes (or when `wait` seconds have passed)."""
     instance = config(request).instance
-    record = instance.get_run_record_by_id(execution_id) if len(execution_id) <= 64 else None
+
+    def read() -> Any:
+        return instance.get_run_record_by_id(execution_id) if len(execution_id) <= 64 else None
+
+    record = await run_in_threadpool(read)
     if record is None:
         raise ApiError(404, "not_found", f"no execution '{execution_id}'", executionId=execution_id)
-    return describe_run(instance, record)
+    if wait and not record.dagster_run.is_finished:
+        await config(request).run_ends.wait(execution_id, wait)
+        record = await run_in_threadpool(read)
+    return await run_in_threadpool(describe_run, instance, record)
 
 
 def workflow_document_schema() -> dict[str, Any]:
