@@ -13,12 +13,15 @@ import json
 import os
 import signal
 import sys
+import time
 
 from dagster import DagsterInstance
 from dagster._cli.api import _execute_run_command_body
 from dagster._utils.interrupts import capture_interrupts
 
 from workflow_platform.dagster_instance import pool_storage_connections, storage_engines
+
+FRESH_CONNECTION_S = 5.0  # a connection opened this recently is used without a check
 
 
 def prepare(instance: DagsterInstance) -> None:
@@ -44,9 +47,11 @@ def _touch_storages(instance: DagsterInstance) -> None:
     instance.event_log_storage.get_maximum_record_id()
 
 
-def _reconnect_if_stale(instance: DagsterInstance) -> None:
-    """A worker may wait long enough for the database to restart under it: check its connections, and connect
-    afresh if they fail."""
+def _reconnect_if_stale(instance: DagsterInstance, connected_at: float) -> None:
+    """A worker may wait long enough for the database to restart under it: if it has waited more than a few
+    seconds, check its connection, and connect afresh if it fails."""
+    if time.monotonic() - connected_at < FRESH_CONNECTION_S:
+        return
     try:
         _touch_storages(instance)
     except Exception:  # noqa: BLE001 - any storage error: new connections
@@ -68,6 +73,7 @@ def serve(assignments: int, code_module: str | None, instance: DagsterInstance) 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     connect(instance)
+    connected_at = time.monotonic()
     with os.fdopen(assignments, "rb") as orders:
         line = orders.readline()
     if not line:
@@ -78,7 +84,7 @@ def serve(assignments: int, code_module: str | None, instance: DagsterInstance) 
         # A workflow file changed since the zygote imported the code location: build it again here (tens of
         # milliseconds) rather than run stale definitions; the pool replaces the zygote meanwhile.
         importlib.reload(sys.modules[code_module])
-    _reconnect_if_stale(instance)
+    _reconnect_if_stale(instance, connected_at)
     try:
         return execute(instance, order["run_id"])
     finally:
