@@ -177,6 +177,9 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
 class TemplateAnalysis:
     steps: set[str] = field(default_factory=set)  # step ids referenced
     params: set[str] = field(default_factory=set)
+    roots: set[str] = field(default_factory=set)  # the variables read: steps, params, run, trigger, workflow
+    run_fields: set[str] = field(default_factory=set)  # run.id, run.started_at, ...
+    filters: set[str] = field(default_factory=set)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (message, hint)
 
     def error(self, message: str, hint: str = "") -> None:
@@ -249,6 +252,10 @@ def _check_tree(tree: nodes.Node, result: TemplateAnalysis, params: set[str], st
             result.error(f"'{node.arg.value}': access to Python internals is not allowed in templates")
         elif isinstance(node, nodes.Name) and node.ctx == "load" and node.name not in ROOTS:
             result.error(f"unknown variable '{node.name}'", "templates can use " + ", ".join(ROOTS))
+        if isinstance(node, nodes.Name) and node.ctx == "load":
+            result.roots.add(node.name)
+        elif isinstance(node, nodes.Filter):
+            result.filters.add(node.name)
         if isinstance(node, nodes.Getattr | nodes.Getitem) and id(node) not in inner:
             _check_reference(node, result, params, step_ids)
 
@@ -275,7 +282,9 @@ def _check_reference(
             declared = ", ".join(sorted(params)) or "none"
             result.error(f"unknown param '{first}'", f"declare it under 'params' (declared: {declared})")
         result.params.add(first)
-    elif root == "run" and first not in RUN_FIELDS:
-        result.error(f"unknown run field '{first}'", "available: " + ", ".join(RUN_FIELDS))
+    elif root == "run":
+        result.run_fields.add(first)
+        if first not in RUN_FIELDS:
+            result.error(f"unknown run field '{first}'", "available: " + ", ".join(RUN_FIELDS))
     elif root == "workflow" and first not in WORKFLOW_FIELDS:
         result.error(f"unknown workflow field '{first}'", "available: " + ", ".join(WORKFLOW_FIELDS))

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from workflow_platform.plugins import Action, ActionError, ActionOutput, Plugin, StepContext, plugin_registry
 from workflow_platform.resources import service_resources
 from workflow_platform.spec import ParamSpec, StepSpec, TriggerSpec, WorkflowSpec
-from workflow_platform.templates import TemplateError, analyze, render
+from workflow_platform.templates import TemplateAnalysis, TemplateError, analyze, render
 from workflow_platform.validate import ancestors, pydantic_problems, template_strings
 
 WORKFLOW_TAG = "wfp/workflow"
@@ -200,7 +200,18 @@ def rows_batch(dsn: str, trigger: TriggerSpec, after: int, through: int) -> dict
 
 def step_reads_trigger(step: StepSpec) -> bool:
     """Whether the step's templates read `trigger`: its run needs a batch (the sensor's, or one named by hand)."""
-    return any("trigger" in text for _, text in template_strings(step.input))
+    return "trigger" in _template_reads(step).roots
+
+
+def _template_reads(step: StepSpec) -> TemplateAnalysis:
+    """What the step's templates read (variables, run fields, filters), from the template parser."""
+    reads = TemplateAnalysis()
+    for _, text in template_strings(step.input):
+        found = analyze(text, set(), set())
+        reads.roots |= found.roots
+        reads.run_fields |= found.run_fields
+        reads.filters |= found.filters
+    return reads
 
 
 def reads_trigger(spec: WorkflowSpec) -> bool:
@@ -293,9 +304,11 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
     resource_keys = {PARAMS_RESOURCE, *action.uses} | (
         {plugin.resource_key} if plugin.resource_key else set()
     )
-    # Looking up the run's start costs a storage query: only steps whose templates use it pay for it.
-    reads_start_time = any("started_at" in text or "date" in text for _, text in template_strings(step.input))
-    needs_batch = step_reads_trigger(step)
+    # Looking up the run's start costs a storage query: only steps whose templates use it ('now' in the date
+    # filter is the run's start) pay for it.
+    reads = _template_reads(step)
+    reads_start_time = "started_at" in reads.run_fields or "date" in reads.filters
+    needs_batch = "trigger" in reads.roots
 
     @dg.op(
         name=f"{job_name(spec)}__{dagster_name(step.id)}",

@@ -478,3 +478,60 @@ def test_large_results_go_by_reference(pg, s3, fmt):
         pd.testing.assert_frame_equal(frame, rows, check_dtype=False)
         assert reference["preview"][0]["id"] == rows.id[0]
     assert result.output_for_node("small")["rows"][2] == {"id": 3, "sensor": "s0", "value": 4.5}
+
+
+def test_a_placeholder_inside_a_quoted_literal_stays_text_and_values_stay_values(pg):
+    """A parameter value never becomes SQL: `:v` inside '...' is not a placeholder (it used to be rewritten, and
+    a value closing the quote ran its own statement); bound placeholders carry hostile values as data."""
+    fetch(pg, "CREATE TABLE IF NOT EXISTS public.injection_target (name text)")
+    fetch(pg, "TRUNCATE public.injection_target")
+    fetch(pg, "INSERT INTO public.injection_target VALUES ('plain'), ('has :v inside')")
+    hostile = "'; DROP TABLE public.injection_target; --"
+    document = {
+        "name": "quoted-placeholder",
+        "params": {"v": {"type": "string", "default": hostile}},
+        "steps": [
+            {
+                "id": "literal",
+                "plugin": "postgres",
+                "action": "query",
+                "input": {
+                    "sql": "SELECT count(*) AS n FROM public.injection_target WHERE name LIKE '%:v%'",
+                    "params": {"v": "{{ params.v }}"},
+                },
+            },
+            {
+                "id": "bound",
+                "plugin": "postgres",
+                "action": "query",
+                "input": {
+                    "sql": "SELECT count(*) AS n FROM public.injection_target WHERE name LIKE '%' || :v || '%'",
+                    "params": {"v": "{{ params.v }}"},
+                },
+            },
+        ],
+    }
+    result, _ = execute(document)
+    assert result.success
+    assert result.output_for_node("literal")["rows"] == [{"n": 1}]  # the row whose text holds ':v'
+    assert result.output_for_node("bound")["rows"] == [{"n": 0}]  # nobody is named after the hostile value
+    assert fetch(pg, "SELECT count(*) FROM public.injection_target") == [(2,)]  # and the table is still there
+
+
+def test_the_word_trigger_in_a_string_is_not_a_trigger_reference(stack_env, s3):
+    """What a template reads comes from the template parser, not from looking for the word in the text."""
+    document = {
+        "name": "says-triggered",
+        "steps": [
+            {
+                "id": "note",
+                "plugin": "minio",
+                "action": "putObject",
+                "input": {"key": "notes/{{ run.id }}.txt", "data": "triggered by {{ run.id }}; no trigger here"},
+            }
+        ],
+    }
+    result, _ = execute(document)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    stored = s3.get_object(stack_env["WFP_S3_BUCKET"], f"notes/{result.run_id}.txt").read().decode()
+    assert stored == f"triggered by {result.run_id}; no trigger here"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg2
 import psycopg2.extras
+import sqlparse
 from psycopg2 import sql
 from pydantic import Field, model_validator
 
@@ -418,15 +419,21 @@ def delete(resource: PostgresResource, spec: DeleteInput, ctx: StepContext) -> A
 
 
 # :name placeholders (but not ::casts), converted to psycopg2's %(name)s.
-_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
-
-
 def to_pyformat(statement: str, params: dict[str, Any]) -> str:
-    names = set(_NAMED.findall(statement))
+    """`:name` placeholders as psycopg2's `%(name)s`, found by sqlparse's SQL lexer: a `:name` inside a string
+    literal, a quoted identifier or a comment stays text (rewriting it would paste a value into the literal:
+    `LIKE '%:v%'` -> SQL injection). Write `LIKE '%' || :v || '%'` to bind inside a pattern."""
+    parts, names = [], set()
+    for kind, text in sqlparse.lexer.tokenize(statement):
+        if kind in sqlparse.tokens.Name.Placeholder and text.startswith(":") and text[1:].isidentifier():
+            names.add(text[1:])
+            parts.append(f"%({text[1:]})s")
+        else:
+            parts.append(text.replace("%", "%%"))
     missing = sorted(names - set(params))
     if missing:
         raise ActionError(f"query uses :{', :'.join(missing)} but params has no value for it")
-    return _NAMED.sub(lambda m: f"%({m.group(1)})s", statement.replace("%", "%%"))
+    return "".join(parts)
 
 
 def query(resource: PostgresResource, spec: QueryInput, ctx: StepContext) -> ActionOutput:
