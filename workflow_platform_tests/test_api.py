@@ -153,6 +153,12 @@ def test_client_mistakes_are_4xx_never_5xx(platform):
         f"{api}/api/workflows", json={**demo_workflow(), "name": "minio-store-workflow"}, timeout=30
     )
     assert shipped_name.status_code == 409
+    # minio_store_workflow would be the shipped job minio_store_workflow: refused, and nothing runs
+    same_job = requests.post(
+        f"{api}/api/workflows", json={**demo_workflow(), "name": "minio_store_workflow"}, timeout=30
+    )
+    assert same_job.status_code == 409 and "same Dagster job" in same_job.json()["message"]
+    assert requests.get(f"{api}/api/workflows/minio_store_workflow", timeout=30).status_code == 404
 
 
 def test_plugins_health_stats_and_metrics(platform):

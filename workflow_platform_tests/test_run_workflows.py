@@ -527,7 +527,10 @@ def test_the_word_trigger_in_a_string_is_not_a_trigger_reference(stack_env, s3):
                 "id": "note",
                 "plugin": "minio",
                 "action": "putObject",
-                "input": {"key": "notes/{{ run.id }}.txt", "data": "triggered by {{ run.id }}; no trigger here"},
+                "input": {
+                    "key": "notes/{{ run.id }}.txt",
+                    "data": "triggered by {{ run.id }}; no trigger here",
+                },
             }
         ],
     }

@@ -134,7 +134,8 @@ def _submit(request: Request, body: Any, key: str | None) -> JSONResponse:
     spec, problems = check_document(document, "request")
     if spec is None:
         raise _problems(problems, f"the workflow has {len(problems)} problem(s); nothing was run")
-    shipped = _known().get(spec.name)
+    known = _known()
+    shipped = known.get(spec.name)
     submitted_dir = config(request).submitted_dir
     if shipped and submitted_dir not in shipped[1].parents:
         raise ApiError(
@@ -142,6 +143,15 @@ def _submit(request: Request, body: Any, key: str | None) -> JSONResponse:
             "name_taken",
             f"a workflow named '{spec.name}' is shipped in {shipped[1].parent}; rename yours",
         )
+    # Dagster job names replace '-' with '_': 'a-b' and 'a_b' would be one job, and one would run the other.
+    for other, path in known.values():
+        if other.name != spec.name and job_name(other) == job_name(spec):
+            raise ApiError(
+                409,
+                "name_taken",
+                f"'{spec.name}' and the workflow '{other.name}' ({path}) would be the same Dagster job "
+                f"'{job_name(spec)}'; rename yours",
+            )
     problems = check_param_values(spec, params)
     if not problems and "WFP_PG_DSN" in os.environ:
         with config(request).preflight_database() as postgres:
