@@ -246,6 +246,7 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
     from workflow_platform.api.app import create_app
     from workflow_platform.api.code_location import CodeLocationReloader
     from workflow_platform.api.config import ApiConfig
+    from workflow_platform.api.idempotency import IdempotencyKeys
     from workflow_platform.api.runs import RunSubmitter
     from workflow_platform.launcher.run_launcher import WarmRunLauncher
 
@@ -269,6 +270,7 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
             api_config = ApiConfig(
                 instance=instance,
                 runs=RunSubmitter(instance, origins),
+                idempotency=IdempotencyKeys(environment["DAGSTER_PG_URL"]),
                 code_location=CodeLocationReloader(
                     options.host,
                     options.dagster_port,

@@ -81,7 +81,34 @@ def test_idempotency_key_returns_the_same_run(platform):
     assert first.status_code == again.status_code == 201
     assert first.json()["executionId"] == again.json()["executionId"]
     assert again.headers["Idempotent-Replayed"] == "true"
+    # the same key with another request is refused, not answered with the first run
+    other = demo_workflow("api-idempotent")
+    other["params"]["count"]["default"] = 99
+    reused = requests.post(f"{api}/api/workflows", json=other, headers=headers, timeout=60)
+    assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused"
     wait_for(api, first.json()["executionId"])
+
+
+def test_concurrent_requests_with_one_idempotency_key_make_one_run(platform):
+    api = platform["api"]
+    headers = {"Idempotency-Key": "racing-7"}
+
+    def post(_: int) -> requests.Response:
+        return requests.post(
+            f"{api}/api/workflows/minio-store-workflow/run", json={}, headers=headers, timeout=60
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(8)))
+    assert [a.status_code for a in answers] == [201] * 8, [a.text for a in answers]
+    assert len({a.json()["executionId"] for a in answers}) == 1
+    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 7
+    runs = requests.get(
+        f"{api}/api/executions", params={"workflow": "minio-store-workflow", "limit": 50}, timeout=30
+    )
+    keyed = [e for e in runs.json()["items"] if e["tags"].get("wfp/idempotency-key") == "racing-7"]
+    assert len(keyed) == 1
+    wait_for(api, keyed[0]["executionId"])
 
 
 def test_concurrent_submissions_all_become_jobs_and_succeed(platform):

@@ -16,6 +16,7 @@ from fastapi import Request
 from workflow_platform.api.code_location import CodeLocationReloader
 from workflow_platform.api.errors import ApiError
 from workflow_platform.api.executions import RunEnds
+from workflow_platform.api.idempotency import IdempotencyKeys
 from workflow_platform.api.requests import MAX_BODY_BYTES
 from workflow_platform.api.runs import RunSubmitter
 from workflow_platform.resources.postgres import PostgresResource
@@ -25,6 +26,7 @@ from workflow_platform.resources.postgres import PostgresResource
 class ApiConfig:
     instance: dg.DagsterInstance
     runs: RunSubmitter
+    idempotency: IdempotencyKeys
     code_location: CodeLocationReloader
     submitted_dir: Path  # workflows registered through the API (one of WORKFLOWS_DIR's folders)
     plugins_file: Path  # registered HTTP plugins (WFP_PLUGINS_FILE)

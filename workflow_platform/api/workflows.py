@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from workflow_platform.api.code_location import DagsterUnavailable
 from workflow_platform.api.config import config, require_token
 from workflow_platform.api.errors import ERROR_RESPONSES, ApiError
 from workflow_platform.api.executions import describe_run
+from workflow_platform.api.idempotency import digest
 from workflow_platform.api.requests import json_body
 from workflow_platform.preflight import preflight
 from workflow_platform.problems import Problem, pointer
@@ -74,15 +76,26 @@ def _launch(request: Request, spec: WorkflowSpec, path: Path, params: dict[str, 
     return config(request).runs.submit(spec, path, params_run_config(params), tags)
 
 
-def _replayed(request: Request, key: str | None) -> JSONResponse | None:
+def _idempotent(
+    request: Request, key: str | None, what: Any, make: Callable[[], JSONResponse]
+) -> JSONResponse:
+    """`make()` once per Idempotency-Key: a repeated request (same key, same request) gets the first one's run."""
     if not key:
-        return None
-    records = config(request).instance.get_run_records(dg.RunsFilter(tags={IDEMPOTENCY_TAG: key}), limit=1)
-    if not records:
-        return None
-    run = records[0].dagster_run
-    body = {"executionId": run.run_id, "workflowId": run.tags.get(WORKFLOW_TAG), "status": run.status.value}
-    return JSONResponse(body, status_code=201, headers={"Idempotent-Replayed": "true"})
+        return make()
+    keys = config(request).idempotency
+    first = keys.claim(key, digest(what))
+    if first is not None:
+        run = config(request).instance.get_run_by_id(first)
+        body = {"executionId": first, "workflowId": run.tags.get(WORKFLOW_TAG) if run else None}
+        body["status"] = run.status.value if run else "UNKNOWN"
+        return JSONResponse(body, status_code=201, headers={"Idempotent-Replayed": "true"})
+    try:
+        response = make()
+    except BaseException:
+        keys.release(key)
+        raise
+    keys.record(key, json.loads(response.body)["executionId"])
+    return response
 
 
 def _problems(problems: list[Problem], message: str) -> ApiError:
@@ -119,10 +132,9 @@ async def submit_workflow(request: Request) -> JSONResponse:
     # Everything but reading the body blocks (storage queries, validation, preflight, reload, launch): it runs
     # in the thread pool so that concurrent submissions and execution polls are not queued behind it.
     key = request.headers.get("idempotency-key")
-    if replay := await run_in_threadpool(_replayed, request, key):
-        return replay
     body = await json_body(request, config(request).max_body)
-    return await run_in_threadpool(_submit, request, body, key)
+    request_id = {"submit": body}
+    return await run_in_threadpool(_idempotent, request, key, request_id, lambda: _submit(request, body, key))
 
 
 def _submit(request: Request, body: Any, key: str | None) -> JSONResponse:
@@ -212,10 +224,11 @@ async def run_workflow(name: str, request: Request) -> JSONResponse:
     if name not in known:
         raise ApiError(404, "not_found", f"no workflow named '{name}'", workflowId=name)
     key = request.headers.get("idempotency-key")
-    if replay := await run_in_threadpool(_replayed, request, key):
-        return replay
     body = await json_body(request, config(request).max_body, required=False) or {}
-    return await run_in_threadpool(_run, *known[name], request, body, key)
+    request_id = {"run": name, "body": body}
+    return await run_in_threadpool(
+        _idempotent, request, key, request_id, lambda: _run(*known[name], request, body, key)
+    )
 
 
 def _run(spec: WorkflowSpec, path: Path, request: Request, body: Any, key: str | None) -> JSONResponse:
