@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from workflow_platform import json_input
 from workflow_platform.plugins import Plugin, plugin_registry
 from workflow_platform.problems import Problem, WorkflowInvalid, pointer
 from workflow_platform.spec import ParamSpec, StepSpec, WorkflowSpec
@@ -53,10 +54,12 @@ def check_text(
     text: str, file: str = "", registry: Mapping[str, Plugin] | None = None
 ) -> tuple[WorkflowSpec | None, list[Problem]]:
     try:
-        document = json.loads(text)
+        document = json_input.loads(text)
     except json.JSONDecodeError as error:
         message = f"malformed JSON: {error.msg} at line {error.lineno}, column {error.colno}"
         return None, [Problem("", message, "fix the JSON syntax (a JSON linter shows the spot)", file)]
+    except json_input.JsonInputError as error:
+        return None, [Problem("", str(error), "", file)]
     return check_document(document, file, registry)
 
 

@@ -318,7 +318,7 @@ def test_an_execution_can_be_awaited_instead_of_polled(platform):
     execution_id = submitted.json()["executionId"]
     started = time.monotonic()
     finished = requests.get(f"{api}/api/executions/{execution_id}", params={"wait": 60}, timeout=90).json()
-    assert finished["status"] == "SUCCESS" and time.monotonic() - started < 60
+    assert finished["status"] == "SUCCESS" and time.monotonic() - started < 60, finished
     assert finished["steps"]["log"]["status"] == "succeeded"
     sleeping = {
         "name": "api-awaited-slow",
@@ -332,3 +332,28 @@ def test_an_execution_can_be_awaited_instead_of_polled(platform):
     assert pending["status"] in ("QUEUED", "STARTING", "STARTED") and 0.9 < time.monotonic() - started < 4
     assert requests.get(f"{api}/api/executions/{slow}", params={"wait": 61}, timeout=30).status_code == 400
     assert wait_for(api, slow)["status"] == "SUCCESS"
+
+
+def test_json_the_platform_cannot_carry_is_a_4xx_and_nothing_is_stored(platform):
+    api = platform["api"]
+    as_json = {"Content-Type": "application/json"}
+    deep = "[" * 3000 + "]" * 3000
+    huge = json.dumps(demo_workflow("api-huge")).replace('"default": 25', '"default": ' + "9" * 5000)
+    surrogate = json.dumps(demo_workflow("api-surrogate")).replace("submitted over HTTP", "bad \\ud800 text")
+    nan = json.dumps(demo_workflow("api-nan")).replace('"default": 25', '"default": NaN')
+    for body in (deep, huge, surrogate, nan):
+        answer = requests.post(f"{api}/api/workflows", data=body, headers=as_json, timeout=30)
+        assert answer.status_code == 400 and answer.json()["error"] in (
+            "unsupported_json",
+            "malformed_json",
+        ), (
+            answer.status_code,
+            answer.text[:300],
+        )
+    listed = requests.get(f"{api}/api/workflows", timeout=30)
+    assert listed.status_code == 200
+    assert not {"api-huge", "api-surrogate", "api-nan"} & {w["name"] for w in listed.json()["workflows"]}
+    not_params = requests.post(f"{api}/api/workflows/minio-store-workflow/run", json=[], timeout=30)
+    assert not_params.status_code == 400
+    plugin = {"id": "sneaky", "name": "sneaky", "baseUrl": "http://127.0.0.1:9", "exposes": ["../graphql"]}
+    assert requests.post(f"{api}/api/plugins", json=plugin, timeout=30).status_code == 400

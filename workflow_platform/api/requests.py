@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 
+from workflow_platform import json_input
 from workflow_platform.api.errors import ApiError
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -36,9 +37,11 @@ async def json_body(request: Request, max_bytes: int = MAX_BODY_BYTES, required:
         shown = content_type or "none"
         raise ApiError(415, "unsupported_media_type", f"content type is {shown}; send application/json")
     try:
-        return json.loads(body)
+        return json_input.loads(body)
     except UnicodeDecodeError:
         raise ApiError(400, "malformed_json", "the body is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         message = f"malformed JSON: {error.msg} at line {error.lineno}, column {error.colno}"
         raise ApiError(400, "malformed_json", message) from None
+    except json_input.JsonInputError as error:
+        raise ApiError(400, "unsupported_json", str(error)) from None

@@ -224,7 +224,8 @@ async def run_workflow(name: str, request: Request) -> JSONResponse:
     if name not in known:
         raise ApiError(404, "not_found", f"no workflow named '{name}'", workflowId=name)
     key = request.headers.get("idempotency-key")
-    body = await json_body(request, config(request).max_body, required=False) or {}
+    body = await json_body(request, config(request).max_body, required=False)
+    body = {} if body is None else body  # no body: the params' defaults; `[]` or `0` is not a body of params
     request_id = {"run": name, "body": body}
     return await run_in_threadpool(
         _idempotent, request, key, request_id, lambda: _run(*known[name], request, body, key)

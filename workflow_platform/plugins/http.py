@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,7 +47,8 @@ class HttpPluginRegistration(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     name: str = ""
     baseUrl: str = Field(pattern=r"^https?://")
-    exposes: list[str] = Field(min_length=1)
+    # Action names become URL path segments ({baseUrl}/{action}): names, not paths ('../graphql').
+    exposes: list[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]] = Field(min_length=1)
     description: str = ""
 
 
