@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -204,11 +205,8 @@ def run(
     batch_bounds = _batch_bounds(spec, rows)
 
     with platform_environment(_err):
-        postgres = PostgresResource(dsn=os.environ["WFP_PG_DSN"])
-        try:
+        with contextlib.closing(PostgresResource(dsn=os.environ["WFP_PG_DSN"])) as postgres:
             problems = preflight(spec, postgres, str(path))
-        finally:
-            postgres.close()
         if problems:
             _report_problems(problems)
             _err(f"{path}: invalid workflow, nothing was run")

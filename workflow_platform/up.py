@@ -44,9 +44,8 @@ class UpOptions:
     port: int = 3000  # the HTTP API
     dagster_port: int = 3001  # the Dagster UI
     project_dir: Path = Path.cwd()
-    launcher: str = (
-        "warm"  # "warm": dagster.yaml as it is; "default": Dagster's DefaultRunLauncher (baseline)
-    )
+    # "warm": dagster.yaml as it is; "default": Dagster's DefaultRunLauncher (the baseline)
+    launcher: str = "warm"
 
 
 def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict[str, str]:

@@ -30,7 +30,6 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from workflow_platform.launcher.pool import PoolSettings, WorkerPool
-from workflow_platform.launcher.wakeup import notify_run_queue
 
 WORKER_TAG = "wfp/run-worker"
 
@@ -128,8 +127,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         run = self._instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return False
-        self._instance.report_run_canceling(run)
-        notify_run_queue(self._instance, f"cancel:{run_id}")
+        self._instance.report_run_canceling(run)  # the pool interrupts the worker within a second
         return True
 
     @property

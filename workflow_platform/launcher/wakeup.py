@@ -1,4 +1,4 @@
-"""Wake the run-queue daemon as soon as a run is queued or canceled, from any process, through PostgreSQL.
+"""Wake the run-queue daemon as soon as a run is queued, from any process, through PostgreSQL.
 
 The coordinator (webserver, API, the daemon's own sensors and schedules) sends `NOTIFY wfp_run_queue` on the
 instance's run storage; the daemon LISTENs on its own connection. Without PostgreSQL storage nothing is sent and
