@@ -270,6 +270,24 @@ def platform_up(host: str, port: int, dagster_port: int, launcher: str) -> None:
     _err("stopped")
 
 
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("webserver_args", nargs=-1, type=click.UNPROCESSED)
+def webserver(webserver_args: tuple[str, ...]) -> None:
+    """dagster-webserver (same options) behind the platform's access policy: with WFP_API_TOKEN set, the Dagster
+    UI asks for it; without, it refuses to listen beyond loopback. What `wfp up` and docker-compose run."""
+    from workflow_platform.access import ListenRefused
+    from workflow_platform.webserver import serve
+
+    try:
+        serve(webserver_args)
+    except ListenRefused as error:
+        _err(f"error: {error}")
+        sys.exit(1)
+
+
 @main.command()
 @click.option(
     "-w",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -55,13 +56,25 @@ def test_compose_file_runs_every_service_with_the_platform_environment():
     assert (ROOT / "deploy" / "workspace.yaml").exists()
 
 
-def test_compose_file_is_valid_for_docker_compose():
+def test_compose_file_is_valid_for_docker_compose(tmp_path):
     binary = shutil.which("docker-compose")
     if binary is None:
         import pytest
 
         pytest.skip("docker-compose is not installed (the Debian package docker-compose provides it)")
-    completed = subprocess.run(
-        [binary, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True
+    compose = [binary, "-f", str(ROOT / "docker-compose.yml"), "config"]
+    settings = dict(
+        line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line
     )
+    bare = {k: v for k, v in os.environ.items() if k not in settings}
+    # Every secret .env.example leaves empty is required: without them docker-compose refuses to start.
+    unset = subprocess.run(compose + ["-q"], capture_output=True, text=True, env=bare, cwd=tmp_path)
+    assert unset.returncode != 0 and "in .env" in unset.stderr, unset.stderr
+    filled = {k: v or f"secret-{k.lower()}" for k, v in settings.items() if k != "WFP_API_READ_TOKEN"}
+    completed = subprocess.run(compose, capture_output=True, text=True, env=bare | filled, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
+    resolved = yaml.safe_load(completed.stdout)["services"]
+    published = {name for name, service in resolved.items() if service.get("ports")}
+    assert published == {"webserver"}  # only the Dagster UI, behind WFP_API_TOKEN
+    assert resolved["webserver"]["command"][:2] == ["wfp", "webserver"]
+    assert "minioadmin" not in completed.stdout and ":postgres@" not in completed.stdout  # no default secret

@@ -25,8 +25,16 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(HTTPException):
-    def __init__(self, status: int, error: str, message: str, details: Sequence[Problem] = (), **extra: Any):
-        super().__init__(status_code=status, detail=message)
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        details: Sequence[Problem] = (),
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ):
+        super().__init__(status_code=status, detail=message, headers=headers)
         self.error = error
         self.message = message
         self.details = [
@@ -36,7 +44,7 @@ class ApiError(HTTPException):
 
     def response(self) -> JSONResponse:
         body = ErrorBody(error=self.error, message=self.message, details=self.details).model_dump()
-        return JSONResponse({**body, **self.extra}, status_code=self.status_code)
+        return JSONResponse({**body, **self.extra}, status_code=self.status_code, headers=self.headers)
 
 
 def error_response(status: int, error: str, message: str) -> JSONResponse:
@@ -45,7 +53,8 @@ def error_response(status: int, error: str, message: str) -> JSONResponse:
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "invalid request or workflow (one detail per problem)"},
-    401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
+    401: {"model": ErrorBody, "description": "missing or wrong credentials"},
+    403: {"model": ErrorBody, "description": "the viewer token cannot do this"},
     413: {"model": ErrorBody, "description": "body too large"},
     415: {"model": ErrorBody, "description": "body is not application/json"},
 }
