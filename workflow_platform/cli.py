@@ -313,7 +313,8 @@ def _api_url() -> str:
 
 
 def _api_headers() -> dict[str, str]:
-    token = os.environ.get("WFP_API_TOKEN")
+    """The operator's token; `wfp status` also works with the viewer's alone."""
+    token = os.environ.get("WFP_API_TOKEN") or os.environ.get("WFP_API_READ_TOKEN")
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
@@ -364,7 +365,9 @@ def _follow(run_id: str) -> int:
 
     shown: dict[str, str] = {}
     while True:
-        execution = requests.get(f"{_api_url()}/api/executions/{run_id}", timeout=30).json()
+        execution = requests.get(
+            f"{_api_url()}/api/executions/{run_id}", headers=_api_headers(), timeout=30
+        ).json()
         for step_id, step in execution.get("steps", {}).items():
             if shown.get(step_id) != step["status"] and step["status"] != "pending":
                 shown[step_id] = step["status"]
@@ -382,10 +385,13 @@ def status(run_id: str) -> None:
     """Print an execution's status and steps (from the API)."""
     import requests
 
-    response = requests.get(f"{_api_url()}/api/executions/{run_id}", timeout=30)
+    response = requests.get(f"{_api_url()}/api/executions/{run_id}", headers=_api_headers(), timeout=30)
     if response.status_code == 404:
         _err(f"no execution '{run_id}'")
         sys.exit(EXIT_INVALID)
+    if response.status_code != 200:
+        _err(response.json().get("message", response.text))
+        sys.exit(EXIT_INVALID if response.status_code < 500 else 1)
     execution = response.json()
     execution.pop("events", None)
     click.echo(json.dumps(execution, indent=2))

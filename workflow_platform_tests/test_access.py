@@ -147,9 +147,11 @@ def test_wfp_submit_sends_the_token(guarded, tmp_path):
     }
     without = _wfp("submit", str(document), env=env)
     assert without.returncode != 0 and "Authorization: Bearer" in without.stderr, without.stderr
-    done = _wfp("submit", str(document), env=env | {"WFP_API_TOKEN": OPERATOR})
+    done = _wfp("submit", str(document), "--wait", env=env | {"WFP_API_TOKEN": OPERATOR})
     assert done.returncode == 0, done.stderr
-    assert wait_for_with(guarded["api"], json.loads(done.stdout)["executionId"])["status"] == "SUCCESS"
+    execution_id = json.loads(done.stdout.splitlines()[0])["executionId"]
+    status = _wfp("status", execution_id, env=env | {"WFP_API_READ_TOKEN": VIEWER})
+    assert status.returncode == 0 and "SUCCESS" in status.stdout, status.stdout + status.stderr
 
 
 @pytest.mark.parametrize(
