@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,7 +21,7 @@ ROOT = Path(__file__).parent.parent
 def test_project_dagster_yaml_is_a_working_postgres_instance(stack_env, tmp_path, monkeypatch):
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     monkeypatch.setenv(
-        "DAGSTER_PG_URL", stack_env["WFP_PG_DSN"].replace("postgresql://", "postgresql+psycopg2://")
+        "DAGSTER_PG_URL", stack_env["WFP_PG_ADMIN_DSN"].replace("postgresql://", "postgresql+psycopg2://")
     )
 
     @dg.op
@@ -51,7 +52,17 @@ def test_compose_file_runs_every_service_with_the_platform_environment():
         assert set(ENDPOINT_VARIABLES) <= set(services[name]["environment"]), name
     assert "healthcheck" in services["pathway"]
     assert services["nats"]["command"][0] == "-js"
-    assert (ROOT / services["postgres"]["volumes"][1].split(":")[0]).exists()  # the orchestrator schema
+    # the orchestrator schema, the workflows' role and its password, run by the image's entrypoint in order
+    init = {
+        volume.split(":")[1]: ROOT / volume.split(":")[0] for volume in services["postgres"]["volumes"][1:]
+    }
+    assert sorted(init) == [
+        "/docker-entrypoint-initdb.d/10-orchestrator.sql",
+        "/docker-entrypoint-initdb.d/20-workflows-role.sql",
+        "/docker-entrypoint-initdb.d/30-workflows-password.sh",
+    ]
+    assert all(path.exists() for path in init.values())
+    assert os.access(init["/docker-entrypoint-initdb.d/30-workflows-password.sh"], os.X_OK)
     assert (ROOT / "deploy" / "workspace.yaml").exists()
 
 
@@ -61,7 +72,18 @@ def test_compose_file_is_valid_for_docker_compose():
         import pytest
 
         pytest.skip("docker-compose is not installed (the Debian package docker-compose provides it)")
-    completed = subprocess.run(
-        [binary, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True
-    )
+    # PostgreSQL's passwords have no default: they come from the environment (a .env file).
+    passwords = {"POSTGRES_PASSWORD": "admin-secret", "WFP_PG_WORKFLOWS_PASSWORD": "workflows-secret"}
+    bare = {k: v for k, v in os.environ.items() if k not in passwords}
+    command = [binary, "-f", str(ROOT / "docker-compose.yml"), "config"]
+    completed = subprocess.run(command, capture_output=True, text=True, env={**bare, **passwords})
     assert completed.returncode == 0, completed.stderr
+    config = yaml.safe_load(completed.stdout)
+    env = config["services"]["daemon"]["environment"]
+    assert env["WFP_PG_DSN"] == "postgresql://wfp_workflows:workflows-secret@postgres:5432/workflows"
+    assert env["WFP_PG_ADMIN_DSN"] == "postgresql://postgres:admin-secret@postgres:5432/workflows"
+    assert env["DAGSTER_PG_URL"].endswith("@postgres:5432/dagster")  # not the workflows' database
+    for missing in passwords:
+        without = {k: v for k, v in passwords.items() if k != missing}
+        completed = subprocess.run(command, capture_output=True, text=True, env={**bare, **without})
+        assert completed.returncode != 0 and missing in completed.stderr, completed.stderr
