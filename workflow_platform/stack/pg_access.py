@@ -22,8 +22,9 @@ from psycopg2 import sql
 ADMIN_ROLE = "postgres"
 WORKFLOWS_ROLE = "wfp_workflows"  # named in sql/workflows_role.sql and deploy/postgres/
 DATABASE = "postgres"
-# The first line of a pg_hba.conf written here; a data dir without it is from before passwords.
-HBA_MARKER = "# workflow-platform: password authentication only (rewritten on every start)"
+# A data dir whose pg_hba.conf is not this one is from before passwords (it trusted every local connection) or
+# was edited: it is written again on start.
+HBA_MARKER = "# workflow-platform: password authentication only (written again on start if changed)"
 HBA = f"""{HBA_MARKER}
 local all all scram-sha-256
 host  all all 127.0.0.1/32 scram-sha-256
@@ -51,15 +52,15 @@ def login(state_dir: Path, role: str) -> Login:
         with os.fdopen(descriptor, "w") as out:
             out.write(line)
     passfile.chmod(0o600)  # libpq ignores a passfile others may read
-    host, port, database, user, password = passfile.read_text().strip().split(":", 4)
+    *_, user, password = passfile.read_text().strip().split(":", 4)
     if user != role or not password:
         raise ValueError(f"{passfile} holds no password for role {role}")
     return Login(role, passfile, password)
 
 
-def hba_is_managed(pgdata: Path) -> bool:
+def hba_is_current(pgdata: Path) -> bool:
     hba = pgdata / "pg_hba.conf"
-    return hba.exists() and hba.read_text().startswith(HBA_MARKER)
+    return hba.exists() and hba.read_text() == HBA
 
 
 def write_hba(pgdata: Path, owner: tuple[int, int] | None) -> None:

@@ -68,7 +68,7 @@ def start(state_dir: Path, log_path: Path) -> ServiceHandle:
         data_dir=str(pgdata),
     )
     try:
-        _set_up(pgdata, admin.dsn(LOOPBACK, port), admin, workflows)
+        _set_up(pgdata, port, admin, workflows)
     except psycopg2.Error as exc:
         stop(handle)
         raise ServiceStartError(SERVICE, f"setting up roles and schema failed: {exc}", log_path) from exc
@@ -94,11 +94,11 @@ def _apply_schema(conn: psycopg2.extensions.connection) -> None:
         cur.execute(sql)
 
 
-def _set_up(pgdata: Path, admin_dsn: str, admin: pg_access.Login, workflows: pg_access.Login) -> None:
+def _set_up(pgdata: Path, port: int, admin: pg_access.Login, workflows: pg_access.Login) -> None:
     """Passwords on (for a data dir of an older version), the orchestrator schema, the workflows' role."""
-    with closing(psycopg2.connect(admin_dsn, connect_timeout=10)) as conn:
+    with closing(psycopg2.connect(admin.dsn(LOOPBACK, port), connect_timeout=10)) as conn:
         conn.autocommit = True
-        if not pg_access.hba_is_managed(pgdata):
+        if not pg_access.hba_is_current(pgdata):
             # A data dir from before passwords trusted every local connection: the admin gets its password
             # before the server stops trusting.
             pg_access.set_password(conn, admin)
