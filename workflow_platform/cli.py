@@ -454,13 +454,14 @@ def seed_sales(days: int, orders_per_day: int, random_seed: int, end: str | None
 
     from workflow_platform.runner import environment, services
     from workflow_platform.seed_sales import SalesSeed, load
+    from workflow_platform.settings import admin_dsn
 
     settings = SalesSeed(days, orders_per_day, random_seed)
     if end:
         settings = SalesSeed(days, orders_per_day, random_seed, date.fromisoformat(end))
     with services(_err) as service_env, environment(service_env):
         started = time.perf_counter()
-        counts = load(os.environ["WFP_PG_DSN"], settings)
+        counts = load(admin_dsn(), settings)  # creates and replaces tables: the admin's work
     summary = {"from": settings.start.isoformat(), "to": settings.end.isoformat(), "rows": counts}
     click.echo(json.dumps({**summary, "seconds": round(time.perf_counter() - started, 2)}))
 
@@ -530,8 +531,9 @@ def stack_env() -> None:
 
 def _with_instance(service_env: dict[str, str]) -> dict[str, str]:
     from workflow_platform.dagster_instance import instance_environment
+    from workflow_platform.settings import admin_dsn
 
-    return {**service_env, **instance_environment(service_env["WFP_PG_DSN"])}
+    return {**service_env, **instance_environment(admin_dsn(service_env))}
 
 
 def _print_env(values: dict[str, str]) -> None:

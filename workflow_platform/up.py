@@ -29,7 +29,7 @@ from workflow_platform.api.runs import LocationOrigins
 from workflow_platform.dagster_instance import instance_environment, pool_storage_connections
 from workflow_platform.outbound import OutboundPolicy
 from workflow_platform.runner import services
-from workflow_platform.settings import wfp_home
+from workflow_platform.settings import admin_dsn, wfp_home
 
 # How long a gRPC call to the code server may take, starting a run included (the run worker is a new Python
 # process that imports the code location). Dagster's 60 s default fails runs that are merely slow to start on a
@@ -58,7 +58,7 @@ def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict
     dagster_yaml = instance_yaml((options.project_dir / "dagster.yaml").read_text(), options.launcher)
     return {
         **service_env,
-        **instance_environment(service_env.get("WFP_PG_DSN") or os.environ["WFP_PG_DSN"], dagster_yaml),
+        **instance_environment(admin_dsn({**os.environ, **service_env}), dagster_yaml),
         "WORKFLOWS_DIR": os.pathsep.join([shipped, str(submitted)]),
         "WFP_PLUGINS_FILE": os.environ.get("WFP_PLUGINS_FILE") or str(home / "plugins.json"),
         "DAGSTER_GRPC_TIMEOUT_SECONDS": os.environ.get("DAGSTER_GRPC_TIMEOUT_SECONDS")

@@ -41,10 +41,29 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 
 @pytest.fixture
 def pg(stack_env: dict[str, str]) -> Iterator[psycopg2.extensions.connection]:
-    connection = psycopg2.connect(stack_env["WFP_PG_DSN"])
+    """The platform's admin connection: tests set up tables and look at what workflows did (steps connect as
+    the workflows' role, WFP_PG_DSN)."""
+    connection = psycopg2.connect(stack_env["WFP_PG_ADMIN_DSN"])
     connection.autocommit = True
     yield connection
     connection.close()
+
+
+def grant_to_workflows(
+    connection: psycopg2.extensions.connection, table: str, privileges: str = "SELECT, INSERT, UPDATE, DELETE"
+) -> None:
+    """What an owner does for a table of their own that workflows use: steps connect as the workflows' role,
+    which has privileges on the platform's schemas only."""
+    from psycopg2 import sql
+
+    from workflow_platform.stack.pg_access import WORKFLOWS_ROLE
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("GRANT {} ON {} TO {}").format(
+                sql.SQL(privileges), sql.Identifier(*table.split(".")), sql.Identifier(WORKFLOWS_ROLE)
+            )
+        )
 
 
 def fetch(connection: psycopg2.extensions.connection, query: str, *params: object) -> list[tuple]:
