@@ -35,7 +35,7 @@ _STARTERS_AFTER: dict[str, tuple[str, Callable[[Path, Path, Mapping[str, str]], 
     "pathway": ("s3", pathway_server.start),
 }
 # Services without an entry are stopped by signalling their process group.
-_STOPPERS: dict[str, Callable[[ServiceHandle], None]] = {"postgres": pg_server.stop}
+_STOPPERS: dict[str, Callable[[ServiceHandle], None]] = {"postgres": pg_server.stop, "s3": s3_server.stop}
 
 
 class EmbeddedStack:

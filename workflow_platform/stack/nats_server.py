@@ -6,6 +6,7 @@ import functools
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from workflow_platform.stack.processes import (
@@ -14,17 +15,22 @@ from workflow_platform.stack.processes import (
     ServiceStartError,
     free_ports,
     http_ok,
+    ports_free,
     start_detached,
 )
 
 SERVICE = "nats"
 
 
-def start(state_dir: Path, log_path: Path) -> ServiceHandle:
+def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = None) -> ServiceHandle:
+    """Start the server, on `ports` (a previous run's, to keep its URL) when they are still free."""
     began = time.monotonic()
     store = state_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
-    port, monitor_port = free_ports(2)
+    if ports and set(ports) == {"client", "monitor"} and ports_free([ports["client"], ports["monitor"]]):
+        port, monitor_port = ports["client"], ports["monitor"]
+    else:
+        port, monitor_port = free_ports(2)
     argv = [_binary(log_path), "-a", LOOPBACK, "-p", str(port), "-m", str(monitor_port)]
     argv += ["-js", "-sd", str(store)]
     # Ready means JetStream is enabled, not just that the client port is open.
