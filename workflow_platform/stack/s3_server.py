@@ -37,7 +37,7 @@ IDENTITY = "wfp"
 REGION = "us-east-1"
 # Every listener gets a port of ours: weed's defaults (8333, 9333, ..., gRPC at port + 10000) may be taken.
 PORT_NAMES = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
-# A fresh start answers in ~3 s here; a loaded machine has taken ~20 s.
+# Ready in ~8 s here (the volume server joins the master on its second heartbeat); a loaded machine took ~20 s.
 TIMEOUT = 120.0
 # On SIGTERM the filer drains its gRPC streams for up to 15 s before the volumes are closed.
 STOP_GRACE = 40.0
@@ -55,7 +55,7 @@ def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = Non
     chosen = _choose_ports(ports)
     argv = [_binary(log_path), "server", *_flags(chosen, data, meta, home / "identities.json")]
     bucket = ServiceSettings().s3_bucket
-    probe = _Probe(chosen["s3"], access_key, secret_key, bucket)
+    probe = _Probe(chosen, access_key, secret_key, bucket)
     try:
         ref = start_detached(SERVICE, argv, log_path=log_path, ready=probe, timeout=TIMEOUT)
     except ServiceStartError as exc:
@@ -144,7 +144,8 @@ def _credentials(path: Path) -> tuple[str, str]:
         return credential["accessKey"], credential["secretKey"]
     except (ValueError, KeyError, IndexError, TypeError, StopIteration) as exc:
         raise ServiceStartError(
-            SERVICE, f"{path} has no identity {IDENTITY!r} with credentials ({exc!r}); delete it for a new one"
+            SERVICE,
+            f"{path} has no identity {IDENTITY!r} with credentials ({exc!r}); delete it for a new one",
         ) from exc
 
 
@@ -159,33 +160,43 @@ def _write_private(path: Path, text: str) -> None:
 
 
 class _Probe:
-    """Ready when a signed request answers: the bucket exists (it is created on the first start)."""
+    """Ready when a volume server has joined the master (before that, the first write waits ~5 s for its next
+    heartbeat) and a signed S3 request answers: the bucket exists (it is created on the first start)."""
 
-    def __init__(self, port: int, access_key: str, secret_key: str, bucket: str) -> None:
+    def __init__(self, ports: Mapping[str, int], access_key: str, secret_key: str, bucket: str) -> None:
         import urllib3
         from minio import Minio  # imported here: only this step of the stack needs the SDK
 
+        self.topology_url = f"http://{LOOPBACK}:{ports['master']}/dir/status"
         self.bucket = bucket
         self.last_error = "none yet"
         # No retries and short timeouts: the caller polls; never through a proxy from the environment.
-        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1, read=10), retries=False)
+        self.http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1, read=10), retries=False)
         self.client = Minio(
-            f"{LOOPBACK}:{port}",
+            f"{LOOPBACK}:{ports['s3']}",
             access_key=access_key,
             secret_key=secret_key,
             region=REGION,
             secure=False,
-            http_client=http,
+            http_client=self.http,
         )
 
     def __call__(self) -> bool:
         try:
+            if not self._volume_server_joined():
+                self.last_error = "no volume server has joined the master yet"
+                return False
             if not self.client.bucket_exists(self.bucket):
                 self.client.make_bucket(self.bucket)
             return True
         except Exception as exc:  # refused connections while it starts, S3 errors until the filer is up
             self.last_error = f"{type(exc).__name__}: {exc}"
             return False
+
+    def _volume_server_joined(self) -> bool:
+        topology = json.loads(self.http.request("GET", self.topology_url).data)["Topology"]
+        racks = [rack for center in topology.get("DataCenters") or [] for rack in center.get("Racks") or []]
+        return any(rack.get("DataNodes") for rack in racks)
 
 
 def _binary(log_path: Path) -> str:
