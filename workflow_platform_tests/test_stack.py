@@ -21,7 +21,7 @@ from minio import Minio
 
 from workflow_platform.stack import EmbeddedStack, ServiceStartError
 from workflow_platform.stack.pathway_server import available as pathway_available
-from workflow_platform.stack.processes import port_open, wait_gone
+from workflow_platform.stack.processes import port_open, stop_process, wait_gone
 
 THREE = ("postgres", "nats", "s3")
 ORCHESTRATOR_TABLES = {"events", "transactions", "customer_profiles", "merchants"}
@@ -264,3 +264,87 @@ def test_default_stack_includes_a_healthy_pathway_service(tmp_path: Path) -> Non
         process = stack.handles["pathway"].process
     assert not process.alive()
     assert not port_open(urlparse(url).port or 0)
+
+
+def put_json(client: Minio, bucket: str, key: str, value: object) -> None:
+    body = json.dumps(value).encode()
+    client.put_object(bucket, key, io.BytesIO(body), len(body), "application/json")
+
+
+def get_json(client: Minio, bucket: str, key: str) -> object:
+    response = client.get_object(bucket, key)
+    try:
+        return json.loads(response.read())
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def test_s3_objects_survive_a_stop_and_start(tmp_path: Path) -> None:
+    with EmbeddedStack(tmp_path, services=("s3",)) as first:
+        bucket = first.env["WFP_S3_BUCKET"]
+        put_json(minio_client(first.env), bucket, "reports/kept.json", {"rows": 3})
+        first_env = first.env
+    assert processes_under(tmp_path) == []
+
+    with EmbeddedStack(tmp_path, services=("s3",)) as second:
+        # The credentials are the ones generated on the first start, kept where only their owner reads them.
+        assert {k: v for k, v in second.env.items() if k != "WFP_S3_ENDPOINT"} == {
+            k: v for k, v in first_env.items() if k != "WFP_S3_ENDPOINT"
+        }
+        assert (tmp_path / "s3" / "identities.json").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "stack.json").stat().st_mode & 0o777 == 0o600
+        assert get_json(minio_client(second.env), bucket, "reports/kept.json") == {"rows": 3}
+
+
+def test_s3_objects_survive_a_sigkill_of_the_server(tmp_path: Path) -> None:
+    crashed = EmbeddedStack(tmp_path, services=("s3",)).start()
+    bucket = crashed.env["WFP_S3_BUCKET"]
+    put_json(minio_client(crashed.env), bucket, "models/kept.json", {"version": 1})
+    server = crashed.handles["s3"].process
+    os.kill(server.pid, signal.SIGKILL)
+    assert wait_gone(server, timeout=5)
+
+    with EmbeddedStack(tmp_path, services=("s3",)) as restarted:
+        assert restarted.started == ("s3",)
+        assert restarted.env == crashed.env  # back on its recorded ports: the same endpoint
+        assert get_json(minio_client(restarted.env), bucket, "models/kept.json") == {"version": 1}
+
+
+def test_leaving_a_stack_stops_only_what_it_started(tmp_path: Path) -> None:
+    """A dead service of a running stack is restarted alone; on exit the adopted ones keep running."""
+    up = EmbeddedStack(tmp_path, services=("postgres", "nats")).start()
+    try:
+        postgres, nats_server = up.handles["postgres"].process, up.handles["nats"].process
+        os.kill(nats_server.pid, signal.SIGKILL)
+        assert wait_gone(nats_server, timeout=5)
+
+        with EmbeddedStack(tmp_path, services=("postgres", "nats")) as run:
+            assert run.started == ("nats",)
+            assert run.handles["postgres"].process == postgres
+            assert run.env == up.env  # nats came back on its recorded ports
+            restarted = run.handles["nats"].process
+        assert not restarted.alive()
+        assert postgres.alive()
+        assert pg_rows(up.env["WFP_PG_DSN"], "select 1") == [(1,)]
+        recorded = json.loads((tmp_path / "stack.json").read_text())["services"]
+        assert set(recorded) == {"postgres"}
+    finally:
+        EmbeddedStack(tmp_path).stop()
+    assert processes_under(tmp_path) == []
+
+
+def test_no_second_server_over_a_data_dir_in_use(tmp_path: Path) -> None:
+    """A live server that stack.json does not record (record lost): starting refuses instead of doubling it."""
+    first = EmbeddedStack(tmp_path, services=("nats",)).start()
+    server = first.handles["nats"].process
+    try:
+        (tmp_path / "stack.json").unlink()
+        with pytest.raises(ServiceStartError) as refused:
+            EmbeddedStack(tmp_path, services=("nats",)).start()
+        assert refused.value.service == "nats"
+        assert "in use" in str(refused.value) and str(server.pid) in str(refused.value)
+        assert server.alive()
+        assert [proc.pid for proc in processes_under(tmp_path)] == [server.pid]
+    finally:
+        stop_process(server)
