@@ -288,13 +288,13 @@ def test_s3_objects_survive_a_stop_and_start(tmp_path: Path) -> None:
     assert processes_under(tmp_path) == []
 
     with EmbeddedStack(tmp_path, services=("s3",)) as second:
+        assert get_json(minio_client(second.env), bucket, "reports/kept.json") == {"rows": 3}
         # The credentials are the ones generated on the first start, kept where only their owner reads them.
         assert {k: v for k, v in second.env.items() if k != "WFP_S3_ENDPOINT"} == {
             k: v for k, v in first_env.items() if k != "WFP_S3_ENDPOINT"
         }
         assert (tmp_path / "s3" / "identities.json").stat().st_mode & 0o777 == 0o600
         assert (tmp_path / "stack.json").stat().st_mode & 0o777 == 0o600
-        assert get_json(minio_client(second.env), bucket, "reports/kept.json") == {"rows": 3}
 
 
 def test_s3_objects_survive_a_sigkill_of_the_server(tmp_path: Path) -> None:
@@ -306,9 +306,9 @@ def test_s3_objects_survive_a_sigkill_of_the_server(tmp_path: Path) -> None:
     assert wait_gone(server, timeout=5)
 
     with EmbeddedStack(tmp_path, services=("s3",)) as restarted:
+        assert get_json(minio_client(restarted.env), bucket, "models/kept.json") == {"version": 1}
         assert restarted.started == ("s3",)
         assert restarted.env == crashed.env  # back on its recorded ports: the same endpoint
-        assert get_json(minio_client(restarted.env), bucket, "models/kept.json") == {"version": 1}
 
 
 def test_leaving_a_stack_stops_only_what_it_started(tmp_path: Path) -> None:
@@ -320,15 +320,16 @@ def test_leaving_a_stack_stops_only_what_it_started(tmp_path: Path) -> None:
         assert wait_gone(nats_server, timeout=5)
 
         with EmbeddedStack(tmp_path, services=("postgres", "nats")) as run:
-            assert run.started == ("nats",)
             assert run.handles["postgres"].process == postgres
-            assert run.env == up.env  # nats came back on its recorded ports
             restarted = run.handles["nats"].process
-        assert not restarted.alive()
+            assert restarted != nats_server and restarted.alive()
+            run_env = run.env
         assert postgres.alive()
         assert pg_rows(up.env["WFP_PG_DSN"], "select 1") == [(1,)]
+        assert not restarted.alive()
         recorded = json.loads((tmp_path / "stack.json").read_text())["services"]
         assert set(recorded) == {"postgres"}
+        assert run_env == up.env  # nats came back on its recorded ports
     finally:
         EmbeddedStack(tmp_path).stop()
     assert processes_under(tmp_path) == []
