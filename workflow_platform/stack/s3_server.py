@@ -14,9 +14,10 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,9 @@ IDENTITY = "wfp"
 REGION = "us-east-1"
 # Every listener gets a port of ours: weed's defaults (8333, 9333, ..., gRPC at port + 10000) may be taken.
 PORT_NAMES = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
-# Ready in ~8 s here (the volume server joins the master on its second heartbeat); a loaded machine took ~20 s.
+SOCKET_DIR = "/tmp"  # where weed puts its Unix sockets (not configurable for its gRPC ones)
+# Ready in 3-8 s here (8 when the volume server heartbeats before the master leads: it retries 5 s later);
+# a loaded machine has taken ~20 s.
 TIMEOUT = 120.0
 # On SIGTERM the filer drains its gRPC streams for up to 15 s before the volumes are closed.
 STOP_GRACE = 40.0
@@ -51,6 +54,8 @@ def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = Non
     for directory in (data, meta):
         directory.mkdir(parents=True, exist_ok=True)
     _clear_master_state(meta)
+    if ports:  # a restart after a crash: the killed server's sockets are still there
+        _remove_stale_sockets(ports.values())
     access_key, secret_key = _credentials(home / "identities.json")
     chosen = _choose_ports(ports)
     argv = [_binary(log_path), "server", *_flags(chosen, data, meta, home / "identities.json")]
@@ -80,6 +85,21 @@ def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = Non
 
 def stop(handle: ServiceHandle) -> None:
     stop_process(handle.process, grace=STOP_GRACE)
+    _remove_stale_sockets(handle.ports.values())
+
+
+def _remove_stale_sockets(ports: Iterable[int]) -> None:
+    """weed also listens on /tmp/seaweedfs-<server>-[grpc-]<port>.sock and leaves some behind when it stops (all
+    of them when killed). Remove those of `ports` that no process listens on any more."""
+    for port in ports:
+        for path in Path(SOCKET_DIR).glob(f"seaweedfs-*-{port}.sock"):
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(path))
+                except ConnectionRefusedError:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass  # not ours to judge (permissions, not a socket)
 
 
 def _flags(ports: Mapping[str, int], data: Path, meta: Path, identities: Path) -> list[str]:
