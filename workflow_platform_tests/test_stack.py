@@ -250,6 +250,8 @@ def test_start_recovers_from_a_killed_postmaster(tmp_path: Path) -> None:
     with EmbeddedStack(tmp_path, services=("postgres",)) as stack:
         rows = pg_rows(stack.env["WFP_PG_DSN"], "select event_type from orchestrator.events")
         assert rows == [("before-crash",)]
+        # back on its port: the DSNs a running platform holds stay valid
+        assert stack.env == crashed.env
 
 
 @pytest.mark.skipif(

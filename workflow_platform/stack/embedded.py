@@ -29,8 +29,7 @@ MANIFEST = "stack.json"
 # endpoints when they are still free, so whoever holds the stack's WFP_* variables can go on using them).
 Starter = Callable[[Path, Path, Mapping[str, int] | None], ServiceHandle]
 _STARTERS: dict[str, Starter] = {
-    # pg_server takes no ports yet: a restarted PostgreSQL gets new ones (a new WFP_PG_DSN).
-    "postgres": lambda state_dir, log_path, ports: pg_server.start(state_dir, log_path),
+    "postgres": pg_server.start,
     "nats": nats_server.start,
     "s3": s3_server.start,
 }
