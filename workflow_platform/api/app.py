@@ -16,6 +16,7 @@ from workflow_platform.api import health, plugins, workflows
 from workflow_platform.api.config import ApiConfig
 from workflow_platform.api.errors import ApiError, error_response
 from workflow_platform.api.health import Metrics
+from workflow_platform.api.unavailable import DATABASE_ERRORS, database_unreachable, unavailable_response
 
 
 def create_app(api_config: ApiConfig) -> FastAPI:
@@ -35,6 +36,15 @@ def create_app(api_config: ApiConfig) -> FastAPI:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return error.response()
+
+    async def database_error(request: Request, error: Exception) -> JSONResponse:
+        reason = database_unreachable(error)
+        if reason is None:
+            raise error  # a database error that is not an outage: a 500, as before
+        return unavailable_response(reason)
+
+    for kind in DATABASE_ERRORS:
+        app.add_exception_handler(kind, database_error)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import HTTPException
@@ -25,8 +25,16 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(HTTPException):
-    def __init__(self, status: int, error: str, message: str, details: Sequence[Problem] = (), **extra: Any):
-        super().__init__(status_code=status, detail=message)
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        details: Sequence[Problem] = (),
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ):
+        super().__init__(status_code=status, detail=message, headers=dict(headers) if headers else None)
         self.error = error
         self.message = message
         self.details = [
@@ -36,7 +44,7 @@ class ApiError(HTTPException):
 
     def response(self) -> JSONResponse:
         body = ErrorBody(error=self.error, message=self.message, details=self.details).model_dump()
-        return JSONResponse({**body, **self.extra}, status_code=self.status_code)
+        return JSONResponse({**body, **self.extra}, status_code=self.status_code, headers=self.headers)
 
 
 def error_response(status: int, error: str, message: str) -> JSONResponse:
@@ -48,4 +56,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
     413: {"model": ErrorBody, "description": "body too large"},
     415: {"model": ErrorBody, "description": "body is not application/json"},
+    503: {"model": ErrorBody, "description": "PostgreSQL is not reachable: retry after Retry-After seconds"},
 }
