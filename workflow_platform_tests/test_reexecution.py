@@ -12,7 +12,10 @@ import nats
 import pytest
 import requests
 
-from workflow_platform.plugins.nats import DUPLICATE_WINDOW_S
+from workflow_platform.plugins.base import StepContext
+from workflow_platform.plugins.fraud import model_version
+from workflow_platform.plugins.nats import DUPLICATE_WINDOW_S, PublishEachInput, _message_id
+from workflow_platform.plugins.result_store import result_key
 from workflow_platform.seed_sales import SalesSeed, load
 from workflow_platform_tests.conftest import fetch, running_platform, stream_messages, wait_for
 
@@ -101,3 +104,25 @@ def test_reexecute_all_repeats_no_side_effect(platform, stack_env, pg, s3):
         for item in s3.list_objects(bucket, prefix=f"results/{WORKFLOW}/{run}/", recursive=True)
     ]
     assert results == [f"results/{WORKFLOW}/{first}/query-sales.parquet"]
+
+
+def test_every_derived_key_is_the_roots():
+    """A re-execution (another run id, the same root) derives the keys its root derived; another root does not."""
+
+    def context(run_id: str, root: str) -> StepContext:
+        return StepContext(
+            run_id=run_id,
+            step_id="train",
+            workflow="wf",
+            execution_key=root,
+            execution_started=lambda: "2025-10-31T06:00:00+00:00",
+        )
+
+    def keys(ctx: StepContext) -> tuple[str, ...]:
+        each = PublishEachInput(subject="models.fraud", messages=[{"a": 1}])
+        return (_message_id(each, ctx, 0, {"a": 1}), result_key(ctx, "parquet"), model_version("hgb", ctx))
+
+    first, reexecution, other = context("r1", "r1"), context("r2", "r1"), context("r3", "r3")
+    assert keys(reexecution) == keys(first)
+    assert all(a != b for a, b in zip(keys(other), keys(first), strict=True))
+    assert model_version("hgb", first).startswith("20251031T060000Z-hgb-")
