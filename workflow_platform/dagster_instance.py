@@ -142,7 +142,8 @@ def _ping_idle_connections(engine: Engine) -> None:
             cursor.execute("SELECT 1")
             cursor.close()
         except psycopg2.Error as error:
-            raise exc.DisconnectionError(str(error)) from error  # the pool reconnects and checks out again
+            # The server went away, so did the pool's other connections: all are replaced, this one at once.
+            raise exc.InvalidatePoolError(str(error)) from error
 
     event.listen(engine, "connect", idle_from_now)
     event.listen(engine, "checkin", idle_from_now)

@@ -7,6 +7,7 @@ on the session's NATS, S3 and Pathway."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import suppress
@@ -75,7 +76,8 @@ def test_api_answers_503_while_postgres_is_down_and_recovers_by_itself(outage):
     launched = launch(api)
     assert launched.status_code == 201, launched.text
     first = launched.json()["executionId"]
-    assert wait_for(api, first)["status"] == "SUCCESS"
+    execution = wait_for(api, first)
+    assert execution["status"] == "SUCCESS", json.dumps(execution, indent=1)
     assert requests.get(f"{api}/api/executions", timeout=30).status_code == 200  # the pool holds connections
 
     pg_ctl(outage["postgres"], "-m", "fast", "-w", "-t", "30", "stop")
@@ -101,7 +103,8 @@ def test_api_answers_503_while_postgres_is_down_and_recovers_by_itself(outage):
     assert requests.get(f"{api}/api/executions/{first}", timeout=60).status_code == 200
     again = launch(api)
     assert again.status_code == 201, again.text
-    assert wait_for(api, again.json()["executionId"], timeout=180)["status"] == "SUCCESS"
+    execution = wait_for(api, again.json()["executionId"], timeout=180)
+    assert execution["status"] == "SUCCESS", json.dumps(execution, indent=1)
 
 
 def test_a_restart_no_request_saw_fails_no_request_after_it(outage):

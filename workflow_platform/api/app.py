@@ -16,7 +16,12 @@ from workflow_platform.api import health, plugins, workflows
 from workflow_platform.api.config import ApiConfig
 from workflow_platform.api.errors import ApiError, error_response
 from workflow_platform.api.health import Metrics
-from workflow_platform.api.unavailable import DATABASE_ERRORS, database_unreachable, unavailable_response
+from workflow_platform.api.unavailable import (
+    DATABASE_ERRORS,
+    database_unreachable,
+    fail_fast_when_unreachable,
+    unavailable_response,
+)
 
 
 def create_app(api_config: ApiConfig) -> FastAPI:
@@ -45,6 +50,7 @@ def create_app(api_config: ApiConfig) -> FastAPI:
 
     for kind in DATABASE_ERRORS:
         app.add_exception_handler(kind, database_error)
+    fail_fast_when_unreachable(api_config.instance)  # the 503 comes at once, not after Dagster's retries
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -1,25 +1,54 @@
 """Database outages as 503s: the API answers "PostgreSQL is not reachable; retry" (with Retry-After) while the
-Dagster instance's storage or the services' database cannot be reached, instead of a 500 with a traceback."""
+Dagster instance's storage or the services' database cannot be reached, instead of a 500 with a traceback.
+
+Dagster's PostgreSQL storage retries a refused connection for about 11 s (retry_pg_connection_fn) before it gives
+up: right for a daemon riding out a restart, too long for a client waiting on an answer (many time out at 10 s).
+The API's storage engines therefore turn a refused connection into StorageUnreachable, which those retries let
+through, and the client gets its 503 at once.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import dagster as dg
 import psycopg2
 import psycopg2.errors
 import sqlalchemy.exc
 from dagster_postgres.utils import DagsterPostgresException
 from fastapi.responses import JSONResponse
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
 
 from workflow_platform.api.errors import ApiError
+from workflow_platform.dagster_instance import storage_engines
 
 RETRY_AFTER_S = 5
+
+
+class StorageUnreachable(Exception):
+    """The Dagster instance's storage refused or dropped a new connection (no retries: a client is waiting)."""
+
+
 # What a route may raise when PostgreSQL is away: the handlers look inside for a lost or refused connection.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
     psycopg2.Error,
     sqlalchemy.exc.SQLAlchemyError,
     DagsterPostgresException,
+    StorageUnreachable,
 )
+
+
+def fail_fast_when_unreachable(instance: dg.DagsterInstance) -> None:
+    """A connection the instance's PostgreSQL storage cannot open fails the request at once (see above)."""
+
+    def refused(context: ExceptionContext) -> BaseException | None:
+        if context.connection is None and isinstance(context.original_exception, psycopg2.OperationalError):
+            return StorageUnreachable(str(context.original_exception))
+        return None
+
+    for engine in storage_engines(instance):
+        event.listen(engine, "handle_error", refused)
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
@@ -34,7 +63,7 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
 def _connection_lost(error: BaseException) -> bool:
     if isinstance(error, psycopg2.errors.QueryCanceled):  # a statement timeout: the server answered
         return False
-    if isinstance(error, DagsterPostgresException):  # Dagster's storage gave up connecting after its retries
+    if isinstance(error, StorageUnreachable | DagsterPostgresException):  # no connection could be opened
         return True
     if isinstance(error, sqlalchemy.exc.DBAPIError):
         return error.connection_invalidated or _connection_lost(error.orig)
