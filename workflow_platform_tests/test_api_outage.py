@@ -88,6 +88,14 @@ def test_api_answers_503_while_postgres_is_down_and_recovers_by_itself(outage):
         )
         assert_unavailable(launch(api), "POST /api/workflows/{name}/run")
         assert_unavailable(requests.get(f"{api}/api/stats", timeout=60), "GET /api/stats")
+        assert_unavailable(requests.get(f"{api}/metrics", timeout=60), "GET /metrics")
+        keyed = requests.post(
+            f"{api}/api/workflows/{WORKFLOW}/run",
+            json={},
+            headers={"Idempotency-Key": "outage-1"},
+            timeout=60,
+        )
+        assert_unavailable(keyed, "POST /api/workflows/{name}/run with Idempotency-Key")
         # Submitting checks the workflow's tables and SQL on PostgreSQL first: an outage is no problem of the
         # workflow's (a 400), it is a 503.
         submitted = requests.post(f"{api}/api/workflows", json=QUERYING, timeout=60)
