@@ -4,7 +4,7 @@ PostgreSQL load, and the `wfp eval fraud` figures.
 
     .venv/bin/python bench/fraud_eval.py [--workers 1 2] [--skip-eval] [--load] [--models ...]
 
-Prints one JSON object. `--load` loads the dataset into the PostgreSQL at WFP_PG_DSN (twice: the second load
+Prints one JSON object. `--load` loads the dataset into the PostgreSQL at WFP_PG_ADMIN_DSN (twice: the second load
 must insert nothing). CPU seconds are reported beside wall seconds because the machines are shared.
 """
 
@@ -40,7 +40,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--skip-eval", action="store_true")
-    parser.add_argument("--load", action="store_true", help="also load into PostgreSQL at WFP_PG_DSN")
+    parser.add_argument("--load", action="store_true", help="also load into PostgreSQL at WFP_PG_ADMIN_DSN")
     parser.add_argument("--models", nargs="*", default=None)
     args = parser.parse_args()
 

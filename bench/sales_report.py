@@ -21,6 +21,7 @@ import dagster as dg
 import psycopg2
 
 from workflow_platform.seed_sales import SalesSeed, load
+from workflow_platform.settings import admin_dsn
 from workflow_platform.translate import build_job, params_run_config
 from workflow_platform.validate import check_file
 
@@ -71,7 +72,7 @@ def main() -> None:
         os.environ.update(env)
         with dg.DagsterInstance.ephemeral() as instance:
             for orders in args.orders:
-                seeded = load(env["WFP_PG_DSN"], SalesSeed(days=1, orders_per_day=orders, seed=3, end=DAY))
+                seeded = load(admin_dsn(env), SalesSeed(days=1, orders_per_day=orders, seed=3, end=DAY))
                 started = time.perf_counter()
                 result = job.execute_in_process(
                     instance=instance,

@@ -100,8 +100,9 @@ def main() -> None:
         os.environ["DAGSTER_HOME"] = str(dagster_home)
         # Imported once the environment names the instance and the workflows.
         from workflow_platform.dagster_instance import dagster_storage_url
+        from workflow_platform.settings import admin_dsn
 
-        os.environ["DAGSTER_PG_URL"] = dagster_storage_url(env["WFP_PG_DSN"])
+        os.environ["DAGSTER_PG_URL"] = dagster_storage_url(admin_dsn(env))
         result = measure(env["WFP_PG_DSN"], workflows, args.steps, args.repeat)
     print(json.dumps(result))
 

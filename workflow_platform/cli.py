@@ -270,6 +270,24 @@ def platform_up(host: str, port: int, dagster_port: int, launcher: str) -> None:
     _err("stopped")
 
 
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("webserver_args", nargs=-1, type=click.UNPROCESSED)
+def webserver(webserver_args: tuple[str, ...]) -> None:
+    """dagster-webserver (same options) behind the platform's access policy: with WFP_API_TOKEN set, the Dagster
+    UI asks for it; without, it refuses to listen beyond loopback. What `wfp up` and docker-compose run."""
+    from workflow_platform.access import ListenRefused
+    from workflow_platform.webserver import serve
+
+    try:
+        serve(webserver_args)
+    except ListenRefused as error:
+        _err(f"error: {error}")
+        sys.exit(1)
+
+
 @main.command()
 @click.option(
     "-w",
@@ -295,7 +313,8 @@ def _api_url() -> str:
 
 
 def _api_headers() -> dict[str, str]:
-    token = os.environ.get("WFP_API_TOKEN")
+    """The operator's token; `wfp status` also works with the viewer's alone."""
+    token = os.environ.get("WFP_API_TOKEN") or os.environ.get("WFP_API_READ_TOKEN")
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
@@ -346,7 +365,9 @@ def _follow(run_id: str) -> int:
 
     shown: dict[str, str] = {}
     while True:
-        execution = requests.get(f"{_api_url()}/api/executions/{run_id}", timeout=30).json()
+        execution = requests.get(
+            f"{_api_url()}/api/executions/{run_id}", headers=_api_headers(), timeout=30
+        ).json()
         for step_id, step in execution.get("steps", {}).items():
             if shown.get(step_id) != step["status"] and step["status"] != "pending":
                 shown[step_id] = step["status"]
@@ -364,10 +385,13 @@ def status(run_id: str) -> None:
     """Print an execution's status and steps (from the API)."""
     import requests
 
-    response = requests.get(f"{_api_url()}/api/executions/{run_id}", timeout=30)
+    response = requests.get(f"{_api_url()}/api/executions/{run_id}", headers=_api_headers(), timeout=30)
     if response.status_code == 404:
         _err(f"no execution '{run_id}'")
         sys.exit(EXIT_INVALID)
+    if response.status_code != 200:
+        _err(response.json().get("message", response.text))
+        sys.exit(EXIT_INVALID if response.status_code < 500 else 1)
     execution = response.json()
     execution.pop("events", None)
     click.echo(json.dumps(execution, indent=2))
@@ -430,13 +454,14 @@ def seed_sales(days: int, orders_per_day: int, random_seed: int, end: str | None
 
     from workflow_platform.runner import environment, services
     from workflow_platform.seed_sales import SalesSeed, load
+    from workflow_platform.settings import admin_dsn
 
     settings = SalesSeed(days, orders_per_day, random_seed)
     if end:
         settings = SalesSeed(days, orders_per_day, random_seed, date.fromisoformat(end))
     with services(_err) as service_env, environment(service_env):
         started = time.perf_counter()
-        counts = load(os.environ["WFP_PG_DSN"], settings)
+        counts = load(admin_dsn(), settings)  # creates and replaces tables: the admin's work
     summary = {"from": settings.start.isoformat(), "to": settings.end.isoformat(), "rows": counts}
     click.echo(json.dumps({**summary, "seconds": round(time.perf_counter() - started, 2)}))
 
@@ -506,8 +531,9 @@ def stack_env() -> None:
 
 def _with_instance(service_env: dict[str, str]) -> dict[str, str]:
     from workflow_platform.dagster_instance import instance_environment
+    from workflow_platform.settings import admin_dsn
 
-    return {**service_env, **instance_environment(service_env["WFP_PG_DSN"])}
+    return {**service_env, **instance_environment(admin_dsn(service_env))}
 
 
 def _print_env(values: dict[str, str]) -> None:

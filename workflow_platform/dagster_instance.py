@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
@@ -25,6 +26,7 @@ from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import create_pg_engine, set_pg_statement_timeout
+from psycopg2 import sql
 from sqlalchemy import Engine, event, exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -47,31 +49,38 @@ POOL_RECYCLE_S = 3600
 PostgresStorage = PostgresRunStorage | PostgresEventLogStorage | PostgresScheduleStorage
 
 
-def dagster_storage_url(pg_dsn: str) -> str:
-    """A database of its own for Dagster's storage on the services' PostgreSQL (same one if it can't be made)."""
-    url = urlparse(pg_dsn)
+def dagster_storage_url(admin_dsn: str) -> str:
+    """A database of its own for Dagster's storage on the services' PostgreSQL, made with the platform's admin
+    connection (WFP_PG_ADMIN_DSN) and closed to other roles: workflow steps never reach the runs and event
+    logs. Where it can't be made, Dagster shares the admin's database."""
+    url = urlparse(admin_dsn)
     try:
-        connection = psycopg2.connect(pg_dsn)
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DAGSTER_DATABASE,))
-            if cursor.fetchone() is None:
-                cursor.execute(f"CREATE DATABASE {DAGSTER_DATABASE}")
-        connection.close()
+        with closing(psycopg2.connect(admin_dsn, connect_timeout=10)) as connection:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DAGSTER_DATABASE,))
+                database = sql.Identifier(DAGSTER_DATABASE)
+                if cursor.fetchone() is None:
+                    cursor.execute(sql.SQL("CREATE DATABASE {}").format(database))
+                # Every time: databases made by older versions were open to every role.
+                cursor.execute(
+                    sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(database)
+                )
         url = url._replace(path=f"/{DAGSTER_DATABASE}")
     except psycopg2.Error:
-        pass  # no right to create databases: share the services' database
+        pass  # no right to create databases: share the admin's database
     # SQLAlchemy 2.1 defaults postgresql:// to psycopg 3; Dagster's storage uses psycopg2.
     return urlunparse(url._replace(scheme="postgresql+psycopg2"))
 
 
-def instance_environment(pg_dsn: str, instance_yaml: str | None = None) -> dict[str, str]:
-    """DAGSTER_HOME and DAGSTER_PG_URL of the platform's instance. With DAGSTER_HOME unset, the instance is
-    $WFP_HOME/dagster and its dagster.yaml is written there: `instance_yaml`, else ./dagster.yaml, else
-    storage only. A DAGSTER_HOME set by the user is left as it is."""
+def instance_environment(admin_dsn: str, instance_yaml: str | None = None) -> dict[str, str]:
+    """DAGSTER_HOME and DAGSTER_PG_URL of the platform's instance (its storage reached with the admin DSN:
+    `settings.admin_dsn()`). With DAGSTER_HOME unset, the instance is $WFP_HOME/dagster and its dagster.yaml
+    is written there: `instance_yaml`, else ./dagster.yaml, else storage only. A DAGSTER_HOME set by the user
+    is left as it is."""
     from workflow_platform.settings import wfp_home
 
-    environment = {"DAGSTER_PG_URL": os.environ.get("DAGSTER_PG_URL") or dagster_storage_url(pg_dsn)}
+    environment = {"DAGSTER_PG_URL": os.environ.get("DAGSTER_PG_URL") or dagster_storage_url(admin_dsn)}
     if os.environ.get("DAGSTER_HOME"):
         return {**environment, "DAGSTER_HOME": os.environ["DAGSTER_HOME"]}
     home = wfp_home() / "dagster"

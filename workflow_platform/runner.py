@@ -23,7 +23,7 @@ import dagster as dg
 from dagster import DagsterEventType
 
 from workflow_platform.dagster_instance import instance_environment
-from workflow_platform.settings import endpoints_configured, wfp_home
+from workflow_platform.settings import admin_dsn, endpoints_configured, wfp_home
 from workflow_platform.sources import workflow_files, workflows_dirs
 from workflow_platform.spec import WorkflowSpec
 from workflow_platform.translate import build_job, dagster_name, params_run_config, previous_day
@@ -88,7 +88,7 @@ def platform_environment(log: Callable[[str], None]) -> Iterator[dict[str, str]]
     with (
         services(log) as service_env,
         environment(service_env),
-        environment(instance_environment(os.environ["WFP_PG_DSN"])),  # once the services are in os.environ
+        environment(instance_environment(admin_dsn())),  # once the services are in os.environ
     ):
         yield service_env
 

@@ -24,10 +24,12 @@ from pathlib import Path
 import requests
 import yaml
 
+from workflow_platform.access import AccessPolicy
 from workflow_platform.api.runs import LocationOrigins
 from workflow_platform.dagster_instance import instance_environment, pool_storage_connections
+from workflow_platform.outbound import OutboundPolicy
 from workflow_platform.runner import services
-from workflow_platform.settings import wfp_home
+from workflow_platform.settings import admin_dsn, wfp_home
 
 # How long a gRPC call to the code server may take, starting a run included (the run worker is a new Python
 # process that imports the code location). Dagster's 60 s default fails runs that are merely slow to start on a
@@ -56,7 +58,7 @@ def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict
     dagster_yaml = instance_yaml((options.project_dir / "dagster.yaml").read_text(), options.launcher)
     return {
         **service_env,
-        **instance_environment(service_env.get("WFP_PG_DSN") or os.environ["WFP_PG_DSN"], dagster_yaml),
+        **instance_environment(admin_dsn({**os.environ, **service_env}), dagster_yaml),
         "WORKFLOWS_DIR": os.pathsep.join([shipped, str(submitted)]),
         "WFP_PLUGINS_FILE": os.environ.get("WFP_PLUGINS_FILE") or str(home / "plugins.json"),
         "DAGSTER_GRPC_TIMEOUT_SECONDS": os.environ.get("DAGSTER_GRPC_TIMEOUT_SECONDS")
@@ -103,7 +105,7 @@ def free_port(host: str) -> int:
 
 
 @contextmanager
-def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[LocationOrigins]:
+def dagster_processes(options: UpOptions, log_dir: Path, access: AccessPolicy) -> Iterator[LocationOrigins]:
     """The code server, then the Dagster webserver and daemon, each in its own process group, stopped on exit.
     Yields where the code location is, for the runs the API creates."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +133,8 @@ def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[LocationOri
             str(code_port),
         ],
         "webserver": [
-            str(bin_dir / "dagster-webserver"),
+            str(bin_dir / "wfp"),
+            "webserver",
             "-h",
             options.host,
             "-p",
@@ -164,7 +167,10 @@ def dagster_processes(options: UpOptions, log_dir: Path) -> Iterator[LocationOri
             if name == "code-server":  # the webserver and daemon load the location from it when they start
                 _wait_code_server(code_host, code_port, processes[name], log_dir / f"{name}.log")
         _wait_webserver(
-            f"http://{options.host}:{options.dagster_port}", processes["webserver"], log_dir / "webserver.log"
+            f"http://{options.host}:{options.dagster_port}",
+            processes["webserver"],
+            log_dir / "webserver.log",
+            access.operator_headers(),
         )
         threading.Thread(target=_restart_dead, args=(processes, start, stopping), daemon=True).start()
         yield LocationOrigins(
@@ -205,13 +211,15 @@ def _wait_code_server(
     raise RuntimeError(f"the Dagster code server did not listen within {timeout:g} s; see {log}")
 
 
-def _wait_webserver(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+def _wait_webserver(
+    url: str, process: subprocess.Popen[bytes], log: Path, headers: dict[str, str], timeout: float = 120.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the Dagster webserver exited ({process.returncode}); see {log}")
         try:
-            if requests.get(f"{url}/server_info", timeout=2).ok:
+            if requests.get(f"{url}/server_info", headers=headers, timeout=2).ok:
                 return
         except requests.RequestException:
             pass
@@ -250,6 +258,12 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
     from workflow_platform.launcher.run_launcher import WarmRunLauncher
 
     signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly on SIGTERM (kill, systemd) as on Ctrl-C
+    access = AccessPolicy.from_environment()
+    access.check_listen(options.host)
+    try:
+        OutboundPolicy.from_environment()  # a mistake in WFP_HTTP_ALLOW stops here, not in the first step
+    except ValueError as error:
+        raise RuntimeError(str(error)) from None
     for required in ("dagster.yaml", "workspace.yaml"):
         if not (options.project_dir / required).exists():
             raise RuntimeError(
@@ -262,7 +276,7 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
             f"starting the Dagster code server, webserver (http://{options.host}:{options.dagster_port}) and daemon ..."
         )
         with (
-            dagster_processes(options, wfp_home() / "logs") as origins,
+            dagster_processes(options, wfp_home() / "logs", access) as origins,
             dg.DagsterInstance.get() as instance,
         ):
             pool_storage_connections(instance, size=API_DB_POOL_SIZE, name="wfp-api")
@@ -273,11 +287,12 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
                 code_location=CodeLocationReloader(
                     options.host,
                     options.dagster_port,
+                    headers=access.operator_headers(),
                     runs_need_code_server=not isinstance(instance.run_launcher, WarmRunLauncher),
                 ),
                 submitted_dir=Path(environment["WORKFLOWS_DIR"].split(os.pathsep)[-1]),
                 plugins_file=Path(environment["WFP_PLUGINS_FILE"]),
-                token=os.environ.get("WFP_API_TOKEN") or None,
+                access=access,
                 service_env=service_env,
             )
             log(

@@ -41,10 +41,29 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 
 @pytest.fixture
 def pg(stack_env: dict[str, str]) -> Iterator[psycopg2.extensions.connection]:
-    connection = psycopg2.connect(stack_env["WFP_PG_DSN"])
+    """The platform's admin connection: tests set up tables and look at what workflows did (steps connect as
+    the workflows' role, WFP_PG_DSN)."""
+    connection = psycopg2.connect(stack_env["WFP_PG_ADMIN_DSN"])
     connection.autocommit = True
     yield connection
     connection.close()
+
+
+def grant_to_workflows(
+    connection: psycopg2.extensions.connection, table: str, privileges: str = "SELECT, INSERT, UPDATE, DELETE"
+) -> None:
+    """What an owner does for a table of their own that workflows use: steps connect as the workflows' role,
+    which has privileges on the platform's schemas only."""
+    from psycopg2 import sql
+
+    from workflow_platform.stack.pg_access import WORKFLOWS_ROLE
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("GRANT {} ON {} TO {}").format(
+                sql.SQL(privileges), sql.Identifier(*table.split(".")), sql.Identifier(WORKFLOWS_ROLE)
+            )
+        )
 
 
 def fetch(connection: psycopg2.extensions.connection, query: str, *params: object) -> list[tuple]:
@@ -98,15 +117,15 @@ def stream_messages(nats_url: str, stream: str, subject: str) -> list[tuple[int,
 
 
 @contextlib.contextmanager
-def running_platform(home: Path, launcher: str = "warm") -> Iterator[dict]:
+def running_platform(home: Path, launcher: str = "warm", env: dict[str, str] | None = None) -> Iterator[dict]:
     """`wfp up` on the session's services with WFP_HOME=home, stopped with Ctrl-C (SIGINT) afterwards: it must
     exit 0 having said it stopped, and its API must be gone."""
     from workflow_platform.up import free_port, start_platform_process
 
     port, dagster_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    environment = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"} | (env or {})
     try:
-        process = start_platform_process(home, port, dagster_port, env, launcher=launcher)
+        process = start_platform_process(home, port, dagster_port, environment, launcher=launcher)
     except RuntimeError as error:
         pytest.fail(str(error))
     api = f"http://127.0.0.1:{port}"

@@ -196,11 +196,16 @@ def test_plugins_health_stats_and_metrics(platform):
     assert "table" in select["inputSchema"]["properties"]
     registered = requests.post(
         f"{api}/api/plugins",
-        json={"id": "crm", "name": "CRM", "baseUrl": "http://127.0.0.1:9/api", "exposes": ["lookup"]},
+        json={"id": "crm", "name": "CRM", "baseUrl": "http://93.184.215.14/api", "exposes": ["lookup"]},
         timeout=60,
     )
     assert registered.status_code == 201, registered.text
     assert requests.get(f"{api}/api/plugins/crm", timeout=30).json()["actions"][0]["name"] == "lookup"
+    loopback = {"id": "grapher", "baseUrl": platform["dagster"], "exposes": ["graphql"]}
+    refused = requests.post(f"{api}/api/plugins", json=loopback, timeout=30)
+    assert refused.status_code == 400 and refused.json()["details"][0]["pointer"] == "/baseUrl", refused.text
+    assert "WFP_HTTP_ALLOW" in refused.json()["details"][0]["message"]
+    assert requests.get(f"{api}/api/plugins/grapher", timeout=30).status_code == 404
     assert (
         requests.post(
             f"{api}/api/plugins", json={"id": "postgres", "baseUrl": "http://x", "exposes": ["a"]}, timeout=30

@@ -48,7 +48,8 @@ def outage(stack_env, tmp_path_factory) -> Iterator[dict]:
         pytest.MonkeyPatch.context() as env,
     ):
         handle = stack.handles["postgres"]
-        env.setenv("WFP_PG_DSN", handle.env["WFP_PG_DSN"])
+        for name, value in handle.env.items():  # WFP_PG_DSN and WFP_PG_ADMIN_DSN
+            env.setenv(name, value)
         env.delenv("DAGSTER_PG_URL", raising=False)  # the platform's instance goes on this PostgreSQL too
         try:
             with running_platform(tmp_path_factory.mktemp("outage_up")) as running:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,7 +21,7 @@ ROOT = Path(__file__).parent.parent
 def test_project_dagster_yaml_is_a_working_postgres_instance(stack_env, tmp_path, monkeypatch):
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     monkeypatch.setenv(
-        "DAGSTER_PG_URL", stack_env["WFP_PG_DSN"].replace("postgresql://", "postgresql+psycopg2://")
+        "DAGSTER_PG_URL", stack_env["WFP_PG_ADMIN_DSN"].replace("postgresql://", "postgresql+psycopg2://")
     )
 
     @dg.op
@@ -51,17 +52,50 @@ def test_compose_file_runs_every_service_with_the_platform_environment():
         assert set(ENDPOINT_VARIABLES) <= set(services[name]["environment"]), name
     assert "healthcheck" in services["pathway"]
     assert services["nats"]["command"][0] == "-js"
-    assert (ROOT / services["postgres"]["volumes"][1].split(":")[0]).exists()  # the orchestrator schema
+    # the orchestrator schema, the workflows' role and its password, run by the image's entrypoint in order
+    init = {
+        volume.split(":")[1]: ROOT / volume.split(":")[0] for volume in services["postgres"]["volumes"][1:]
+    }
+    assert sorted(init) == [
+        "/docker-entrypoint-initdb.d/10-orchestrator.sql",
+        "/docker-entrypoint-initdb.d/20-workflows-role.sql",
+        "/docker-entrypoint-initdb.d/30-workflows-password.sh",
+    ]
+    assert all(path.exists() for path in init.values())
+    assert os.access(init["/docker-entrypoint-initdb.d/30-workflows-password.sh"], os.X_OK)
     assert (ROOT / "deploy" / "workspace.yaml").exists()
 
 
-def test_compose_file_is_valid_for_docker_compose():
+def test_compose_file_is_valid_for_docker_compose(tmp_path):
     binary = shutil.which("docker-compose")
     if binary is None:
         import pytest
 
         pytest.skip("docker-compose is not installed (the Debian package docker-compose provides it)")
-    completed = subprocess.run(
-        [binary, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True
+    compose = [binary, "-f", str(ROOT / "docker-compose.yml"), "config"]
+    settings = dict(
+        line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line
     )
+    bare = {k: v for k, v in os.environ.items() if k not in settings}
+    # Every secret .env.example leaves empty is required: without them docker-compose refuses to start.
+    unset = subprocess.run(compose + ["-q"], capture_output=True, text=True, env=bare, cwd=tmp_path)
+    assert unset.returncode != 0 and "in .env" in unset.stderr, unset.stderr
+    filled = {k: v or f"secret-{k.lower()}" for k, v in settings.items() if k != "WFP_API_READ_TOKEN"}
+    completed = subprocess.run(compose, capture_output=True, text=True, env=bare | filled, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
+    resolved = yaml.safe_load(completed.stdout)["services"]
+    published = {name for name, service in resolved.items() if service.get("ports")}
+    assert published == {"webserver"}  # only the Dagster UI, behind WFP_API_TOKEN
+    assert resolved["webserver"]["command"][:2] == ["wfp", "webserver"]
+    assert "minioadmin" not in completed.stdout and ":postgres@" not in completed.stdout  # no default secret
+    env = resolved["daemon"]["environment"]
+    password, admin_password = filled["WFP_PG_WORKFLOWS_PASSWORD"], filled["POSTGRES_PASSWORD"]
+    assert env["WFP_PG_DSN"] == f"postgresql://wfp_workflows:{password}@postgres:5432/workflows"
+    assert env["WFP_PG_ADMIN_DSN"] == f"postgresql://postgres:{admin_password}@postgres:5432/workflows"
+    assert env["DAGSTER_PG_URL"].endswith("@postgres:5432/dagster")  # not the workflows' database
+    for missing in ("POSTGRES_PASSWORD", "WFP_PG_WORKFLOWS_PASSWORD", "WFP_API_TOKEN"):
+        without = {k: v for k, v in filled.items() if k != missing}
+        refused = subprocess.run(
+            compose + ["-q"], capture_output=True, text=True, env=bare | without, cwd=tmp_path
+        )
+        assert refused.returncode != 0 and f"set {missing} in .env" in refused.stderr, refused.stderr

@@ -32,8 +32,18 @@ class Scorer(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        """GET /redirect?to=<url> answers 302 to that URL; every GET is counted."""
+        type(self).gets.append(self.path)
+        self.send_response(302)
+        self.send_header("Location", self.path.partition("?to=")[2])
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def log_message(self, *args: object) -> None:
         pass
+
+    gets: list[str] = []
 
 
 @pytest.fixture
@@ -47,6 +57,7 @@ def scorer_url() -> Iterator[str]:
 
 @pytest.fixture
 def registered(tmp_path, monkeypatch, scorer_url) -> None:
+    monkeypatch.setenv("WFP_HTTP_ALLOW", f"public,{scorer_url}")  # the generic http.request step below
     registrations = [
         {"id": "scorer", "name": "Scorer", "baseUrl": scorer_url, "exposes": ["score", "reject"]}
     ]
@@ -108,3 +119,51 @@ def test_unknown_action_of_a_registered_plugin_is_a_validation_error():
     )
     assert spec is None
     assert problems[0].message == "plugin 'scorer' has no action 'explode'"
+
+
+def test_steps_reach_no_loopback_or_private_address_unless_allowed(scorer_url, monkeypatch):
+    """The platform's own services listen on loopback: a step may not call them (here: a loopback service)."""
+    monkeypatch.delenv("WFP_HTTP_ALLOW", raising=False)
+    Scorer.gets.clear()
+    result = run(
+        {
+            "name": "ssrf",
+            "steps": [
+                {
+                    "id": "probe",
+                    "plugin": "http",
+                    "action": "request",
+                    "input": {"url": f"{scorer_url}/redirect"},
+                }
+            ],
+        }
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message + str(failure.event_specific_data.user_failure_data)
+    assert "not allowed by WFP_HTTP_ALLOW='public'" in message and "127.0.0.1" in message
+    assert Scorer.gets == []  # refused before any request left
+
+
+def test_a_redirect_to_an_address_outside_the_allow_list_is_refused(scorer_url, monkeypatch):
+    with ThreadingHTTPServer(("127.0.0.1", 0), Scorer) as other:
+        target = f"http://127.0.0.1:{other.server_address[1]}/secret"
+        monkeypatch.setenv("WFP_HTTP_ALLOW", scorer_url)  # the first server only
+        Scorer.gets.clear()
+        result = run(
+            {
+                "name": "bounce",
+                "steps": [
+                    {
+                        "id": "follow",
+                        "plugin": "http",
+                        "action": "request",
+                        "input": {"url": f"{scorer_url}/redirect?to={target}"},
+                    }
+                ],
+            }
+        )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"{target}: 127.0.0.1" in str(failure.event_specific_data.user_failure_data)
+    assert Scorer.gets == [f"/redirect?to={target}"]  # the allowed server only, and once (not retried)

@@ -12,7 +12,7 @@ import pytest
 
 from workflow_platform.translate import build_job
 from workflow_platform.validate import check_document
-from workflow_platform_tests.conftest import fetch, read_json_object, stream_messages
+from workflow_platform_tests.conftest import fetch, grant_to_workflows, read_json_object, stream_messages
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -196,6 +196,7 @@ def test_input_errors_are_not_retried_and_name_the_columns(pg):
 
 def test_postgres_actions_and_params(pg):
     fetch(pg, "CREATE TABLE IF NOT EXISTS public.stock (sku text PRIMARY KEY, qty int NOT NULL, meta jsonb)")
+    grant_to_workflows(pg, "public.stock")
     fetch(pg, "TRUNCATE public.stock")
     document = {
         "name": "stock-keeping",
@@ -292,6 +293,7 @@ def test_update_without_where_is_refused(pg):
 def test_update_rows_sets_each_row_its_own_values_in_one_transaction(pg):
     fetch(pg, "DROP TABLE IF EXISTS public.scores")
     fetch(pg, "CREATE TABLE public.scores (id int PRIMARY KEY, score float, flag boolean, seen timestamptz)")
+    grant_to_workflows(pg, "public.scores", "SELECT, UPDATE")
     fetch(pg, "INSERT INTO public.scores (id) SELECT generate_series(1, 4)")
     rows = [
         {"id": 1, "score": 0.9, "flag": True},
@@ -426,6 +428,7 @@ def test_large_results_go_by_reference(pg, s3, fmt):
         "CREATE TABLE IF NOT EXISTS public.readings (id int PRIMARY KEY, sensor text, value double precision)",
     )
     fetch(pg, "TRUNCATE public.readings")
+    grant_to_workflows(pg, "public.readings", "SELECT")
     fetch(pg, "INSERT INTO public.readings SELECT i, 's' || (i % 3), i * 1.5 FROM generate_series(1, 25) i")
     document = {
         "name": f"by-reference-{fmt}",
@@ -485,6 +488,7 @@ def test_a_placeholder_inside_a_quoted_literal_stays_text_and_values_stay_values
     a value closing the quote ran its own statement); bound placeholders carry hostile values as data."""
     fetch(pg, "CREATE TABLE IF NOT EXISTS public.injection_target (name text)")
     fetch(pg, "TRUNCATE public.injection_target")
+    grant_to_workflows(pg, "public.injection_target", "SELECT")
     fetch(pg, "INSERT INTO public.injection_target VALUES ('plain'), ('has :v inside')")
     hostile = "'; DROP TABLE public.injection_target; --"
     document = {

@@ -27,7 +27,7 @@ DAY = "2025-10-31"
 
 @pytest.fixture(scope="module")
 def seeded(stack_env) -> dict[str, int]:
-    return load(stack_env["WFP_PG_DSN"], SEED)
+    return load(stack_env["WFP_PG_ADMIN_DSN"], SEED)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def report_run(seeded) -> dg.ExecuteInProcessResult:
 def test_seed_is_deterministic_and_idempotent(stack_env, seeded, pg):
     assert generate(SEED)["order_items"].equals(generate(SEED)["order_items"])
     first = fetch(pg, "SELECT count(*), sum(quantity * unit_price) FROM sales.order_items")
-    assert load(stack_env["WFP_PG_DSN"], SEED) == seeded  # re-seeding replaces, never duplicates
+    assert load(stack_env["WFP_PG_ADMIN_DSN"], SEED) == seeded  # re-seeding replaces, never duplicates
     assert fetch(pg, "SELECT count(*), sum(quantity * unit_price) FROM sales.order_items") == first
     assert seeded["orders"] == 800 and fetch(
         pg, "SELECT min(created_at)::date, max(created_at)::date FROM sales.orders"

@@ -73,6 +73,7 @@ def mentions(proc: psutil.Process, state_dir: Path) -> bool:
 def test_env_names_every_service(stack: EmbeddedStack) -> None:
     assert set(stack.env) == {
         "WFP_PG_DSN",
+        "WFP_PG_ADMIN_DSN",
         "WFP_NATS_URL",
         "WFP_S3_ENDPOINT",
         "WFP_S3_ACCESS_KEY",
@@ -111,8 +112,8 @@ def test_postgres_has_the_orchestrator_tables(stack: EmbeddedStack) -> None:
 def test_postgres_schema_is_idempotent(stack: EmbeddedStack) -> None:
     from workflow_platform.stack.pg_server import apply_schema
 
-    apply_schema(stack.env["WFP_PG_DSN"])
-    apply_schema(stack.env["WFP_PG_DSN"])
+    apply_schema(stack.env["WFP_PG_ADMIN_DSN"])
+    apply_schema(stack.env["WFP_PG_ADMIN_DSN"])
 
 
 def test_nats_jetstream_acks_a_publish(stack: EmbeddedStack) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,9 @@ def test_stack_up_run_env_down(tmp_path):
     up = wfp(env, "stack", "up")
     try:
         assert up.returncode == 0, up.stderr
-        exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())
+        exports = dict(
+            shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in up.stdout.splitlines()
+        )
         assert set(exports) >= {"WFP_PG_DSN", "WFP_NATS_URL", "WFP_S3_ENDPOINT", "WFP_PATHWAY_URL"}
         assert wfp(env, "stack", "env").stdout == up.stdout
 

@@ -7,7 +7,7 @@ import pytest
 
 from workflow_platform.translate import TRIGGER_TAG, build_job, build_sensor
 from workflow_platform.validate import check_document
-from workflow_platform_tests.conftest import fetch
+from workflow_platform_tests.conftest import fetch, grant_to_workflows
 
 WORKFLOW = {
     "name": "score-new-payments",
@@ -49,6 +49,7 @@ def payments(pg):
     fetch(pg, "DROP TABLE IF EXISTS public.payments")
     fetch(pg, "CREATE TABLE public.payments (id bigserial PRIMARY KEY, amount numeric, scored_by text)")
     fetch(pg, "INSERT INTO public.payments (amount) SELECT g FROM generate_series(1, 7) g")
+    grant_to_workflows(pg, "public.payments", "SELECT, UPDATE")
     yield
     fetch(pg, "DROP TABLE public.payments")
 

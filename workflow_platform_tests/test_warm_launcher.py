@@ -35,7 +35,7 @@ def instance(stack_env, tmp_path_factory) -> Iterator[dg.DagsterInstance]:
     settings = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     settings["run_launcher"]["config"]["recycle_after_runs"] = 3
     (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
-    pg_url = dagster_storage_url(stack_env["WFP_PG_DSN"])
+    pg_url = dagster_storage_url(stack_env["WFP_PG_ADMIN_DSN"])
     with (
         environment({"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": pg_url}),
         dg.DagsterInstance.get() as instance,

@@ -21,7 +21,13 @@ import requests
 from dagster_graphql import DagsterGraphQLClient
 
 from workflow_platform.launcher.run_launcher import WORKER_TAG
-from workflow_platform_tests.conftest import demo_workflow, fetch, running_platform, wait_for
+from workflow_platform_tests.conftest import (
+    demo_workflow,
+    fetch,
+    grant_to_workflows,
+    running_platform,
+    wait_for,
+)
 
 ROOT = Path(__file__).parent.parent
 SENSOR_TABLE = "public.warm_sensor_rows"
@@ -69,8 +75,11 @@ def started_by_daemon() -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def warm(stack_env, tmp_path_factory) -> Iterator[dict]:
-    with psycopg2.connect(stack_env["WFP_PG_DSN"]) as connection, connection.cursor() as cursor:
-        cursor.execute(f"CREATE TABLE IF NOT EXISTS {SENSOR_TABLE} (id bigserial PRIMARY KEY, v int)")
+    with psycopg2.connect(stack_env["WFP_PG_ADMIN_DSN"]) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS {SENSOR_TABLE} (id bigserial PRIMARY KEY, v int)")
+        grant_to_workflows(connection, SENSOR_TABLE, "SELECT")
+    connection.close()
     home = tmp_path_factory.mktemp("warm_up")
     for name, workflow in started_by_daemon().items():
         (home / "submitted" / name).mkdir(parents=True)

@@ -6,13 +6,14 @@ import json
 import time
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workflow_platform.api import health, plugins, workflows
+from workflow_platform.api.auth import authorize
 from workflow_platform.api.config import ApiConfig
 from workflow_platform.api.errors import ApiError, error_response
 from workflow_platform.api.health import Metrics
@@ -32,6 +33,7 @@ def create_app(api_config: ApiConfig) -> FastAPI:
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",
         redoc_url=None,
+        dependencies=[Depends(authorize)],
     )
     app.state.config = api_config
     app.state.metrics = Metrics(api_config.instance)
@@ -89,6 +91,11 @@ def create_app(api_config: ApiConfig) -> FastAPI:
             document = workflows.workflow_document_schema()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(document.pop("$defs"))
+            schema["components"]["securitySchemes"] = {
+                "operator": {"type": "http", "scheme": "bearer", "description": "WFP_API_TOKEN"},
+                "viewer": {"type": "http", "scheme": "bearer", "description": "WFP_API_READ_TOKEN (reads)"},
+            }
+            schema["security"] = [{"operator": []}, {"viewer": []}]
             components["WorkflowDocument"] = document
             # workflow.json's schema refers to its own $defs: point them at the OpenAPI components.
             app.openapi_schema = json.loads(json.dumps(schema).replace('"#/$defs/', '"#/components/schemas/'))

@@ -32,7 +32,10 @@ class DagsterUnavailable(Exception):
 class CodeLocationReloader:
     webserver_host: str
     webserver_port: int
-    runs_need_code_server: bool  # Dagster's default launcher: a run's job must be in the code location first
+    runs_need_code_server: bool
+    headers: dict[str, str] = field(
+        default_factory=dict
+    )  # the operator's credentials, when the UI needs them  # Dagster's default launcher: a run's job must be in the code location first
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _reloaded_from: float = field(default=0.0, init=False, repr=False)  # start of the last good reload
     _loaded: dict[Path, float] = field(default_factory=dict, init=False, repr=False)  # file -> mtime reloaded
@@ -67,7 +70,9 @@ class CodeLocationReloader:
 
     def _reload(self) -> None:
         try:
-            client = DagsterGraphQLClient(self.webserver_host, port_number=self.webserver_port, timeout=60)
+            client = DagsterGraphQLClient(
+                self.webserver_host, port_number=self.webserver_port, headers=self.headers, timeout=60
+            )
             info = client.reload_repository_location(LOCATION)
         except Exception as error:  # the client also queries the server when it is created
             raise DagsterUnavailable(f"reloading the code location failed: {error}") from None

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hmac
 import os
 import threading
 import time
@@ -13,8 +12,8 @@ import dagster as dg
 import psycopg2
 from fastapi import Request
 
+from workflow_platform.access import AccessPolicy
 from workflow_platform.api.code_location import CodeLocationReloader
-from workflow_platform.api.errors import ApiError
 from workflow_platform.api.executions import RunEnds
 from workflow_platform.api.idempotency import IdempotencyKeys
 from workflow_platform.api.requests import MAX_BODY_BYTES
@@ -30,7 +29,7 @@ class ApiConfig:
     code_location: CodeLocationReloader
     submitted_dir: Path  # workflows registered through the API (one of WORKFLOWS_DIR's folders)
     plugins_file: Path  # registered HTTP plugins (WFP_PLUGINS_FILE)
-    token: str | None = None  # WFP_API_TOKEN: required on mutating routes when set
+    access: AccessPolicy = field(default_factory=AccessPolicy)  # no tokens: loopback only
     max_body: int = MAX_BODY_BYTES
     service_env: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
@@ -58,14 +57,3 @@ class ApiConfig:
 
 def config(request: Request) -> ApiConfig:
     return request.app.state.config
-
-
-def require_token(request: Request) -> None:
-    """Dependency of every mutating route: a bearer token when WFP_API_TOKEN is set."""
-    expected = config(request).token
-    if not expected:
-        return
-    given = request.headers.get("authorization", "")
-    scheme, _, token = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "this route needs 'Authorization: Bearer <WFP_API_TOKEN>'")

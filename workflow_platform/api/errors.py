@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import HTTPException
@@ -31,10 +31,10 @@ class ApiError(HTTPException):
         error: str,
         message: str,
         details: Sequence[Problem] = (),
-        headers: Mapping[str, str] | None = None,
+        headers: dict[str, str] | None = None,
         **extra: Any,
     ):
-        super().__init__(status_code=status, detail=message, headers=dict(headers) if headers else None)
+        super().__init__(status_code=status, detail=message, headers=headers)
         self.error = error
         self.message = message
         self.details = [
@@ -53,7 +53,8 @@ def error_response(status: int, error: str, message: str) -> JSONResponse:
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "invalid request or workflow (one detail per problem)"},
-    401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
+    401: {"model": ErrorBody, "description": "missing or wrong credentials"},
+    403: {"model": ErrorBody, "description": "the viewer token cannot do this"},
     413: {"model": ErrorBody, "description": "body too large"},
     415: {"model": ErrorBody, "description": "body is not application/json"},
     503: {"model": ErrorBody, "description": "PostgreSQL is not reachable: retry after Retry-After seconds"},

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from workflow_platform.api.code_location import DagsterUnavailable
-from workflow_platform.api.config import config, require_token
+from workflow_platform.api.config import config
 from workflow_platform.api.errors import ERROR_RESPONSES, ApiError
 from workflow_platform.api.requests import json_body
 from workflow_platform.api.workflows import _write_atomically
+from workflow_platform.outbound import OutboundPolicy, OutboundRefused
 from workflow_platform.plugins import BUILTIN_IDS, Plugin, plugin_registry
 from workflow_platform.plugins.http import HttpPluginRegistration, load_registrations
+from workflow_platform.problems import Problem
 from workflow_platform.validate import pydantic_problems
 
 router = APIRouter(prefix="/api", tags=["plugins"])
@@ -58,7 +60,6 @@ def get_plugin(plugin_id: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": HttpPluginRegistration.model_json_schema()}},
         }
     },
-    dependencies=[Depends(require_token)],
 )
 async def register_plugin(request: Request) -> JSONResponse:
     """Register (or replace) an HTTP plugin: a step `{plugin: id, action: a}` POSTs its input to baseUrl/a."""
@@ -71,6 +72,11 @@ async def register_plugin(request: Request) -> JSONResponse:
         ) from None
     if registration.id in BUILTIN_IDS:
         raise ApiError(409, "name_taken", f"'{registration.id}' is a built-in plugin; choose another id")
+    try:  # its calls go to baseUrl from then on, so baseUrl must be a place steps may reach
+        await run_in_threadpool(OutboundPolicy.from_environment().check, registration.baseUrl)
+    except OutboundRefused as refused:
+        problem = Problem("/baseUrl", str(refused), "register a URL WFP_HTTP_ALLOW allows, or extend it")
+        raise ApiError(400, "invalid_plugin", "the plugin's baseUrl is not allowed", [problem]) from None
     return await run_in_threadpool(_register, request, registration)  # file I/O and the reload block
 
 

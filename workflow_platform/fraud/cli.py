@@ -46,7 +46,7 @@ def seed_transactions(
     nats_rate: float | None,
     cache_dir: Path | None,
 ) -> None:
-    """Simulate the handbook's transactions and load them into PostgreSQL (WFP_PG_DSN), idempotently.
+    """Simulate the handbook's transactions and load them into PostgreSQL (WFP_PG_ADMIN_DSN), idempotently.
 
     The defaults are the handbook's dataset (1,754,155 transactions, 14,681 frauds). Loading the same
     parameters again inserts nothing; prints the counts as JSON.

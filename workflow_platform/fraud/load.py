@@ -55,18 +55,19 @@ def dataset_source(dataset: SimulatedDataset) -> str:
 def load_transactions(
     dataset: SimulatedDataset, dsn: str | None = None, profiles: bool = True, source: str | None = None
 ) -> dict[str, Any]:
-    """Load the dataset's transactions (and customer profiles) into PostgreSQL at `dsn` (default WFP_PG_DSN).
+    """Load the dataset's transactions (and customer profiles) into PostgreSQL at `dsn` (default: the admin's,
+    WFP_PG_ADMIN_DSN: the load applies the schema and stages in temporary tables).
 
     Returns counts: rows in the dataset, rows inserted now, rows the table holds for this source, profiles
     written, and the seconds taken.
     """
     import psycopg2
 
-    from workflow_platform.settings import ServiceSettings
+    from workflow_platform.settings import admin_dsn
     from workflow_platform.stack.pg_server import apply_schema
 
     began = time.perf_counter()
-    dsn = dsn or ServiceSettings().pg_dsn
+    dsn = dsn or admin_dsn()
     source = source or dataset_source(dataset)
     apply_schema(dsn)  # idempotent: the columns and index this load needs exist on any database
     total = len(dataset.transactions)

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 import psutil
 import yaml
-from dagster import DagsterInstance
+from dagster import DagsterInstance, RepositoryDefinition, op
+from dagster import job as dagster_job
 
 from workflow_platform.launcher.worker import prepare, serve
 
@@ -238,8 +239,25 @@ def import_everything(serialized_pointer: str, preload: list[str]) -> str | None
     pointer = deserialize_value(serialized_pointer, CodePointer)
     target = pointer.load_target()
     if isinstance(target, Definitions):
-        target.get_repository_def()
+        warm_up(target.get_repository_def())
     return pointer.module if isinstance(pointer, ModuleCodePointer) else None
+
+
+def warm_up(repository: RepositoryDefinition) -> None:
+    """What every run would otherwise compute again in its worker: each job's run config schema (cached on the
+    job), and the modules of Dagster's execution path (imported by running one trivial job in memory)."""
+    for job in repository.get_all_jobs():
+        job.run_config_schema  # noqa: B018 - a cached property: computing it is the point
+
+    @op
+    def noop() -> None:
+        pass
+
+    @dagster_job
+    def warm_up_job() -> None:
+        noop()
+
+    warm_up_job.execute_in_process(run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflow_platform.outbound import OutboundRefused
 from workflow_platform.plugins.base import (
     Action,
     ActionError,
@@ -66,9 +67,12 @@ def _check(response: requests.Response, what: str) -> None:
 
 
 def http_request(http: HttpResource, spec: HttpRequestInput, ctx: StepContext) -> ActionOutput:
-    response = http.request(
-        spec.method, spec.url, ctx.timeout_s, headers=spec.headers, params=spec.query, json=spec.json_body
-    )
+    try:
+        response = http.request(
+            spec.method, spec.url, ctx.timeout_s, headers=spec.headers, params=spec.query, json=spec.json_body
+        )
+    except OutboundRefused as refused:
+        raise ActionError(f"{spec.method} refused: {refused}") from None
     _check(response, f"{spec.method} {spec.url}")
     return ActionOutput({"status": response.status_code, "body": _response_value(response)})
 
@@ -78,7 +82,10 @@ def registered_plugin(registration: HttpPluginRegistration) -> Plugin:
         url = f"{registration.baseUrl.rstrip('/')}/{action_name}"
 
         def call(http: HttpResource, spec: RegisteredActionInput, ctx: StepContext) -> ActionOutput:
-            response = http.request("POST", url, ctx.timeout_s, json=spec.model_dump())
+            try:
+                response = http.request("POST", url, ctx.timeout_s, checked=True, json=spec.model_dump())
+            except OutboundRefused as refused:  # a redirect away from the plugin
+                raise ActionError(f"POST refused: {refused}") from None
             _check(response, f"POST {url}")
             return ActionOutput(_response_value(response))
 

