@@ -36,7 +36,7 @@ mutation($params: ReexecutionParams!) {
 
 @pytest.fixture(scope="module")
 def platform(stack_env, tmp_path_factory) -> Iterator[dict]:
-    load(stack_env["WFP_PG_DSN"], SEED)
+    load(stack_env["WFP_PG_ADMIN_DSN"], SEED)
     with running_platform(tmp_path_factory.mktemp("reexec_up")) as running:
         yield running
 
