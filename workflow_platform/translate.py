@@ -5,6 +5,7 @@ rendered input with the action's model, calls the plugin with its resource, and 
 asset events. A failed step fails the run; Dagster skips its dependents and still runs independent branches.
 """
 
+import functools
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 from workflow_platform.plugins import Action, ActionError, ActionOutput, Plugin, StepContext, plugin_registry
 from workflow_platform.resources import service_resources
 from workflow_platform.spec import ParamSpec, StepSpec, TriggerSpec, WorkflowSpec
-from workflow_platform.templates import TemplateAnalysis, TemplateError, analyze, render
+from workflow_platform.templates import NOW, TemplateAnalysis, TemplateError, analyze, render
 from workflow_platform.validate import ancestors, pydantic_problems, template_strings
 
 WORKFLOW_TAG = "wfp/workflow"
@@ -304,10 +305,11 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
     resource_keys = {PARAMS_RESOURCE, *action.uses} | (
         {plugin.resource_key} if plugin.resource_key else set()
     )
-    # Looking up the run's start costs a storage query: only steps whose templates use it ('now' in the date
-    # filter is the run's start) pay for it.
+    # Looking up a run's start costs a storage query: only steps whose templates use it pay for it ('now' in the
+    # date filter is the start of the run's root).
     reads = _template_reads(step)
-    reads_start_time = "started_at" in reads.run_fields or "date" in reads.filters
+    reads_start_time = "started_at" in reads.run_fields
+    reads_now = "date" in reads.filters
     needs_batch = "trigger" in reads.roots
 
     @dg.op(
@@ -325,25 +327,31 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
                 f"step {step.id}: this run has no batch of rows. {no_batch_message(spec)}",
                 allow_retries=False,
             )
+        root_id = execution_key(context.run)
+        execution_started = functools.cache(lambda: _run_started_at(context, root_id))
         template_context = {
             "steps": {input_steps[name]: {"result": value} for name, value in results.items()},
             "params": dict(getattr(context.resources, PARAMS_RESOURCE)),
             "run": {
                 "id": context.run_id,
-                "started_at": _run_started_at(context) if reads_start_time else None,
+                "root_id": root_id,
+                "started_at": _run_started_at(context, context.run_id) if reads_start_time else None,
                 "job_name": context.job_name,
             },
             "workflow": {"name": spec.name, "description": spec.description},
             "trigger": json.loads(context.run.tags.get(TRIGGER_TAG, "{}")),
+            NOW: execution_started() if reads_now else None,
         }
         parsed = _render_input(step, action, template_context)
         resource = getattr(context.resources, plugin.resource_key) if plugin.resource_key else None
         step_context = StepContext(
-            context.run_id,
-            step.id,
-            spec.name,
-            timeout_ms / 1000 if timeout_ms else None,
-            {key: getattr(context.resources, key) for key in action.uses},
+            run_id=context.run_id,
+            step_id=step.id,
+            workflow=spec.name,
+            execution_key=root_id,
+            execution_started=execution_started,
+            timeout_s=timeout_ms / 1000 if timeout_ms else None,
+            resources={key: getattr(context.resources, key) for key in action.uses},
         )
         started = time.perf_counter()
         output = _call(step, action, resource, parsed, step_context)
@@ -365,9 +373,15 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
     return step_op
 
 
-def _run_started_at(context: dg.OpExecutionContext) -> str:
+def execution_key(run: dg.DagsterRun) -> str:
+    """The run's root: the first run of a chain of re-executions ("Re-execute" in the UI, run retries), or the
+    run itself. Side-effect keys derive from it, so re-executing a run writes what it wrote, not a second copy."""
+    return run.root_run_id or run.run_id
+
+
+def _run_started_at(context: dg.OpExecutionContext, run_id: str) -> str:
     # The run's creation time, not the clock: a retried step renders 'now' the same way as its first attempt.
-    record = context.instance.get_run_record_by_id(context.run_id)
+    record = context.instance.get_run_record_by_id(run_id)
     created = record.create_timestamp if record else datetime.now(UTC)
     return (created if created.tzinfo else created.replace(tzinfo=UTC)).isoformat()
 
