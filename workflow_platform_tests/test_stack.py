@@ -22,6 +22,7 @@ from minio import Minio
 from workflow_platform.stack import EmbeddedStack, ServiceStartError
 from workflow_platform.stack.pathway_server import available as pathway_available
 from workflow_platform.stack.processes import port_open, stop_process, wait_gone
+from workflow_platform_tests.conftest import read_json_object
 
 THREE = ("postgres", "nats", "s3")
 ORCHESTRATOR_TABLES = {"events", "transactions", "customer_profiles", "merchants"}
@@ -273,15 +274,6 @@ def put_json(client: Minio, bucket: str, key: str, value: object) -> None:
     client.put_object(bucket, key, io.BytesIO(body), len(body), "application/json")
 
 
-def get_json(client: Minio, bucket: str, key: str) -> object:
-    response = client.get_object(bucket, key)
-    try:
-        return json.loads(response.read())
-    finally:
-        response.close()
-        response.release_conn()
-
-
 def test_s3_objects_survive_a_stop_and_start(tmp_path: Path) -> None:
     with EmbeddedStack(tmp_path, services=("s3",)) as first:
         bucket = first.env["WFP_S3_BUCKET"]
@@ -290,7 +282,7 @@ def test_s3_objects_survive_a_stop_and_start(tmp_path: Path) -> None:
     assert processes_under(tmp_path) == []
 
     with EmbeddedStack(tmp_path, services=("s3",)) as second:
-        assert get_json(minio_client(second.env), bucket, "reports/kept.json") == {"rows": 3}
+        assert read_json_object(minio_client(second.env), bucket, "reports/kept.json") == {"rows": 3}
         # The credentials are the ones generated on the first start, kept where only their owner reads them.
         assert {k: v for k, v in second.env.items() if k != "WFP_S3_ENDPOINT"} == {
             k: v for k, v in first_env.items() if k != "WFP_S3_ENDPOINT"
@@ -308,7 +300,7 @@ def test_s3_objects_survive_a_sigkill_of_the_server(tmp_path: Path) -> None:
     assert wait_gone(server, timeout=5)
 
     with EmbeddedStack(tmp_path, services=("s3",)) as restarted:
-        assert get_json(minio_client(restarted.env), bucket, "models/kept.json") == {"version": 1}
+        assert read_json_object(minio_client(restarted.env), bucket, "models/kept.json") == {"version": 1}
         assert restarted.started == ("s3",)
         assert restarted.env == crashed.env  # back on its recorded ports: the same endpoint
 

