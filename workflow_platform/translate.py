@@ -163,7 +163,7 @@ def no_batch_message(spec: WorkflowSpec) -> str:
     )
 
 
-def _waiting_reason(trigger: TriggerSpec, state: RowCursor) -> str:
+def _skip_reason(trigger: TriggerSpec, state: RowCursor) -> str:
     if state.waiting:
         return (
             f"waiting for {len(state.waiting)} transaction(s) writing {trigger.table} to end: rows with "
@@ -194,10 +194,11 @@ def build_sensor(spec: WorkflowSpec, job: dg.JobDefinition) -> dg.SensorDefiniti
         )
         state, batches = next_batches(dsn, trigger, state)
         if not batches:
-            return dg.SensorResult(skip_reason=_waiting_reason(trigger, state), cursor=state.dump())
+            return dg.SensorResult(skip_reason=_skip_reason(trigger, state), cursor=state.dump())
         requests = [
             dg.RunRequest(
-                # The run key names the rows: the same batch is never launched twice, even if the cursor is lost.
+                # The run key names the rows: a tick evaluated again from the same cursor (a daemon restarted
+                # mid-tick) makes the same keys, and Dagster launches a key once.
                 run_key=f"{trigger.table}:{batch['after']}-{batch['through']}",
                 tags={TRIGGER_TAG: json.dumps(batch)},
             )
