@@ -495,9 +495,9 @@ def stack_up() -> None:
     running = EmbeddedStack.attach(_state_dir())
     if running is None:
         running = EmbeddedStack(_state_dir()).start()
-        _err(
-            f'stack started ({_state_dir()}); `eval "$(wfp stack env)"` points wfp and the dagster CLI at it'
-        )
+        # Services recorded as running that had died are restarted; the live ones are kept as they are.
+        what = "started" if not running.recorded else f"restarted {', '.join(running.started) or 'none'}"
+        _err(f'stack {what} ({_state_dir()}); `eval "$(wfp stack env)"` points wfp and the dagster CLI at it')
     else:
         _err(f"stack already running ({_state_dir()})")
     _print_env(_with_instance(running.env))
@@ -508,11 +508,12 @@ def stack_down() -> None:
     """Stop the stack started by `wfp stack up`."""
     from workflow_platform.stack import EmbeddedStack
 
-    running = EmbeddedStack.attach(_state_dir())
-    if running is None:
+    # Not attach(): it needs every service alive, and the live ones of a stack with a dead one must stop too.
+    stack = EmbeddedStack(_state_dir())
+    if not stack.manifest_path.exists():
         _err("no stack is running")
         return
-    running.stop()
+    stack.stop()
     _err("stack stopped")
 
 

@@ -15,6 +15,7 @@ recycle), a pool of `size`, and optionally a ping on checkout so a database rest
 from __future__ import annotations
 
 import os
+import time
 from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
@@ -26,7 +27,9 @@ from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import create_pg_engine, set_pg_statement_timeout
 from psycopg2 import sql
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, exc
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 
 DAGSTER_DATABASE = "dagster"
 # Used where the current folder has no dagster.yaml (a `wfp run` from elsewhere): the storage, nothing else.
@@ -40,6 +43,7 @@ telemetry:
 """
 STATEMENT_TIMEOUT_MS = 60_000
 IDLE_PING_S = 1.0
+CONNECT_TIMEOUT_S = 10
 POOL_RECYCLE_S = 3600
 
 PostgresStorage = PostgresRunStorage | PostgresEventLogStorage | PostgresScheduleStorage
@@ -120,9 +124,36 @@ def _pooled_engine(storage: PostgresStorage, size: int, name: str, ping_idle: bo
         pool_size=size,
         max_overflow=size,
         pool_recycle=POOL_RECYCLE_S,
-        connect_args={"application_name": name},
+        # Without a timeout, connecting to a host that drops packets would hang the request instead of failing.
+        connect_args={"application_name": name, "connect_timeout": CONNECT_TIMEOUT_S},
     )
     event.listen(
         engine, "connect", lambda connection, _: set_pg_statement_timeout(connection, STATEMENT_TIMEOUT_MS)
     )
+    if ping_idle:
+        _ping_idle_connections(engine)
     return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """A connection idle in the pool for over IDLE_PING_S is pinged when checked out, and replaced if dead: after
+    PostgreSQL restarts, every pooled connection is, and the requests that drew them would fail one by one. A
+    ping on every checkout (pool_pre_ping) would cost a round trip per query."""
+
+    def idle_from_now(dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def ping_if_idle(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _: object) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < IDLE_PING_S:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except psycopg2.Error as error:
+            # The server went away, so did the pool's other connections: all are replaced, this one at once.
+            raise exc.InvalidatePoolError(str(error)) from error
+
+    event.listen(engine, "connect", idle_from_now)
+    event.listen(engine, "checkin", idle_from_now)
+    event.listen(engine, "checkout", ping_if_idle)

@@ -57,6 +57,8 @@ def _check_query(postgres: PostgresResource, step: StepSpec, index: int, file: s
             Problem(pointer("steps", index, "input", "sql"), str(error), "add the value under params", file)
         ]
     except psycopg2.Error as error:
+        if error.pgcode is None:  # no SQLSTATE: the server did not judge the SQL, it was not reached at all
+            raise
         message = (error.pgerror or str(error)).strip().splitlines()[0]
         return [
             Problem(

@@ -1,7 +1,7 @@
 """`wfp run`: execute one workflow through Dagster on a persistent instance, with live step progress.
 
-The services come from the environment when WFP_* endpoints are set, else from a stack started with
-`wfp stack up`, else from an embedded stack started for this run and stopped after it.
+The services come from the environment when WFP_* endpoints are set, else from the stack started with
+`wfp stack up`, else from an embedded stack started for this run and stopped after it. See `services`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,13 @@ def resolve_workflow(target: str) -> Path:
 
 @contextlib.contextmanager
 def services(log: Callable[[str], None]) -> Iterator[dict[str, str]]:
-    """The WFP_* environment of the services to use (see module docstring)."""
+    """The WFP_* environment of the services to use.
+
+    A command never stops a service it did not start. With a stack recorded in WFP_HOME/stack (`wfp stack up`),
+    the command uses it; a service of it that died is restarted (on its old ports when free) and left running
+    afterwards: it belongs to that stack, which `wfp stack down` stops. Only a stack the command started from
+    nothing is stopped when it ends.
+    """
     if endpoints_configured():
         yield {}
         return
@@ -74,11 +80,26 @@ def services(log: Callable[[str], None]) -> Iterator[dict[str, str]]:
         log(f"using the embedded stack started by `wfp stack up` ({state_dir})")
         yield running.env
         return
-    log("starting the embedded stack (PostgreSQL, NATS JetStream, S3, Pathway) ...")
+    stack = EmbeddedStack(state_dir)
+    if stack.manifest_path.exists():
+        log(f"restarting the services of the embedded stack ({state_dir}) that are not running ...")
+    else:
+        log("starting the embedded stack (PostgreSQL, NATS JetStream, S3, Pathway) ...")
     started = time.perf_counter()
-    with EmbeddedStack(state_dir) as stack:
-        log(f"stack ready in {time.perf_counter() - started:.1f} s")
+    stack.start()
+    seconds = time.perf_counter() - started
+    if stack.recorded:
+        restarted = ", ".join(stack.started) or "none"
+        log(
+            f"restarted {restarted} in {seconds:.1f} s; left running with the stack (`wfp stack down` stops it)"
+        )
         yield stack.env
+        return
+    log(f"stack ready in {seconds:.1f} s")
+    try:
+        yield stack.env
+    finally:
+        stack.stop_started()
 
 
 @contextlib.contextmanager

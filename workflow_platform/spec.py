@@ -99,11 +99,12 @@ class TriggerSpec(_Strict):
     """Run the workflow when new rows arrive in a table (becomes a Dagster sensor with a cursor and run keys).
 
     Each run gets one batch: `{{ trigger.after }} < column <= {{ trigger.through }}` (also `trigger.count`,
-    `trigger.table`). The column must only grow (a bigserial id): the cursor never re-reads nor skips a row."""
+    `trigger.table`). The column must be filled by a sequence (bigserial, identity; CACHE 1): a batch only reaches ids
+    below which no transaction still in progress can commit a row, so no row is skipped (row_cursor.py)."""
 
     type: Literal["postgres"] = "postgres"
     table: str = Field(min_length=1, description="schema-qualified table, e.g. orchestrator.transactions")
-    column: str = Field("id", min_length=1, description="an increasing column (the cursor)")
+    column: str = Field("id", min_length=1, description="an integer column filled by a sequence (the cursor)")
     batchSize: int = Field(1000, ge=1, le=1_000_000, description="rows per run at most")
     intervalSeconds: int = Field(30, ge=1, le=86_400, description="how often the sensor looks")
     startAfter: int | Literal["latest"] = Field(

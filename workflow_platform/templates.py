@@ -1,8 +1,9 @@
 """The template language of workflow inputs (DESIGN §4), on Jinja2's immutable sandbox.
 
-`{{ steps.<id>.result... }}`, `{{ params.x }}`, `{{ run.id }}`, `{{ workflow.name }}`, `{{ trigger.* }}`, with the
-filters `date('YYYY-MM-DD/HH')` (moment-style tokens, as in the original files), `json` and Jinja's own. A string
-that is exactly one template keeps the value's type; a template inside other text is interpolated as text.
+`{{ steps.<id>.result... }}`, `{{ params.x }}`, `{{ run.id }}`, `{{ run.root_id }}`, `{{ workflow.name }}`,
+`{{ trigger.* }}`, with the filters `date('YYYY-MM-DD/HH')` (moment-style tokens, as in the original files), `json`
+and Jinja's own. A string that is exactly one template keeps the value's type; a template inside other text is
+interpolated as text.
 `analyze` checks a template statically so a bad reference is a validation error before any run.
 """
 
@@ -21,7 +22,11 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 ROOTS = ("steps", "params", "run", "workflow", "trigger")
-RUN_FIELDS = ("id", "started_at", "job_name")
+# run.id is the Dagster run; run.root_id the first run it re-executes (itself if none): the one for idempotent keys.
+RUN_FIELDS = ("id", "root_id", "started_at", "job_name")
+# The moment 'now' stands for in the date filter, given in the render context under this name (not a template
+# variable: templates cannot name it).
+NOW = "now"
 WORKFLOW_FIELDS = ("name", "description")
 
 _TEMPLATE = re.compile(r"{{(.*?)}}", re.DOTALL)
@@ -95,7 +100,8 @@ def _ordinal_suffix(day: int) -> str:
 
 
 def to_datetime(value: Any, now: datetime | None = None) -> datetime:
-    """'now' (the run's start, so retries of a run produce the same keys), ISO text, epoch seconds, or a date."""
+    """'now' (the start of the run's root, so retries and re-executions produce the same keys), ISO text, epoch
+    seconds, or a date."""
     if isinstance(value, str) and value.strip().lower() in ("now", "today"):
         moment = now or datetime.now(UTC)
     elif isinstance(value, datetime):
@@ -116,7 +122,7 @@ def to_datetime(value: Any, now: datetime | None = None) -> datetime:
 
 @pass_context
 def _date_filter(context: Context, value: Any, pattern: str = "YYYY-MM-DDTHH:mm:ssZ") -> str:
-    started = context.get("run", {}).get("started_at")
+    started = context.get(NOW)
     now = to_datetime(started) if started else None
     return format_moment(to_datetime(value, now), pattern)
 

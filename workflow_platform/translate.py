@@ -5,6 +5,7 @@ rendered input with the action's model, calls the plugin with its resource, and 
 asset events. A failed step fails the run; Dagster skips its dependents and still runs independent branches.
 """
 
+import functools
 import json
 import os
 import re
@@ -22,8 +23,9 @@ from pydantic import ValidationError
 
 from workflow_platform.plugins import Action, ActionError, ActionOutput, Plugin, StepContext, plugin_registry
 from workflow_platform.resources import service_resources
+from workflow_platform.row_cursor import RowCursor, batch_payload, count_rows, next_batches, start_at_latest
 from workflow_platform.spec import ParamSpec, StepSpec, TriggerSpec, WorkflowSpec
-from workflow_platform.templates import TemplateAnalysis, TemplateError, analyze, render
+from workflow_platform.templates import NOW, TemplateAnalysis, TemplateError, analyze, render
 from workflow_platform.validate import ancestors, pydantic_problems, template_strings
 
 WORKFLOW_TAG = "wfp/workflow"
@@ -127,75 +129,9 @@ def build_schedule(spec: WorkflowSpec, job: dg.JobDefinition) -> dg.ScheduleDefi
     return dg.ScheduleDefinition(execution_fn=previous_day_run, **common)
 
 
-MAX_BATCHES_PER_TICK = 20
-
-
-def _table_and_column(trigger: TriggerSpec) -> tuple[Any, Any]:
-    from psycopg2 import sql
-
-    schema, _, table = trigger.table.rpartition(".")
-    return sql.Identifier(schema, table) if schema else sql.Identifier(table), sql.Identifier(trigger.column)
-
-
-def latest_value(dsn: str, trigger: TriggerSpec) -> int:
-    """The trigger column's current maximum (0 for an empty table)."""
-    import psycopg2
-    from psycopg2 import sql
-
-    name, column = _table_and_column(trigger)
-    with psycopg2.connect(dsn, connect_timeout=10) as connection, connection.cursor() as cursor:
-        cursor.execute(sql.SQL("SELECT coalesce(max({}), 0) FROM {}").format(column, name))
-        return int(cursor.fetchone()[0])
-
-
-def new_row_batches(dsn: str, trigger: TriggerSpec, after: int) -> list[dict[str, Any]]:
-    """Consecutive batches of rows above the cursor: [{after, through, count}], oldest first."""
-    import psycopg2
-    from psycopg2 import sql
-
-    name, column = _table_and_column(trigger)
-    query = sql.SQL(
-        "SELECT max(c), count(*) FROM (SELECT {col} AS c FROM {tbl} WHERE {col} > %s ORDER BY {col} LIMIT %s) batch"
-    ).format(col=column, tbl=name)
-    batches = []
-    with psycopg2.connect(dsn, connect_timeout=10) as connection, connection.cursor() as cursor:
-        for _ in range(MAX_BATCHES_PER_TICK):
-            cursor.execute(query, (after, trigger.batchSize))
-            through, count = cursor.fetchone()
-            if not count:
-                break
-            batches.append(
-                {
-                    "table": trigger.table,
-                    "column": trigger.column,
-                    "after": after,
-                    "through": int(through),
-                    "count": count,
-                }
-            )
-            after = int(through)
-    return batches
-
-
 def rows_batch(dsn: str, trigger: TriggerSpec, after: int, through: int) -> dict[str, Any]:
     """The trigger payload of a batch named by hand (`wfp run --rows AFTER:THROUGH`), its rows counted."""
-    import psycopg2
-    from psycopg2 import sql
-
-    name, column = _table_and_column(trigger)
-    with psycopg2.connect(dsn, connect_timeout=10) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE {} > %s AND {} <= %s").format(name, column, column),
-            (after, through),
-        )
-        count = int(cursor.fetchone()[0])
-    return {
-        "table": trigger.table,
-        "column": trigger.column,
-        "after": after,
-        "through": through,
-        "count": count,
-    }
+    return batch_payload(trigger, after, through, count_rows(dsn, trigger, after, through))
 
 
 def step_reads_trigger(step: StepSpec) -> bool:
@@ -227,31 +163,48 @@ def no_batch_message(spec: WorkflowSpec) -> str:
     )
 
 
+def _skip_reason(trigger: TriggerSpec, state: RowCursor) -> str:
+    if state.waiting:
+        return (
+            f"waiting for {len(state.waiting)} transaction(s) writing {trigger.table} to end: rows with "
+            f"{trigger.column} <= {state.pending} are processed once no transaction can still commit one below it"
+        )
+    return f"no rows in {trigger.table} with {trigger.column} > {state.after}"
+
+
 def build_sensor(spec: WorkflowSpec, job: dg.JobDefinition) -> dg.SensorDefinition | None:
+    """One run per batch of new rows of the trigger table. A batch only reaches up to a settled value (see
+    row_cursor): no row is skipped when transactions commit out of id order, at the cost that a transaction
+    writing the table and left open holds back later batches until it ends. Run keys name the rows, so a batch
+    is never launched twice (Dagster also resumes a tick interrupted after its runs were reserved)."""
     if spec.trigger is None:
         return None
     trigger = spec.trigger
 
     def new_rows(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        dsn = os.environ["WFP_PG_DSN"]
         if not context.cursor and trigger.startAfter == "latest":
-            latest = latest_value(os.environ["WFP_PG_DSN"], trigger)
+            start = start_at_latest(dsn, trigger)
             return dg.SensorResult(
-                skip_reason=f"started: rows of {trigger.table} with {trigger.column} > {latest} will be processed",
-                cursor=str(latest),
+                skip_reason=f"started: rows of {trigger.table} with {trigger.column} > {start.after} will be processed",
+                cursor=start.dump(),
             )
-        after = int(context.cursor) if context.cursor else int(trigger.startAfter)
-        batches = new_row_batches(os.environ["WFP_PG_DSN"], trigger, after)
+        state = (
+            RowCursor.parse(context.cursor) if context.cursor else RowCursor.start(int(trigger.startAfter))
+        )
+        state, batches = next_batches(dsn, trigger, state)
         if not batches:
-            return dg.SensorResult(skip_reason=f"no rows in {trigger.table} with {trigger.column} > {after}")
+            return dg.SensorResult(skip_reason=_skip_reason(trigger, state), cursor=state.dump())
         requests = [
             dg.RunRequest(
-                # The run key names the rows: the same batch is never launched twice, even if the cursor is lost.
+                # The run key names the rows: a tick evaluated again from the same cursor (a daemon restarted
+                # mid-tick) makes the same keys, and Dagster launches a key once.
                 run_key=f"{trigger.table}:{batch['after']}-{batch['through']}",
                 tags={TRIGGER_TAG: json.dumps(batch)},
             )
             for batch in batches
         ]
-        return dg.SensorResult(run_requests=requests, cursor=str(batches[-1]["through"]))
+        return dg.SensorResult(run_requests=requests, cursor=state.dump())
 
     return dg.SensorDefinition(
         name=f"{job.name}_on_new_rows",
@@ -304,10 +257,11 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
     resource_keys = {PARAMS_RESOURCE, *action.uses} | (
         {plugin.resource_key} if plugin.resource_key else set()
     )
-    # Looking up the run's start costs a storage query: only steps whose templates use it ('now' in the date
-    # filter is the run's start) pay for it.
+    # Looking up a run's start costs a storage query: only steps whose templates use it pay for it ('now' in the
+    # date filter is the start of the run's root).
     reads = _template_reads(step)
-    reads_start_time = "started_at" in reads.run_fields or "date" in reads.filters
+    reads_start_time = "started_at" in reads.run_fields
+    reads_now = "date" in reads.filters
     needs_batch = "trigger" in reads.roots
 
     @dg.op(
@@ -325,25 +279,31 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
                 f"step {step.id}: this run has no batch of rows. {no_batch_message(spec)}",
                 allow_retries=False,
             )
+        root_id = execution_key(context.run)
+        execution_started = functools.cache(lambda: _run_started_at(context, root_id))
         template_context = {
             "steps": {input_steps[name]: {"result": value} for name, value in results.items()},
             "params": dict(getattr(context.resources, PARAMS_RESOURCE)),
             "run": {
                 "id": context.run_id,
-                "started_at": _run_started_at(context) if reads_start_time else None,
+                "root_id": root_id,
+                "started_at": _run_started_at(context, context.run_id) if reads_start_time else None,
                 "job_name": context.job_name,
             },
             "workflow": {"name": spec.name, "description": spec.description},
             "trigger": json.loads(context.run.tags.get(TRIGGER_TAG, "{}")),
+            NOW: execution_started() if reads_now else None,
         }
         parsed = _render_input(step, action, template_context)
         resource = getattr(context.resources, plugin.resource_key) if plugin.resource_key else None
         step_context = StepContext(
-            context.run_id,
-            step.id,
-            spec.name,
-            timeout_ms / 1000 if timeout_ms else None,
-            {key: getattr(context.resources, key) for key in action.uses},
+            run_id=context.run_id,
+            step_id=step.id,
+            workflow=spec.name,
+            execution_key=root_id,
+            execution_started=execution_started,
+            timeout_s=timeout_ms / 1000 if timeout_ms else None,
+            resources={key: getattr(context.resources, key) for key in action.uses},
         )
         started = time.perf_counter()
         output = _call(step, action, resource, parsed, step_context)
@@ -365,9 +325,15 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
     return step_op
 
 
-def _run_started_at(context: dg.OpExecutionContext) -> str:
+def execution_key(run: dg.DagsterRun) -> str:
+    """The run's root: the first run of a chain of re-executions ("Re-execute" in the UI, run retries), or the
+    run itself. Side-effect keys derive from it, so re-executing a run writes what it wrote, not a second copy."""
+    return run.root_run_id or run.run_id
+
+
+def _run_started_at(context: dg.OpExecutionContext, run_id: str) -> str:
     # The run's creation time, not the clock: a retried step renders 'now' the same way as its first attempt.
-    record = context.instance.get_run_record_by_id(context.run_id)
+    record = context.instance.get_run_record_by_id(run_id)
     created = record.create_timestamp if record else datetime.now(UTC)
     return (created if created.tzinfo else created.replace(tzinfo=UTC)).isoformat()
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
+import psycopg2
 import yaml
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from workflow_platform.launcher.run_launcher import WarmRunLauncher
+from workflow_platform.notifications import RUN_ENDS
 from workflow_platform.settings import ENDPOINT_VARIABLES
 
 ROOT = Path(__file__).parent.parent
@@ -39,9 +43,16 @@ def test_project_dagster_yaml_is_a_working_postgres_instance(stack_env, tmp_path
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         assert isinstance(instance.run_launcher, WarmRunLauncher)
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs >= 1
-        result = deployment_check.execute_in_process(instance=instance)
-        assert result.success
-        assert instance.get_run_by_id(result.run_id).is_success
+        with closing(psycopg2.connect(stack_env["WFP_PG_ADMIN_DSN"])) as listener:
+            listener.autocommit = True
+            listener.cursor().execute(f"LISTEN {RUN_ENDS}")
+            result = deployment_check.execute_in_process(instance=instance)
+            assert result.success
+            assert instance.get_run_by_id(result.run_id).is_success
+            # The run's end is announced once its status is stored (what the API's waiting clients listen for)
+            assert select.select([listener], [], [], 10)[0], "no notification of the run's end"
+            listener.poll()
+            assert [n.payload for n in listener.notifies] == [result.run_id]
 
 
 def test_compose_file_runs_every_service_with_the_platform_environment():

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from workflow_platform.fraud.load import load_transactions
 from workflow_platform.fraud.model import LATEST_KEY
 from workflow_platform.fraud.simulator import SimulatedDataset, SimulationConfig, simulate_cached
+from workflow_platform.row_cursor import RowCursor
 from workflow_platform.translate import build_job, build_sensor
 from workflow_platform.validate import check_file
 from workflow_platform_tests.conftest import fetch, read_json_object, stream_messages
@@ -117,7 +118,8 @@ def test_new_transactions_are_scored_once_by_sensor_launched_runs(
 
     tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=str(cursor)))
     expected_batches = math.ceil(len(arrived) / 250)
-    assert len(tick.run_requests) == expected_batches and tick.cursor == str(arrived["id"].max())
+    assert len(tick.run_requests) == expected_batches
+    assert RowCursor.parse(tick.cursor) == RowCursor.start(int(arrived["id"].max()))
     quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=tick.cursor))
     assert quiet.run_requests == []
 

@@ -21,7 +21,8 @@ from minio import Minio
 
 from workflow_platform.stack import EmbeddedStack, ServiceStartError
 from workflow_platform.stack.pathway_server import available as pathway_available
-from workflow_platform.stack.processes import port_open, wait_gone
+from workflow_platform.stack.processes import port_open, stop_process, wait_gone
+from workflow_platform_tests.conftest import read_json_object
 
 THREE = ("postgres", "nats", "s3")
 ORCHESTRATOR_TABLES = {"events", "transactions", "customer_profiles", "merchants"}
@@ -250,6 +251,8 @@ def test_start_recovers_from_a_killed_postmaster(tmp_path: Path) -> None:
     with EmbeddedStack(tmp_path, services=("postgres",)) as stack:
         rows = pg_rows(stack.env["WFP_PG_DSN"], "select event_type from orchestrator.events")
         assert rows == [("before-crash",)]
+        # back on its port: the DSNs a running platform holds stay valid
+        assert stack.env == crashed.env
 
 
 @pytest.mark.skipif(
@@ -264,3 +267,79 @@ def test_default_stack_includes_a_healthy_pathway_service(tmp_path: Path) -> Non
         process = stack.handles["pathway"].process
     assert not process.alive()
     assert not port_open(urlparse(url).port or 0)
+
+
+def put_json(client: Minio, bucket: str, key: str, value: object) -> None:
+    body = json.dumps(value).encode()
+    client.put_object(bucket, key, io.BytesIO(body), len(body), "application/json")
+
+
+def test_s3_objects_survive_a_stop_and_start(tmp_path: Path) -> None:
+    with EmbeddedStack(tmp_path, services=("s3",)) as first:
+        bucket = first.env["WFP_S3_BUCKET"]
+        put_json(minio_client(first.env), bucket, "reports/kept.json", {"rows": 3})
+        first_env = first.env
+    assert processes_under(tmp_path) == []
+
+    with EmbeddedStack(tmp_path, services=("s3",)) as second:
+        assert read_json_object(minio_client(second.env), bucket, "reports/kept.json") == {"rows": 3}
+        # The credentials are the ones generated on the first start, kept where only their owner reads them.
+        assert {k: v for k, v in second.env.items() if k != "WFP_S3_ENDPOINT"} == {
+            k: v for k, v in first_env.items() if k != "WFP_S3_ENDPOINT"
+        }
+        assert (tmp_path / "s3" / "identities.json").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "stack.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_s3_objects_survive_a_sigkill_of_the_server(tmp_path: Path) -> None:
+    crashed = EmbeddedStack(tmp_path, services=("s3",)).start()
+    bucket = crashed.env["WFP_S3_BUCKET"]
+    put_json(minio_client(crashed.env), bucket, "models/kept.json", {"version": 1})
+    server = crashed.handles["s3"].process
+    os.kill(server.pid, signal.SIGKILL)
+    assert wait_gone(server, timeout=5)
+
+    with EmbeddedStack(tmp_path, services=("s3",)) as restarted:
+        assert read_json_object(minio_client(restarted.env), bucket, "models/kept.json") == {"version": 1}
+        assert restarted.started == ("s3",)
+        assert restarted.env == crashed.env  # back on its recorded ports: the same endpoint
+
+
+def test_leaving_a_stack_stops_only_what_it_started(tmp_path: Path) -> None:
+    """A dead service of a running stack is restarted alone; on exit the adopted ones keep running."""
+    up = EmbeddedStack(tmp_path, services=("postgres", "nats")).start()
+    try:
+        postgres, nats_server = up.handles["postgres"].process, up.handles["nats"].process
+        os.kill(nats_server.pid, signal.SIGKILL)
+        assert wait_gone(nats_server, timeout=5)
+
+        with EmbeddedStack(tmp_path, services=("postgres", "nats")) as run:
+            assert run.handles["postgres"].process == postgres
+            restarted = run.handles["nats"].process
+            assert restarted != nats_server and restarted.alive()
+            run_env = run.env
+        assert postgres.alive()
+        assert pg_rows(up.env["WFP_PG_DSN"], "select 1") == [(1,)]
+        assert not restarted.alive()
+        recorded = json.loads((tmp_path / "stack.json").read_text())["services"]
+        assert set(recorded) == {"postgres"}
+        assert run_env == up.env  # nats came back on its recorded ports
+    finally:
+        EmbeddedStack(tmp_path).stop()
+    assert processes_under(tmp_path) == []
+
+
+def test_no_second_server_over_a_data_dir_in_use(tmp_path: Path) -> None:
+    """A live server that stack.json does not record (record lost): starting refuses instead of doubling it."""
+    first = EmbeddedStack(tmp_path, services=("nats",)).start()
+    server = first.handles["nats"].process
+    try:
+        (tmp_path / "stack.json").unlink()
+        with pytest.raises(ServiceStartError) as refused:
+            EmbeddedStack(tmp_path, services=("nats",)).start()
+        assert refused.value.service == "nats"
+        assert "in use" in str(refused.value) and str(server.pid) in str(refused.value)
+        assert server.alive()
+        assert [proc.pid for proc in processes_under(tmp_path)] == [server.pid]
+    finally:
+        stop_process(server)

@@ -2,14 +2,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from workflow_platform.templates import TemplateError, analyze, format_moment, render
+from workflow_platform.templates import NOW, TemplateError, analyze, format_moment, render
 
 CONTEXT = {
     "steps": {"fetch-orders": {"result": {"rows": [{"amount": 12.5, "id": 7}], "rowCount": 1}}},
     "params": {"region": "EU", "limit": 5},
-    "run": {"id": "run-1", "started_at": "2025-10-31T12:57:03+00:00", "job_name": "j"},
+    "run": {"id": "run-2", "root_id": "run-1", "started_at": "2025-10-31T13:40:00+00:00", "job_name": "j"},
     "workflow": {"name": "wf", "description": None},
     "trigger": {},
+    NOW: "2025-10-31T12:57:03+00:00",  # run-1's start: run-2 re-executes it
 }
 
 
@@ -29,9 +30,11 @@ def test_templates_inside_text_are_interpolated():
     assert render("x={{ steps.fetch-orders.result.rows }}", CONTEXT) == 'x=[{"amount": 12.5, "id": 7}]'
 
 
-def test_date_filter_uses_moment_tokens_and_the_run_start():
+def test_date_filter_uses_moment_tokens_and_the_root_run_start():
+    # 'now' is when the run's root started, not this re-execution: the keys are the first run's.
     key = "alerts/{{ 'now' | date('YYYY-MM-DD/HH') }}/a-{{ 'now' | date('YYYYMMDDHHmmss') }}.json"
     assert render(key, CONTEXT) == "alerts/2025-10-31/12/a-20251031125703.json"
+    assert render("{{ run.started_at | date('HH:mm') }}-{{ run.root_id }}", CONTEXT) == "13:40-run-1"
     moment = datetime(2024, 2, 3, 4, 5, 6, tzinfo=UTC)
     assert format_moment(moment, "YY M D H m s [at] A ddd MMM") == "24 2 3 4 5 6 at AM Sat Feb"
     assert render("{{ '2024-01-02T03:04:05Z' | date('DD.MM.YYYY') }}", CONTEXT) == "02.01.2024"
@@ -67,6 +70,7 @@ def test_missing_paths_fail_with_the_template_in_the_message():
         ("{{ steps.fetch-orders }}", "use 'steps.fetch-orders.result'"),
         ("{{ params.nope }}", "unknown param 'nope'"),
         ("{{ secrets.key }}", "unknown variable 'secrets'"),
+        ("{{ now }}", "unknown variable 'now'"),
         ("{{ params.region | shout }}", "unknown filter 'shout'"),
         ("{{ params.region.__class__ }}", "Python internals"),
         ("{{ params['__class__'] }}", "Python internals"),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import dagster as dg
+import psycopg2
 import pytest
 
+from workflow_platform.row_cursor import RowCursor
 from workflow_platform.translate import TRIGGER_TAG, build_job, build_sensor
 from workflow_platform.validate import check_document
 from workflow_platform_tests.conftest import fetch, grant_to_workflows
@@ -72,12 +76,13 @@ def test_new_rows_become_one_run_per_batch_and_every_row_is_scored_once(pg):
             "public.payments:3-6",
             "public.payments:6-7",
         ]
-        assert first.cursor == "7"
+        assert RowCursor.parse(first.cursor) == RowCursor.start(7)
         quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
         assert quiet.run_requests == [] and "no rows" in quiet.skip_message
         fetch(pg, "INSERT INTO public.payments (amount) VALUES (8), (9)")
         later = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
-        assert [r.run_key for r in later.run_requests] == ["public.payments:7-9"] and later.cursor == "9"
+        assert [r.run_key for r in later.run_requests] == ["public.payments:7-9"]
+        assert RowCursor.parse(later.cursor) == RowCursor.start(9)
         # Real runs, one per request, as the daemon launches them.
         for request in [*first.run_requests, *later.run_requests]:
             result = job.execute_in_process(instance=instance, tags=request.tags)
@@ -90,6 +95,42 @@ def test_new_rows_become_one_run_per_batch_and_every_row_is_scored_once(pg):
         pg, "SELECT count(*), count(DISTINCT scored_by) FROM public.payments WHERE scored_by IS NOT NULL"
     )
     assert scored == [(9, 4)]  # every row scored, one run id per batch (the re-run rewrote its own batch)
+
+
+@pytest.mark.usefixtures("payments")
+def test_a_row_committed_after_a_higher_id_is_processed_not_skipped(pg, stack_env):
+    """Two writers: A takes an id and commits after B, which took the next one. The batch waits for A."""
+    sensor, _ = sensor_and_job()
+    with (
+        dg.instance_for_test() as instance,
+        closing(psycopg2.connect(stack_env["WFP_PG_ADMIN_DSN"])) as writer,
+    ):
+
+        def tick(cursor: str | None) -> dg.SensorResult:
+            return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
+
+        first = tick(None)
+        with writer.cursor() as a:
+            a.execute("INSERT INTO public.payments (amount) VALUES (8)")  # id 8, not committed yet
+        fetch(pg, "INSERT INTO public.payments (amount) VALUES (9)")  # id 9, committed first
+        held = tick(first.cursor)
+        assert held.run_requests == [] and "waiting for 1 transaction(s)" in held.skip_message
+        assert tick(held.cursor).run_requests == []  # still open
+        writer.commit()
+        settled = tick(held.cursor)
+        assert [r.run_key for r in settled.run_requests] == ["public.payments:7-9"]
+        # An id taken with nextval before the transaction writes anything is waited for too.
+        with writer.cursor() as a:
+            a.execute("SELECT nextval('public.payments_id_seq')")
+            (taken,) = a.fetchone()
+        fetch(pg, "INSERT INTO public.payments (amount) VALUES (11)")
+        assert tick(settled.cursor).run_requests == []
+        with writer.cursor() as a:
+            a.execute("INSERT INTO public.payments (id, amount) VALUES (%s, 10)", (taken,))
+        writer.commit()
+        assert [r.run_key for r in tick(settled.cursor).run_requests] == ["public.payments:9-11"]
+        # A cursor of an earlier version (the last id handed to runs) is read as such.
+        assert [r.run_key for r in tick("9").run_requests] == ["public.payments:9-11"]
 
 
 def test_trigger_payload_reaches_the_templates():
@@ -106,9 +147,8 @@ def test_start_after_latest_leaves_the_backlog_and_takes_new_rows(pg):
     sensor = build_sensor(spec, build_job(spec))
     with dg.instance_for_test() as instance:
         first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
-        assert (
-            first.run_requests == [] and first.cursor == "7" and "> 7 will be processed" in first.skip_message
-        )
+        assert first.run_requests == [] and "> 7 will be processed" in first.skip_message
+        assert RowCursor.parse(first.cursor) == RowCursor.start(7)
         fetch(pg, "INSERT INTO public.payments (amount) VALUES (8)")
         later = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
         assert [r.run_key for r in later.run_requests] == ["public.payments:7-8"]

@@ -17,6 +17,12 @@ from workflow_platform.api.auth import authorize
 from workflow_platform.api.config import ApiConfig
 from workflow_platform.api.errors import ApiError, error_response
 from workflow_platform.api.health import Metrics
+from workflow_platform.api.unavailable import (
+    DATABASE_ERRORS,
+    database_unreachable,
+    fail_fast_when_unreachable,
+    unavailable_response,
+)
 
 
 def create_app(api_config: ApiConfig) -> FastAPI:
@@ -37,6 +43,16 @@ def create_app(api_config: ApiConfig) -> FastAPI:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return error.response()
+
+    async def database_error(request: Request, error: Exception) -> JSONResponse:
+        reason = database_unreachable(error)
+        if reason is None:
+            raise error  # a database error that is not an outage: a 500, as before
+        return unavailable_response(reason)
+
+    for kind in DATABASE_ERRORS:
+        app.add_exception_handler(kind, database_error)
+    fail_fast_when_unreachable(api_config.instance)  # the 503 comes at once, not after Dagster's retries
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

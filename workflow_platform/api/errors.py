@@ -57,4 +57,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "the viewer token cannot do this"},
     413: {"model": ErrorBody, "description": "body too large"},
     415: {"model": ErrorBody, "description": "body is not application/json"},
+    503: {"model": ErrorBody, "description": "PostgreSQL is not reachable: retry after Retry-After seconds"},
 }

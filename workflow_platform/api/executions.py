@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -12,6 +13,7 @@ import dagster as dg
 from dagster import DagsterEventType, DagsterRunStatus, EventLogEntry, RunsFilter
 
 from workflow_platform.api.catalog import CATALOG
+from workflow_platform.notifications import RUN_ENDS, Notifications
 from workflow_platform.translate import WORKFLOW_TAG, dagster_name
 
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
@@ -50,24 +52,31 @@ EVENTS = EventLogCache()
 
 
 class RunEnds:
-    """Waiting for runs to end without clients polling them: while anyone waits, one thread asks the storage
-    every `poll_s` which of the awaited runs have finished (one query for them all) and wakes their waiters."""
+    """Waiting for runs to end without clients polling them. One thread listens for the notification a run's
+    end sends (workflow_platform/dagster_storage.py) and wakes that run's waiters. It also asks the storage
+    which awaited runs have finished when a waiter arrives (its run may have ended just before) and every
+    `fallback_s` (a notification missed while reconnecting)."""
 
-    def __init__(self, instance: dg.DagsterInstance, poll_s: float = 0.05) -> None:
+    def __init__(self, instance: dg.DagsterInstance, fallback_s: float = 1.0) -> None:
         self._instance = instance
-        self._poll_s = poll_s
+        self._fallback_s = fallback_s
         self._lock = threading.Lock()
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
-        self._watching = False
+        self._notifications: Notifications | None = None
+        self._look = True
 
     async def wait(self, run_id: str, timeout: float) -> None:
         """Return when the run has finished, or after `timeout` seconds."""
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
             self._waiters.setdefault(run_id, []).append(waiter)
-            if not self._watching:
-                self._watching = True
-                threading.Thread(target=self._watch, name="wfp-run-ends", daemon=True).start()
+            self._look = True
+            if self._notifications is None:
+                self._notifications = Notifications(self._instance, RUN_ENDS)
+                threading.Thread(
+                    target=self._watch, args=(self._notifications,), name="wfp-run-ends", daemon=True
+                ).start()
+        self._notifications.wake()
         try:
             await asyncio.wait_for(waiter[1].wait(), timeout)
         except TimeoutError:
@@ -80,22 +89,24 @@ class RunEnds:
                 if not waiting:
                     self._waiters.pop(run_id, None)
 
-    def _watch(self) -> None:
+    def _watch(self, notifications: Notifications) -> None:
+        looked = 0.0
         while True:
+            ended = set(notifications.take())
             with self._lock:
+                look, self._look = self._look, False
                 run_ids = list(self._waiters)
-                if not run_ids:
-                    self._watching = False
-                    return
-            try:
-                finished = self._instance.get_runs(RunsFilter(run_ids=run_ids, statuses=list(FINISHED)))
-            except Exception:  # the storage is unreachable: waiters time out and get the run as it is
-                finished = []
+            if run_ids and (look or time.monotonic() - looked >= self._fallback_s):
+                looked = time.monotonic()
+                # The storage unreachable: the waiters time out and get the run as it is.
+                with contextlib.suppress(Exception):
+                    finished = RunsFilter(run_ids=run_ids, statuses=list(FINISHED))
+                    ended.update(self._instance.get_run_ids(finished))
             with self._lock:
-                for run in finished:
-                    for loop, event in self._waiters.pop(run.run_id, []):
+                for run_id in ended:
+                    for loop, event in self._waiters.pop(run_id, []):
                         loop.call_soon_threadsafe(event.set)
-            time.sleep(self._poll_s)
+            notifications.wait(self._fallback_s)
 
 
 def run_status(run: dg.DagsterRun) -> str:

@@ -225,12 +225,17 @@ def object_store() -> tuple[Minio, str]:
 
 
 def save_model(
-    model: FraudModel, client: Minio | None = None, bucket: str | None = None, promote: bool = True
+    model: FraudModel,
+    client: Minio | None = None,
+    bucket: str | None = None,
+    promote: bool = True,
+    version: str | None = None,
 ) -> str:
     """Store the model, its metrics and (with `promote`) the latest pointer; sets and returns `model.version`.
 
-    The version is the UTC time, the model name and a random suffix, so two saves never overwrite each other;
-    metrics.json and latest.json carry the SHA-256 of the stored model.joblib.
+    The version is the UTC time, the model name and a random suffix, so two saves never overwrite each other,
+    unless the caller gives one (a workflow step: the same for a re-execution, which then overwrites its own
+    model instead of adding one); metrics.json and latest.json carry the SHA-256 of the stored model.joblib.
     """
     import uuid
 
@@ -240,7 +245,7 @@ def save_model(
         client, bucket = object_store()
     now = dt.datetime.now(dt.UTC)
     model.created_at = now.isoformat(timespec="seconds")
-    model.version = f"{now:%Y%m%dT%H%M%SZ}-{model.name}-{uuid.uuid4().hex[:8]}"
+    model.version = version or f"{now:%Y%m%dT%H%M%SZ}-{model.name}-{uuid.uuid4().hex[:8]}"
     buffer = io.BytesIO()
     joblib.dump({"description": model.describe(), "estimator": model.estimator}, buffer, compress=3)
     data = buffer.getvalue()

@@ -27,7 +27,7 @@ from dagster._utils.interrupts import capture_interrupts
 
 from workflow_platform.dagster_instance import pool_storage_connections
 from workflow_platform.launcher.run_launcher import WarmRunLauncher
-from workflow_platform.launcher.wakeup import RunQueueWakeups
+from workflow_platform.launcher.wakeup import run_queue_wakeups
 
 HEARTBEAT_SLICE_S = 0.5  # the daemon thread yields this often so its heartbeat stays fresh
 DAEMON_POOL_SIZE = 8
@@ -38,7 +38,7 @@ class WarmQueueDaemon(QueuedRunCoordinatorDaemon):
         self, workspace_process_context: IWorkspaceProcessContext, shutdown_event: Event
     ) -> DaemonIterator:
         instance = workspace_process_context.instance
-        with RunQueueWakeups(instance) as wakeups:
+        with run_queue_wakeups(instance) as wakeups:
             launcher = instance.run_launcher
             if isinstance(launcher, WarmRunLauncher):
                 launcher.on_run_finished(wakeups.wake)

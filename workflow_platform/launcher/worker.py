@@ -13,22 +13,21 @@ import json
 import os
 import signal
 import sys
-import time
 
 from dagster import DagsterInstance
 from dagster._cli.api import _execute_run_command_body
 from dagster._utils.interrupts import capture_interrupts
+from sqlalchemy.exc import DBAPIError
 
 from workflow_platform.dagster_instance import pool_storage_connections, storage_engines
-
-FRESH_CONNECTION_S = 5.0  # a connection opened this recently is used without a check
 
 
 def prepare(instance: DagsterInstance) -> None:
     """In the zygote, before forking: the storages' pooled engines (one thread writes a run's events: a pool of
     one), initialized once for every worker (SQLAlchemy asks the server for its version and settings on an
-    engine's first connection), then that connection closed again, so none crosses the fork."""
-    pool_storage_connections(instance, size=1, name="wfp-run-worker", ping_idle=False)
+    engine's first connection), then that connection closed again, so none crosses the fork. A connection idle
+    for a while (a long step) is pinged before use, so a database restart during the run does not fail it."""
+    pool_storage_connections(instance, size=1, name="wfp-run-worker")
     _touch_storages(instance)
     for engine in storage_engines(instance):
         engine.dispose()
@@ -47,15 +46,17 @@ def _touch_storages(instance: DagsterInstance) -> None:
     instance.event_log_storage.get_maximum_record_id()
 
 
-def _reconnect_if_stale(instance: DagsterInstance, connected_at: float) -> None:
-    """A worker may wait long enough for the database to restart under it: if it has waited more than a few
-    seconds, check its connection, and connect afresh if it fails."""
-    if time.monotonic() - connected_at < FRESH_CONNECTION_S:
-        return
-    try:
-        _touch_storages(instance)
-    except Exception:  # noqa: BLE001 - any storage error: new connections
-        connect(instance)
+def _check_connections(instance: DagsterInstance) -> None:
+    """The database may have restarted while the worker waited for its run: one ping per engine (a fraction of a
+    millisecond), and a connection the server dropped is replaced before the run's first event needs it."""
+    for engine in storage_engines(instance):
+        with engine.connect() as connection:
+            try:
+                connection.exec_driver_sql("SELECT 1")
+            except DBAPIError as error:
+                if not error.connection_invalidated:
+                    raise
+                # SQLAlchemy has discarded the dead connection (and the pool's others): the next one is new.
 
 
 def execute(instance: DagsterInstance, run_id: str) -> int:
@@ -73,7 +74,6 @@ def serve(assignments: int, code_module: str | None, instance: DagsterInstance) 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     connect(instance)
-    connected_at = time.monotonic()
     with os.fdopen(assignments, "rb") as orders:
         line = orders.readline()
     if not line:
@@ -84,7 +84,7 @@ def serve(assignments: int, code_module: str | None, instance: DagsterInstance) 
         # A workflow file changed since the zygote imported the code location: build it again here (tens of
         # milliseconds) rather than run stale definitions; the pool replaces the zygote meanwhile.
         importlib.reload(sys.modules[code_module])
-    _reconnect_if_stale(instance, connected_at)
+    _check_connections(instance)
     try:
         return execute(instance, order["run_id"])
     finally:

@@ -53,6 +53,12 @@ class StepContext:
     run_id: str
     step_id: str
     workflow: str
+    # What side-effect keys (message ids, result objects) derive from: the run's root (Dagster's
+    # dagster/root_run_id), or the run itself when it has none, so a re-execution ("Re-execute all", a run
+    # retry) or a retried step writes what the first run wrote instead of a second copy.
+    execution_key: str
+    # When the execution (the run's root) started, ISO 8601; looked up on first call (a storage query).
+    execution_started: Callable[[], str] = field(default=lambda: dt.datetime.now(dt.UTC).isoformat())
     timeout_s: float | None = None
     # Resources an action uses besides its plugin's own (see Action.uses), by resource key.
     resources: Mapping[str, Any] = field(default_factory=dict)

@@ -9,6 +9,7 @@ newest when `promote` is on; see `workflow_platform.fraud.model`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,14 @@ def feature_table(store: ObjectStoreResource, table: dict[str, Any]) -> pd.DataF
     return frame
 
 
+def model_version(model_name: str, ctx: StepContext) -> str:
+    """`<execution start>-<model>-<digest of execution key and step>`: what save_model makes, but the same for a
+    re-execution of the run, which overwrites its model rather than storing (and promoting) a second one."""
+    started = dt.datetime.fromisoformat(ctx.execution_started()).astimezone(dt.UTC)
+    digest = hashlib.sha256(f"{ctx.execution_key}/{ctx.step_id}".encode()).hexdigest()[:8]
+    return f"{started:%Y%m%dT%H%M%SZ}-{model_name}-{digest}"
+
+
 def train_model(store: ObjectStoreResource, spec: TrainModelInput, ctx: StepContext) -> ActionOutput:
     from workflow_platform.fraud.evaluation import HANDBOOK_BEST_TUNED, evaluate_models
     from workflow_platform.fraud.model import save_model
@@ -112,7 +121,7 @@ def train_model(store: ObjectStoreResource, spec: TrainModelInput, ctx: StepCont
         {"protocol": window, "test_rows": len(test), "test_frauds": int(test["TX_FRAUD"].sum())}
     )
     client, bucket = store.client(), store.ensure_bucket()
-    version = save_model(model, client, bucket, promote=spec.promote)
+    version = save_model(model, client, bucket, promote=spec.promote, version=model_version(best.name, ctx))
     metrics = {r.name: {k: round(float(v), 4) for k, v in r.metrics.items()} for r in results}
     result = {
         "version": version,

@@ -1,5 +1,6 @@
-"""NATS actions. Publishes go to JetStream (stream created on first use) with a Nats-Msg-Id, so a retried
-step never stores the same message twice."""
+"""NATS actions. Publishes go to JetStream (stream created on first use) with a Nats-Msg-Id derived from the
+run's root, the step and the subject, so neither a retried step nor a re-executed run stores the same message
+twice (within the stream's duplicate window, DUPLICATE_WINDOW_S for the streams created here)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ if TYPE_CHECKING:  # clients and resources are heavy imports; validation must st
     from workflow_platform.resources.nats import NatsResource
 
 SUBJECT = r"^[^\s*>]+(\.[^\s*>]+)*$"
+# JetStream drops a Nats-Msg-Id it has seen within the stream's duplicate window (2 minutes by default): a
+# re-execution after that would publish again. A day covers re-executing a failed or suspicious run the same day;
+# the ids it remembers cost memory per message published in the window (hundreds of bytes each).
+DUPLICATE_WINDOW_S = 24 * 3600
 
 
 class PublishInput(ActionInput):
@@ -37,7 +42,9 @@ class PublishInput(ActionInput):
         None, description="stream to create if none holds the subject (default: derived)"
     )
     msgId: str | None = Field(
-        None, description="deduplication id (default: derived from run, step and subject)"
+        None,
+        description="deduplication id (default: derived from the run's root, step and subject, so a re-execution "
+        "publishes nothing new)",
     )
 
 
@@ -49,7 +56,7 @@ class PublishEachInput(ActionInput):
     idField: str | None = Field(
         None,
         description="the field whose value identifies a message: Nats-Msg-Id is `<subject>:<value>`, so the same "
-        "item is never published twice, by a retry or by another run (default: run, step and position)",
+        "item is never published twice, by a retry or by another run (default: the run's root, step and position)",
     )
     headers: dict[str, str] = Field(default_factory=dict)
     stream: str | None = Field(
@@ -79,7 +86,7 @@ async def _ensure_stream(js: JetStreamContext, subject: str, name: str) -> None:
     try:
         info = await js.stream_info(name)
     except NotFoundError:
-        await js.add_stream(name=name, subjects=[root, f"{root}.>"])
+        await js.add_stream(name=name, subjects=[root, f"{root}.>"], duplicate_window=DUPLICATE_WINDOW_S)
         return
     if subject not in info.config.subjects and f"{root}.>" not in (info.config.subjects or []):
         info.config.subjects = [*(info.config.subjects or []), subject]
@@ -91,9 +98,7 @@ def publish(nats_resource: NatsResource, spec: PublishInput, ctx: StepContext) -
     from nats.js.errors import NoStreamResponseError
 
     body = encode(spec.message)
-    msg_id = (
-        spec.msgId or hashlib.sha256(f"{ctx.run_id}/{ctx.step_id}/{spec.subject}".encode()).hexdigest()[:32]
-    )
+    msg_id = spec.msgId or _derived_id(ctx, spec.subject)
     headers = {**spec.headers, "Nats-Msg-Id": msg_id}
 
     async def work(client: Client, js: JetStreamContext):  # noqa: ANN202 - PubAck
@@ -117,9 +122,15 @@ def publish(nats_resource: NatsResource, spec: PublishInput, ctx: StepContext) -
     return ActionOutput(result, [Touched(("nats", *spec.subject.split(".")), "message published", metadata)])
 
 
+def _derived_id(ctx: StepContext, *parts: object) -> str:
+    """A Nats-Msg-Id from the execution key (the run's root), the step and `parts`."""
+    text = "/".join(str(part) for part in (ctx.execution_key, ctx.step_id, *parts))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def _message_id(spec: PublishEachInput, ctx: StepContext, index: int, message: Any) -> str:
     if spec.idField is None:
-        return hashlib.sha256(f"{ctx.run_id}/{ctx.step_id}/{spec.subject}/{index}".encode()).hexdigest()[:32]
+        return _derived_id(ctx, spec.subject, index)
     value = message.get(spec.idField) if isinstance(message, dict) else None
     if value is None:
         raise ActionError(f"messages[{index}] has no {spec.idField!r} to identify it (idField)")

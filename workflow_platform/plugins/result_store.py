@@ -49,8 +49,9 @@ class ResultOptions(ActionInput):
 
 
 def result_key(ctx: StepContext, fmt: Format) -> str:
-    # Deterministic per run and step: a retried step overwrites its own object instead of adding one.
-    return f"results/{ctx.workflow}/{ctx.run_id}/{ctx.step_id}.{fmt}"
+    # Deterministic per execution (the run's root) and step: a retried step or a re-executed run overwrites the
+    # object the first attempt wrote instead of adding one.
+    return f"results/{ctx.workflow}/{ctx.execution_key}/{ctx.step_id}.{fmt}"
 
 
 def _encode(table: pa.Table, fmt: Format, sink: IO[bytes]) -> None:

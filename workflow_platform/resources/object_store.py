@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # the minio SDK costs ~0.2 s to import: only runs that touch 
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
-    """An S3-compatible object store (MinIO in production, moto's S3 server embedded) through the minio SDK."""
+    """An S3-compatible object store (MinIO in production, SeaweedFS in the embedded stack) through the minio SDK."""
 
     endpoint: str = Field(description="URL, e.g. http://minio:9000")
     access_key: str

