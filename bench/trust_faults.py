@@ -17,10 +17,11 @@ a located 4xx, or when every run of it (run retries included) ends FAILURE with 
 did not happen (the SQL injection: its runs end and the canary table keeps its rows).
 
 Faults: what was done, what was checked, timings. Survived: every run ends within a bound, the object, row or
-message a run should make exists exactly once, and the platform runs the next run. The faults' workflows are in
-WFP_HOME/submitted before `wfp up` starts (a run retry of a workflow submitted seconds before can be lost: see
-Platform.settle). A case that leaves the platform unhealthy is followed by `wfp stack up` and a new `wfp up`, so
-the next case starts on a working platform (`platform_restarted_after`).
+message a run should make exists exactly once, and the platform runs the next run. The workflows of faults 1-7
+are in WFP_HOME/submitted before `wfp up` starts, so every Dagster process knows them; fault 8 submits its own
+through the API and checks that its failed first run is still retried. A case that leaves the platform unhealthy
+is followed by `wfp stack up` and a new `wfp up`, so the next case starts on a working platform
+(`platform_restarted_after`).
 """
 
 from __future__ import annotations
@@ -552,11 +553,13 @@ def try_hostile(p: Platform, index: int, case: str, steps: list[dict], error: st
 # ---- faults -------------------------------------------------------------------------------------------------
 
 
-def effect_workflow(p: Platform, name: str, sleep_s: float = 0, retry: dict | None = None) -> dict:
-    """[a slow PostgreSQL step ->] an object (its key names the run) -> an orchestrator.events row naming the
-    run: a run that ran twice or not at all shows."""
-    steps = [step("slow", "postgres", "query", {"sql": "SELECT pg_sleep(:s)", "params": {"s": sleep_s}})]
-    steps = steps if sleep_s else []
+def effect_workflow(
+    p: Platform, name: str, sleep_s: float = 0, retry: dict | None = None, sql: str = ""
+) -> dict:
+    """[a PostgreSQL step: sleep_s seconds, or `sql` ->] an object (its key names the run) -> an
+    orchestrator.events row naming the run: a run that ran twice or not at all shows."""
+    first = {"sql": sql} if sql else {"sql": "SELECT pg_sleep(:s)", "params": {"s": sleep_s}}
+    steps = [step("first", "postgres", "query", first)] if sql or sleep_s else []
     store = {"key": p.prefix(name) + "{{ run.id }}.json", "data": {"run": "{{ run.id }}"}}
     row = {"event_type": "bench_trust", "data": {"case": p.marker(name), "run": "{{ run.id }}"}}
     retried = {"retry": retry} if retry else {}
@@ -811,7 +814,10 @@ def fault_s3_kill(p: Platform) -> dict:
         "timings": {"restart_s": round(restart_s, 1)},
         "details": {
             "stack_up": said,
-            "ports_before_after": [s3["ports"], p.service("s3")["ports"]],
+            "endpoint_before_after": [
+                s3["env"]["WFP_S3_ENDPOINT"],
+                p.service("s3")["env"]["WFP_S3_ENDPOINT"],
+            ],
             "runs": summary(runs),
             **found,
         },
@@ -887,6 +893,35 @@ def fault_reexecute_all(p: Platform) -> dict:
     }
 
 
+def fault_fresh_retry(p: Platform) -> dict:
+    flag = f"public.bench_flag_{p.id}"
+    p.sql(f"CREATE TABLE {flag} (ready int)")
+    p.sql(f"GRANT SELECT ON {flag} TO wfp_workflows")
+    name = f"bench-fault-fresh-{p.id}"
+    document = effect_workflow(p, name, sql=f"SELECT 1 / count(*) AS ready FROM {flag}")  # 1/0 until a row
+    submitted = time.monotonic()
+    answer = p.call("POST", "/api/workflows", json=document)
+    if answer.status_code != 201:
+        raise CaseError(f"submitting {name} answered {answer.status_code}: {answer.text[:300]}")
+    execution_id = answer.json()["executionId"]
+    failed = p.wait(execution_id, 60)
+    failed_s = time.monotonic() - submitted
+    p.sql(f"INSERT INTO {flag} VALUES (1)")  # the transient failure is over: the retry succeeds
+    runs = p.settle(name, 120, root=execution_id)
+    found = effects(p, name, runs)
+    problems = once_each(found, True)
+    check(problems, failed["status"] == "FAILURE", f"the first run ended {failed['status']}")
+    check(problems, not any("retry_lost" in run for run in runs), "Dagster did not retry it")
+    return {
+        "done": "a workflow submitted through the API whose first run fails at once (a step divides by zero "
+        "until the bench inserts a row)",
+        "checked": "the run is retried per run_retries (dagster.yaml) and the retry ends SUCCESS; one object, one row",
+        "problems": problems,
+        "timings": {"submitted_to_failure_s": round(failed_s, 2)},
+        "details": {"runs": summary(runs), **found},
+    }
+
+
 FAULTS: dict[str, Callable[..., dict]] = {
     "1 run worker SIGKILL mid-run": fault_worker_kill,
     "2 Dagster daemon SIGKILL mid-run": fault_daemon_kill,
@@ -895,6 +930,7 @@ FAULTS: dict[str, Callable[..., dict]] = {
     "5 S3 server SIGKILL and restart": fault_s3_kill,
     "6 NATS SIGKILL mid-publish and restart": fault_nats_kill,
     "7 Re-execute all of a finished run": fault_reexecute_all,
+    "8 run retry of a workflow submitted seconds before": fault_fresh_retry,
 }
 
 
