@@ -77,10 +77,8 @@ class Platform:
         self.http = requests.Session()
 
     def wfp(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "workflow_platform.cli", *args]
-        return subprocess.run(
-            command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
+        argv = [sys.executable, "-m", "workflow_platform.cli", *args]
+        return subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def stack_up(self) -> str:
         """Starts the stack, or the services of it that died; what `wfp stack up` said."""
@@ -145,11 +143,9 @@ class Platform:
 
     def execution(self, execution_id: str, wait: int = 0) -> dict | None:
         """The execution, or None while the API cannot say (e.g. its database is down)."""
-        params = {"wait": wait} if wait else None
+        path, params = f"/api/executions/{execution_id}", {"wait": wait} if wait else None
         with contextlib.suppress(requests.RequestException, ValueError):
-            answer = self.call(
-                "GET", f"/api/executions/{execution_id}", VIEWER, params=params, timeout=wait + 30
-            )
+            answer = self.call("GET", path, VIEWER, params=params, timeout=wait + 30)
             return answer.json() if answer.status_code == 200 else None
         return None
 
@@ -239,17 +235,14 @@ class Platform:
                 return cursor.fetchall() if cursor.description else []
 
     def rows(self, workflow: str, run_ids: list[str]) -> int:
-        query = (
-            "SELECT count(*) FROM orchestrator.events WHERE event_type = 'bench_trust' AND data->>'case' = %s"
-        )
-        return self.sql(query + " AND data->>'run' = ANY(%s)", self.marker(workflow), run_ids)[0][0]
+        query = "SELECT count(*) FROM orchestrator.events WHERE data->>'case' = %s AND data->>'run' = ANY(%s)"
+        return self.sql(query, self.marker(workflow), run_ids)[0][0]
 
     def stream_messages(self, stream: str) -> int | None:
         """Messages in a JetStream stream, from NATS monitoring; None if there is no such stream."""
         monitor = self.service("nats")["ports"]["monitor"]
-        jsz = requests.get(
-            f"http://127.0.0.1:{monitor}/jsz", params={"accounts": "true", "streams": "true"}, timeout=10
-        ).json()
+        url = f"http://127.0.0.1:{monitor}/jsz?accounts=true&streams=true"
+        jsz = requests.get(url, timeout=10).json()
         for account in jsz.get("account_details") or []:
             for detail in account.get("stream_detail") or []:
                 if detail["name"] == stream:
@@ -343,9 +336,8 @@ def bad_requests(p: Platform) -> list[dict]:
         return {"body": json.dumps(registration), "path": "/api/plugins", "absent": f"plugin:{plugin_id}", "pointer": True}  # fmt: skip
 
     def bad(case: str, status: int, body: str | dict, **options: Any) -> dict:
-        return (
-            {"case": case, "status": status} | ({"body": body} if isinstance(body, str) else body) | options
-        )
+        body = {"body": body} if isinstance(body, str) else body
+        return {"case": case, "status": status} | body | options
 
     run = "/api/workflows/minio-store-workflow/run"
     huge_int = doc("bench-bad-bigint")
@@ -377,42 +369,30 @@ def bad_requests(p: Platform) -> list[dict]:
         headers = {"Idempotency-Key": platform.id}
         answer = platform.call("POST", "/api/workflows", json=workflow("bench-idem"), headers=headers)
         if answer.status_code != 201:
-            raise CaseError(
-                f"the first request with the key answered {answer.status_code}: {answer.text[:200]}"
-            )
+            raise CaseError(f"the key's first request answered {answer.status_code}: {answer.text[:200]}")
         platform.settle("bench-idem", 120)
 
-    other_body = doc("bench-idem", put("params/count/default", 4)) | {"absent": None}
-    headers = {"Idempotency-Key": p.id}
-    cases.append(bad("Idempotency-Key reused with another body", 422, other_body, headers=headers, setup=first_use_of_the_key))  # fmt: skip
+    other_body = doc("bench-idem", put("params/count/default", 4))
+    other_body |= {"absent": None, "setup": first_use_of_the_key}
     writes = [("/api/workflows", doc("bench-auth")), (run, {"body": '{"params": {"count": 3}}'})]
     writes.append(("/api/plugins", plugin("bench-crm", "http://93.184.215.14/api", "lookup")))
-    for path, body in writes:
-        for who, token, status in (("no", None, 401), ("a wrong", "wrong-" + OPERATOR, 401), ("the viewer", VIEWER, 403)):  # fmt: skip
-            cases.append(
-                bad(
-                    f"POST {path} with {who} token",
-                    status,
-                    body | {"path": path, "pointer": False},
-                    token=token,
-                )
-            )
     launch = json.dumps({"query": LAUNCH})
+    # fmt: off
+    cases.append(bad("Idempotency-Key reused with another body", 422, other_body, headers={"Idempotency-Key": p.id}))
+    for path, body in writes:
+        for who, token, status in (("no", None, 401), ("a wrong", "wrong-" + OPERATOR, 401), ("the viewer", VIEWER, 403)):
+            cases.append(bad(f"POST {path} with {who} token", status, body | {"path": path, "pointer": False}, token=token))
     cases.append(bad("Dagster UI /graphql launchRun with no credentials", 401, launch, token=None, ui=True))
-    cases.append(
-        bad("Dagster UI /graphql launchRun with the viewer token", 401, launch, token=VIEWER, ui=True)
-    )
+    cases.append(bad("Dagster UI /graphql launchRun with the viewer token", 401, launch, token=VIEWER, ui=True))
+    # fmt: on
     return cases
 
 
 def try_bad(p: Platform, case: dict) -> dict:
     if case.get("setup"):
         case["setup"](p)
-    before, token, path = (
-        p.executions_total(),
-        case.get("token", OPERATOR),
-        case.get("path", "/api/workflows"),
-    )
+    before = p.executions_total()
+    token, path = case.get("token", OPERATOR), case.get("path", "/api/workflows")
     headers = {"Content-Type": case.get("content_type", "application/json"), **case.get("headers", {})}
     data = case["body"].encode("utf-8", "surrogatepass")
     if case.get("ui"):
@@ -442,9 +422,7 @@ def try_bad(p: Platform, case: dict) -> dict:
         shown = f"{answer.status_code} {body.get('error')}: {str(body.get('message'))[:200]}"
         shown += "".join(f" | {d.get('pointer')}: {d.get('message', '')[:120]}" for d in details[:3])
     who = {None: "no token", OPERATOR: "operator", VIEWER: "viewer"}.get(token, "wrong token")
-    text = (
-        case["body"] if len(case["body"]) <= 160 else f"{case['body'][:120]}... ({len(case['body'])} bytes)"
-    )
+    text = case["body"] if len(case["body"]) <= 160 else f"{case['body'][:120]}... ({len(case['body'])} B)"
     sent = f"POST {f'{p.ui}/graphql' if case.get('ui') else path} [{who}] {text}"
     return result(case["case"], "refused_cleanly", problems, sent=sent, answer=shown)
 
@@ -539,7 +517,7 @@ def try_hostile(p: Platform, index: int, case: str, steps: list[dict], error: st
             steps_done = execution.get("steps", {}).values()
             said = " ".join(s.get("error") or "" for s in steps_done)
             results = " ".join(
-                f"result {json.dumps(s.get('result'))[:100]}" for s in steps_done if not s.get("error")
+                f"result {json.dumps(s['result'])[:100]}" for s in steps_done if s.get("result")
             )
             shown.append(f"{summary([run])[0]} {said[:220]}{results}")
             if error and (run["status"] != "FAILURE" or error not in said):
@@ -572,10 +550,7 @@ def fault_workflows(p: Platform, nats_messages: int) -> list[dict]:
     items = {"sql": "SELECT i FROM generate_series(1, :n) AS i", "params": {"n": nats_messages}}
     publish = {"subject": f"bt{p.id}nats.items", "messages": "{{ steps.items.result.rows }}", "idField": "i"}
     retry = {"retry": {"maxAttempts": 6, "backoff": "fixed", "delayMs": 3000}}
-    nats = [
-        step("items", "postgres", "query", items),
-        step("publish", "nats", "publishEach", publish, "items", **retry),
-    ]
+    nats = [step("items", "postgres", "query", items), step("publish", "nats", "publishEach", publish, "items", **retry)]  # fmt: skip
     # Re-execution: an object, a message and a row whose keys derive from the run's root, as DESIGN §7 asks.
     reexec = "bench-fault-reexec"
     row = {"idempotency_key": p.marker(reexec) + "/{{ run.root_id }}", "event_type": "bench_trust"}
@@ -620,10 +595,13 @@ def started(execution: dict) -> bool:
 def summary(runs: list[dict]) -> list[str]:
     """Oldest first: "<id> <status>", and why Dagster did not retry a run it said it would."""
     lost = {run["executionId"]: f" (retry lost: {run['retry_lost']})" for run in runs if "retry_lost" in run}
-    return [
-        f"{run['executionId'][:8]} {run['status']}{lost.get(run['executionId'], '')}"
-        for run in reversed(runs)
-    ]
+    return [f"{run['executionId'][:8]} {run['status']}{lost.get(run['executionId'], '')}" for run in reversed(runs)]  # fmt: skip
+
+
+def launch_started(p: Platform, name: str) -> tuple[str, dict]:
+    """Launch a run of `name`; its id and the execution once its worker runs it."""
+    execution_id = p.launch(name)
+    return execution_id, p.wait(execution_id, 60, until=started)
 
 
 def next_run(p: Platform) -> list[str]:
@@ -634,8 +612,8 @@ def next_run(p: Platform) -> list[str]:
 
 def fault_worker_kill(p: Platform) -> dict:
     name = "bench-fault-worker"
-    execution_id = p.launch(name)
-    worker = json.loads(p.wait(execution_id, 60, until=started)["tags"][WORKER_TAG])
+    execution_id, execution = launch_started(p, name)
+    worker = json.loads(execution["tags"][WORKER_TAG])
     os.kill(worker["pid"], signal.SIGKILL)
     killed = time.monotonic()
     failed = p.wait(execution_id, 60)
@@ -643,9 +621,7 @@ def fault_worker_kill(p: Platform) -> dict:
     runs = p.settle(name, 180, root=execution_id)
     found = effects(p, name, runs)
     problems = once_each(found, any(run["status"] == "SUCCESS" for run in runs)) + next_run(p)
-    check(
-        problems, failed["status"] == "FAILURE" and failed_s < 30, f"{failed['status']} in {failed_s:.0f} s"
-    )
+    check(problems, failed["status"] == "FAILURE" and failed_s < 30, f"{failed['status']}, {failed_s:.0f} s")
     return {
         "done": f"SIGKILL to the run worker (pid {worker['pid']}, from the run's {WORKER_TAG} tag) in a 6 s step",
         "checked": "the run ends FAILURE within 30 s; its run retry (dagster.yaml run_retries) ends; one object "
@@ -667,8 +643,7 @@ def dagster_process(p: Platform, name: str) -> psutil.Process | None:
 
 def fault_daemon_kill(p: Platform) -> dict:
     name = "bench-fault-daemon"
-    execution_id = p.launch(name)
-    p.wait(execution_id, 60, until=started)
+    execution_id, _ = launch_started(p, name)
     if (daemon := dagster_process(p, "daemon")) is None:
         raise CaseError("no Dagster daemon among wfp up's children")
     daemon.send_signal(signal.SIGKILL)
@@ -688,18 +663,14 @@ def fault_daemon_kill(p: Platform) -> dict:
         "done": f"SIGKILL to the Dagster daemon (pid {daemon.pid}) while its worker runs a 6 s step",
         "checked": "wfp up starts a daemon again; the run ends SUCCESS; one object, one row; the next run succeeds",
         "problems": problems,
-        "timings": {
-            "daemon_restarted_s": restarted and round(restarted, 2),
-            "killed_to_end_s": round(ended_s, 2),
-        },
+        "timings": {"daemon_restarted_s": restarted and round(restarted, 2), "run_end_s": round(ended_s, 2)},
         "details": {"runs": summary(runs), **found},
     }
 
 
 def fault_up_sigterm(p: Platform) -> dict:
     name = "bench-fault-up"
-    execution_id = p.launch(name)
-    p.wait(execution_id, 60, until=started)
+    execution_id, _ = launch_started(p, name)
     assert p.process is not None
     stop_s = p.down(signal.SIGTERM)
     exit_code, up_s = p.process.returncode, p.up()
@@ -728,8 +699,7 @@ def fault_up_sigterm(p: Platform) -> dict:
 
 def fault_postgres_kill(p: Platform) -> dict:
     name = "bench-fault-postgres"
-    execution_id = p.launch(name)
-    p.wait(execution_id, 60, until=started)
+    execution_id, _ = launch_started(p, name)
     postgres = p.service("postgres")
     os.kill(postgres["process"]["pid"], signal.SIGKILL)
     killed = time.monotonic()
@@ -782,8 +752,7 @@ def fault_s3_kill(p: Platform) -> dict:
     stored = p.wait(p.launch("bench-fault-s3-before"), 120)["status"]
     before = p.objects("bench-fault-s3-before")
     name = "bench-fault-s3"
-    execution_id = p.launch(name)
-    p.wait(execution_id, 60, until=started)
+    execution_id, _ = launch_started(p, name)
     s3 = p.service("s3")
     os.kill(s3["process"]["pid"], signal.SIGKILL)
     killed = time.monotonic()
@@ -794,16 +763,8 @@ def fault_s3_kill(p: Platform) -> dict:
     runs = p.settle(name, 180, root=execution_id)
     found = effects(p, name, runs)
     problems = once_each(found, True)
-    check(
-        problems,
-        stored == "SUCCESS" and len(before) == 1,
-        f"the object before: {stored}, {len(before)} object(s)",
-    )
-    check(
-        problems,
-        kept == before,
-        f"{len(kept)} of the {len(before)} object(s) stored before the kill are left",
-    )
+    check(problems, stored == "SUCCESS" and len(before) == 1, f"before: {stored}, {len(before)} object(s)")
+    check(problems, kept == before, f"{len(kept)} of the {len(before)} object(s) stored before are left")
     check(problems, finished == "SUCCESS", f"the run in flight ended {finished}")
     return {
         "done": f"SIGKILL to the S3 server (pid {s3['process']['pid']}) while a run sleeps before its putObject "
@@ -869,19 +830,13 @@ def fault_reexecute_all(p: Platform) -> dict:
         headers={"Authorization": f"Bearer {OPERATOR}"},
         timeout=60,
     )
-    launched = (
-        answer.json()["data"]["launchPipelineReexecution"] if answer.ok else {"status": answer.status_code}
-    )
+    launched = answer.json()["data"]["launchPipelineReexecution"] if answer.ok else {"HTTP": answer.status_code}  # fmt: skip
     if launched.get("__typename") != "LaunchRunSuccess":
         raise CaseError(f"launchPipelineReexecution answered {launched}")
     again = p.wait(launched["run"]["runId"], 120)
     found = effects(p, name, [first, again]) | {"messages": p.stream_messages(f"BT{p.id.upper()}REEXEC")}
     problems = once_each(found, True)
-    check(
-        problems,
-        first["status"] == again["status"] == "SUCCESS",
-        f"runs: {first['status']}, {again['status']}",
-    )
+    check(problems, first["status"] == again["status"] == "SUCCESS", f"{first['status']}, {again['status']}")
     return {
         "done": "GraphQL launchPipelineReexecution (ALL_STEPS) of a finished run on the UI's /graphql, the "
         "operator token as Bearer, as the UI's Re-execute all",
@@ -977,10 +932,8 @@ def main() -> None:
     try:
         p.stack_up()
         for document in fault_workflows(p, args.nats_messages):
-            (home / "submitted" / document["name"]).mkdir(parents=True)
-            (home / "submitted" / document["name"] / "workflow.json").write_text(
-                json.dumps(document, indent=1)
-            )
+            (folder := home / "submitted" / document["name"]).mkdir(parents=True)
+            (folder / "workflow.json").write_text(json.dumps(document, indent=1))
         up_s = p.up()
         if not args.skip_bad_inputs:
             for case in bad_requests(p):
