@@ -41,14 +41,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import psutil
 import psycopg2
 import requests
-import urllib3
-from minio import Minio
 
+from workflow_platform.s3_client import s3_client
 from workflow_platform.up import free_port, start_platform_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,15 +212,8 @@ class Platform:
 
     def objects(self, workflow: str) -> list[str]:
         env = self.manifest()["env"]
-        url = urlparse(env["WFP_S3_ENDPOINT"])
-        client = Minio(
-            url.netloc,
-            access_key=env["WFP_S3_ACCESS_KEY"],
-            secret_key=env["WFP_S3_SECRET_KEY"],
-            secure=url.scheme == "https",
-            region=env.get("WFP_S3_REGION"),
-            http_client=urllib3.PoolManager(timeout=10, retries=urllib3.Retry(total=1)),
-        )
+        keys = [env[f"WFP_S3_{name}"] for name in ("ENDPOINT", "ACCESS_KEY", "SECRET_KEY", "REGION")]
+        client = s3_client(*keys, retries=1)
         listed = client.list_objects(env["WFP_S3_BUCKET"], prefix=self.prefix(workflow), recursive=True)
         return [item.object_name for item in listed]
 
@@ -697,12 +688,23 @@ def fault_up_sigterm(p: Platform) -> dict:
     }
 
 
+def serving(data_dir: str) -> bool:
+    """Whether a PostgreSQL process (each works in its data dir) still runs on `data_dir`."""
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.cwd() == data_dir and process.status() != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
 def fault_postgres_kill(p: Platform) -> dict:
     name = "bench-fault-postgres"
     execution_id, _ = launch_started(p, name)
     postgres = p.service("postgres")
     os.kill(postgres["process"]["pid"], signal.SIGKILL)
     killed = time.monotonic()
+    while time.monotonic() - killed < 10 and serving(postgres["data_dir"]):
+        time.sleep(0.05)  # backends serve their connections until they notice that the postmaster is gone
     probes = [
         ("GET", "/api/executions", None),
         ("GET", f"/api/executions/{execution_id}", None),
