@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from workflow_platform_tests.conftest import (
     demo_workflow,
     fetch,
     read_json_object,
+    require_tool,
     running_platform,
     wait_for,
 )
@@ -238,12 +238,11 @@ def test_openapi_document_is_served(platform):
     assert json.dumps(document).count("#/$defs/") == 0
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (Debian package chromium) is not installed")
 def test_dagster_ui_shows_the_submitted_job_and_its_successful_run(platform):
+    chromium = require_tool("chromium", "chromium-browser")
     from playwright.sync_api import sync_playwright
 
     response = requests.post(
@@ -256,7 +255,7 @@ def test_dagster_ui_shows_the_submitted_job_and_its_successful_run(platform):
     flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
     flags += ["--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--no-first-run"]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        browser = playwright.chromium.launch(executable_path=chromium, args=flags)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{ui}/locations/workflows/jobs/api_browser", wait_until="networkidle")
         with contextlib.suppress(PlaywrightTimeout):  # Dagster's first-visit newsletter dialog

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from datetime import UTC, date, datetime
@@ -17,7 +16,7 @@ import pytest
 from workflow_platform.seed_sales import SalesSeed, generate, load
 from workflow_platform.translate import build_job, build_schedule
 from workflow_platform.validate import check_file
-from workflow_platform_tests.conftest import fetch, read_json_object, stream_messages
+from workflow_platform_tests.conftest import fetch, read_json_object, require_tool, stream_messages
 
 ROOT = Path(__file__).parent.parent
 WORKFLOW = ROOT / "workflows" / "sales-report-workflow" / "workflow.json"
@@ -172,9 +171,7 @@ def test_wfp_run_downloads_the_report_and_the_page_shows_its_charts(seeded, tmp_
         ]
         > 0
     )
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("headless Chromium (Debian package chromium) is not installed")
+    chromium = require_tool("chromium", "chromium-browser")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
