@@ -61,7 +61,7 @@ def test_report_numbers_match_sql_on_the_seeded_tables(report_run, pg):
         pg, f"SELECT sum(i.quantity * i.unit_price)::float, count(*), sum(i.quantity)::int {day_lines}"
     )
     assert metrics["totalRevenue"]["revenue"] == pytest.approx(revenue, abs=0.01)
-    assert metrics["totalRevenue"]["orders"] == lines and metrics["totalRevenue"]["units"] == units
+    assert metrics["totalRevenue"]["orderLines"] == lines and metrics["totalRevenue"]["units"] == units
     regions = dict(
         fetch(pg, f"SELECT o.region, sum(i.quantity * i.unit_price)::float {day_lines} GROUP BY 1")
     )
