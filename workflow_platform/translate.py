@@ -379,6 +379,8 @@ def _interruptible(action: Action, resource: Any, parsed: Any, step_context: Ste
     try:
         return future.result(timeout=step_context.timeout_s)
     except FutureTimeout:
+        if future.done():  # the action's own timeout (TimeoutError is FutureTimeout), not the step's
+            raise
         _cancel(resource)
         raise dg.Failure(
             f"step {step_context.step_id} timed out after {step_context.timeout_s:g} s"
