@@ -73,7 +73,7 @@ def build_job(spec: WorkflowSpec, source: Path | None = None, registry: Mapping[
     ).to_job(
         name=job_name(spec),
         description=spec.description or f"workflow {spec.name}",
-        tags={WORKFLOW_TAG: spec.name, **spec.tags},
+        tags={**spec.tags, WORKFLOW_TAG: spec.name},
         metadata=metadata,
         resource_defs=resources,
         executor_def=dg.multiprocess_executor if spec.executor == "multiprocess" else dg.in_process_executor,
