@@ -186,7 +186,7 @@ def pathway_runs(
         store.remove_object(BUCKET, key)
     total = report["metrics"]["totalRevenue"]
     top = [product["product"] for product in report["metrics"]["topProducts"]["products"]]
-    found["report"] = {"revenue": total["revenue"], "orders": total["orders"], "top": top}
+    found["report"] = {"revenue": total["revenue"], "orders": total["orderLines"], "top": top}
     return found
 
 

@@ -132,6 +132,9 @@ class StepSpec(_Strict):
     tags: dict[str, str] = Field(default_factory=dict)
 
 
+RESERVED_TAG_PREFIXES = ("wfp/", "dagster/", ".dagster")
+
+
 class WorkflowSpec(_Strict):
     """A workflow.json document."""
 
@@ -150,6 +153,16 @@ class WorkflowSpec(_Strict):
         "in_process",
         description="in_process: fastest for I/O steps; multiprocess: independent steps in parallel",
     )
+
+    @field_validator("tags")
+    @classmethod
+    def _own_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        # The platform's and Dagster's tags (wfp/workflow: concurrency limits, the API's filters) are not the
+        # workflow's to set.
+        for key in value:
+            if key.startswith(RESERVED_TAG_PREFIXES):
+                raise ValueError(f"tag '{key}' is reserved (prefixes {', '.join(RESERVED_TAG_PREFIXES)})")
+        return value
 
     @field_validator("params")
     @classmethod

@@ -73,7 +73,7 @@ def build_job(spec: WorkflowSpec, source: Path | None = None, registry: Mapping[
     ).to_job(
         name=job_name(spec),
         description=spec.description or f"workflow {spec.name}",
-        tags={WORKFLOW_TAG: spec.name, **spec.tags},
+        tags={**spec.tags, WORKFLOW_TAG: spec.name},
         metadata=metadata,
         resource_defs=resources,
         executor_def=dg.multiprocess_executor if spec.executor == "multiprocess" else dg.in_process_executor,
@@ -379,6 +379,8 @@ def _interruptible(action: Action, resource: Any, parsed: Any, step_context: Ste
     try:
         return future.result(timeout=step_context.timeout_s)
     except FutureTimeout:
+        if future.done():  # the action's own timeout (TimeoutError is FutureTimeout), not the step's
+            raise
         _cancel(resource)
         raise dg.Failure(
             f"step {step_context.step_id} timed out after {step_context.timeout_s:g} s"

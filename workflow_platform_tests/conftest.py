@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -18,6 +19,18 @@ import requests
 from minio import Minio
 
 from workflow_platform.settings import ENDPOINT_VARIABLES
+
+
+def require_tool(*names: str) -> str:
+    """The path of the first of `names` on PATH. Missing: the test fails in CI (`CI` set, as `.ci/run` does,
+    which installs these tools first) and is skipped elsewhere, with the reason pytest reports (`-rs`)."""
+    for name in names:
+        if path := shutil.which(name):
+            return path
+    reason = f"{' or '.join(names)} is not installed (Debian package {names[0]})"
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{reason}: CI needs it (.ci/tools installs it)", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

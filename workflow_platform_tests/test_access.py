@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,12 +15,11 @@ import pytest
 import requests
 import websockets
 
-from workflow_platform_tests.conftest import demo_workflow, running_platform
+from workflow_platform_tests.conftest import demo_workflow, require_tool, running_platform
 
 OPERATOR = "operator-" + "3f9c" * 8
 VIEWER = "viewer-" + "77ab" * 8
 ROOT = Path(__file__).parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +163,8 @@ def test_nothing_listens_beyond_loopback_without_credentials(command, tmp_path):
     assert not (tmp_path / "stack").exists()  # refused before starting anything
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (Debian package chromium) is not installed")
 def test_a_browser_with_the_token_uses_the_dagster_ui(guarded):
+    chromium = require_tool("chromium", "chromium-browser")
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
@@ -181,7 +179,7 @@ def test_a_browser_with_the_token_uses_the_dagster_ui(guarded):
     assert wait_for_with(guarded["api"], execution_id)["status"] == "SUCCESS"
     flags = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        browser = playwright.chromium.launch(executable_path=chromium, args=flags)
         with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):  # headless: no prompt
             browser.new_page().goto(guarded["dagster"])
         context = browser.new_context(http_credentials={"username": "ops", "password": OPERATOR})

@@ -18,6 +18,7 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 from workflow_platform.launcher.run_launcher import WarmRunLauncher
 from workflow_platform.notifications import RUN_ENDS
 from workflow_platform.settings import ENDPOINT_VARIABLES
+from workflow_platform_tests.conftest import require_tool
 
 ROOT = Path(__file__).parent.parent
 
@@ -78,11 +79,7 @@ def test_compose_file_runs_every_service_with_the_platform_environment():
 
 
 def test_compose_file_is_valid_for_docker_compose(tmp_path):
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        import pytest
-
-        pytest.skip("docker-compose is not installed (the Debian package docker-compose provides it)")
+    binary = require_tool("docker-compose")
     compose = [binary, "-f", str(ROOT / "docker-compose.yml"), "config"]
     settings = dict(
         line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 import uuid
 
 import numpy as np
@@ -337,10 +336,9 @@ def test_nats_replay_puts_each_transaction_once(stack_env: dict[str, str]) -> No
     again = replay_to_nats(transactions.head(150), source, subject=subject)
     assert (again["published"], again["skipped_already_published"]) == (0, 150)
 
-    began = time.perf_counter()
+    # a paced replay (its timing is measured in bench/, not here) publishes the rest, once, in order
     more = replay_to_nats(transactions.head(200), source, subject=subject, rate=100)
     assert (more["published"], more["skipped_already_published"]) == (50, 150)
-    assert time.perf_counter() - began >= 0.4  # 50 messages at 100/s
 
     messages = stream_messages(stack_env["WFP_NATS_URL"], "TRANSACTIONS", subject)
     ids = [body["transaction_id"] for _, _, body in messages]

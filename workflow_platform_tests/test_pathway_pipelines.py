@@ -196,10 +196,10 @@ def expected_sales(frame: pd.DataFrame, top_n: int = 10) -> dict[str, dict[str, 
     expected: dict[str, dict[str, Any]] = {
         "totalRevenue": {
             "revenue": counted["amount"].sum(),
-            "orders": len(counted),
-            "averageOrderValue": counted["amount"].mean() if len(counted) else None,
+            "orderLines": len(counted),
+            "averageLineValue": counted["amount"].mean() if len(counted) else None,
             "units": counted["units"].sum(),
-            "refunds": {"orders": len(refunds), "amount": refunds["amount"].sum()},
+            "refunds": {"orderLines": len(refunds), "amount": refunds["amount"].sum()},
             "rowsUsed": len(counted),
             "skipped": skipped(pd.Series(dtype=object)),
         }
@@ -211,7 +211,7 @@ def expected_sales(frame: pd.DataFrame, top_n: int = 10) -> dict[str, dict[str, 
         used = counted[counted[column].notna()]
         groups = used.groupby(column).agg(
             revenue=("amount", "sum"),
-            orders=("amount", "size"),
+            orderLines=("amount", "size"),
             units=("units", "sum"),
             category=("category", "max"),
         )
@@ -236,7 +236,7 @@ def expected_sales(frame: pd.DataFrame, top_n: int = 10) -> dict[str, dict[str, 
             lambda s, shown=shown: pd.Timestamp(s, unit="s", tz="UTC").strftime(shown)
         )
         groups = used.groupby(start).agg(
-            revenue=("amount", "sum"), orders=("amount", "size"), units=("units", "sum")
+            revenue=("amount", "sum"), orderLines=("amount", "size"), units=("units", "sum")
         )
         expected[metric] = {
             "entries": groups.reset_index(names="key").to_dict("records"),
@@ -261,13 +261,13 @@ def assert_sales_report(
         assert got["skipped"] == want["skipped"], metric
         if metric == "totalRevenue":
             assert got["revenue"] == pytest.approx(want["revenue"], abs=MONEY)
-            assert got["orders"] == want["orders"]
-            if want["averageOrderValue"] is None:
-                assert got["averageOrderValue"] is None
+            assert got["orderLines"] == want["orderLines"]
+            if want["averageLineValue"] is None:
+                assert got["averageLineValue"] is None
             else:
-                assert got["averageOrderValue"] == pytest.approx(want["averageOrderValue"], abs=MONEY)
+                assert got["averageLineValue"] == pytest.approx(want["averageLineValue"], abs=MONEY)
             assert got["units"] == pytest.approx(want["units"])
-            assert got["refunds"]["orders"] == want["refunds"]["orders"]
+            assert got["refunds"]["orderLines"] == want["refunds"]["orderLines"]
             assert got["refunds"]["amount"] == pytest.approx(want["refunds"]["amount"], abs=MONEY)
             continue
         listed, key = {
@@ -282,7 +282,7 @@ def assert_sales_report(
         )
         for entry, wanted in zip(got[listed], want["entries"], strict=True):
             assert entry["revenue"] == pytest.approx(wanted["revenue"], abs=MONEY)
-            assert entry["orders"] == wanted["orders"]
+            assert entry["orderLines"] == wanted["orderLines"]
             assert entry["units"] == pytest.approx(wanted["units"])
             if metric in ("topProducts", "regionalBreakdown"):
                 if wanted["share"] is None or (
@@ -388,7 +388,7 @@ def test_sales_matches_pandas_on_mixed_rows(service: str) -> None:
     assert_sales_report(report, rows)
     skipped = report["metrics"]["totalRevenue"]["skipped"]["reasons"]
     assert set(skipped) == {sales_rows.BAD_AMOUNT, sales_rows.NO_AMOUNT}
-    assert report["metrics"]["totalRevenue"]["refunds"]["orders"] > 0
+    assert report["metrics"]["totalRevenue"]["refunds"]["orderLines"] > 0
     assert sales_rows.BAD_TIME in report["metrics"]["hourlyTrend"]["skipped"]["reasons"]
 
 
@@ -408,10 +408,10 @@ def test_sales_empty_input(service: str) -> None:
     assert_sales_report(report, [])
     assert report["metrics"]["totalRevenue"] == {
         "revenue": 0.0,
-        "orders": 0,
-        "averageOrderValue": None,
+        "orderLines": 0,
+        "averageLineValue": None,
         "units": 0,
-        "refunds": {"orders": 0, "amount": 0.0},
+        "refunds": {"orderLines": 0, "amount": 0.0},
         "rowsUsed": 0,
         "skipped": {"rows": 0, "reasons": {}},
     }
@@ -428,12 +428,12 @@ def test_sales_single_row(service: str) -> None:
         "product": "kettle",
         "category": None,
         "revenue": 19.99,
-        "orders": 1,
+        "orderLines": 1,
         "units": 0,
         "share": 1.0,
     }
     assert report["metrics"]["dailyTrend"]["days"] == [
-        {"date": "2025-10-31", "revenue": 19.99, "orders": 1, "units": 0}
+        {"date": "2025-10-31", "revenue": 19.99, "orderLines": 1, "units": 0}
     ]
 
 
@@ -460,7 +460,11 @@ def test_sales_nan_and_negative_amounts(service: str) -> None:
     )
     assert_sales_report(report, rows, metrics=["totalRevenue"])
     total = report["metrics"]["totalRevenue"]
-    assert (total["revenue"], total["orders"], total["refunds"]) == (80.0, 3, {"orders": 1, "amount": -30.0})
+    assert (total["revenue"], total["orderLines"], total["refunds"]) == (
+        80.0,
+        3,
+        {"orderLines": 1, "amount": -30.0},
+    )
     assert total["skipped"] == {"rows": 3, "reasons": {sales_rows.NO_AMOUNT: 1, sales_rows.BAD_AMOUNT: 2}}
 
 

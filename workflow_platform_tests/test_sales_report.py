@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from datetime import UTC, date, datetime
@@ -17,7 +16,7 @@ import pytest
 from workflow_platform.seed_sales import SalesSeed, generate, load
 from workflow_platform.translate import build_job, build_schedule
 from workflow_platform.validate import check_file
-from workflow_platform_tests.conftest import fetch, read_json_object, stream_messages
+from workflow_platform_tests.conftest import fetch, read_json_object, require_tool, stream_messages
 
 ROOT = Path(__file__).parent.parent
 WORKFLOW = ROOT / "workflows" / "sales-report-workflow" / "workflow.json"
@@ -62,7 +61,7 @@ def test_report_numbers_match_sql_on_the_seeded_tables(report_run, pg):
         pg, f"SELECT sum(i.quantity * i.unit_price)::float, count(*), sum(i.quantity)::int {day_lines}"
     )
     assert metrics["totalRevenue"]["revenue"] == pytest.approx(revenue, abs=0.01)
-    assert metrics["totalRevenue"]["orders"] == lines and metrics["totalRevenue"]["units"] == units
+    assert metrics["totalRevenue"]["orderLines"] == lines and metrics["totalRevenue"]["units"] == units
     regions = dict(
         fetch(pg, f"SELECT o.region, sum(i.quantity * i.unit_price)::float {day_lines} GROUP BY 1")
     )
@@ -172,9 +171,7 @@ def test_wfp_run_downloads_the_report_and_the_page_shows_its_charts(seeded, tmp_
         ]
         > 0
     )
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("headless Chromium (Debian package chromium) is not installed")
+    chromium = require_tool("chromium", "chromium-browser")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -20,7 +20,6 @@ import pytest
 from minio import Minio
 
 from workflow_platform.stack import EmbeddedStack, ServiceStartError
-from workflow_platform.stack.pathway_server import available as pathway_available
 from workflow_platform.stack.processes import port_open, stop_process, wait_gone
 from workflow_platform_tests.conftest import read_json_object
 
@@ -113,8 +112,17 @@ def test_postgres_has_the_orchestrator_tables(stack: EmbeddedStack) -> None:
 def test_postgres_schema_is_idempotent(stack: EmbeddedStack) -> None:
     from workflow_platform.stack.pg_server import apply_schema
 
-    apply_schema(stack.env["WFP_PG_ADMIN_DSN"])
-    apply_schema(stack.env["WFP_PG_ADMIN_DSN"])
+    dsn = stack.env["WFP_PG_ADMIN_DSN"]
+    tables = "select table_name from information_schema.tables where table_schema = 'orchestrator' order by 1"
+    before = pg_rows(dsn, tables)
+    kept = pg_rows(
+        dsn,
+        "insert into orchestrator.events (event_type, data) values ('schema-reapplied', '{}') returning id",
+    )
+    apply_schema(dsn)  # what every start of the stack does, on data that is already there
+    apply_schema(dsn)
+    assert pg_rows(dsn, tables) == before and ("events",) in before
+    assert pg_rows(dsn, "select id from orchestrator.events where event_type = 'schema-reapplied'") == kept
 
 
 def test_nats_jetstream_acks_a_publish(stack: EmbeddedStack) -> None:
@@ -255,9 +263,6 @@ def test_start_recovers_from_a_killed_postmaster(tmp_path: Path) -> None:
         assert stack.env == crashed.env
 
 
-@pytest.mark.skipif(
-    not pathway_available(), reason="workflow_platform/pathway_service/__main__.py not written yet"
-)
 def test_default_stack_includes_a_healthy_pathway_service(tmp_path: Path) -> None:
     with EmbeddedStack(tmp_path) as stack:
         assert set(stack.handles) == {"postgres", "nats", "s3", "pathway"}

@@ -166,3 +166,11 @@ def test_insert_needs_data_or_rows():
     del document["steps"][5]["input"]["data"]
     found = problems_of(document)
     assert found[0][0] == "/steps/5/input" and "exactly one of 'data'" in found[0][1]
+
+
+def test_the_platforms_own_tags_are_not_the_workflows_to_set():
+    """wfp/workflow carries the concurrency limits and the API's filters: a workflow cannot pose as another."""
+    document = base()
+    document["tags"] = {"wfp/workflow": "fraud-model-training", "team": "sales"}
+    [(pointer, message)] = problems_of(document)
+    assert pointer == "/tags" and "tag 'wfp/workflow' is reserved" in message

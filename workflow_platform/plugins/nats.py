@@ -174,7 +174,12 @@ def publish_each(nats_resource: NatsResource, spec: PublishEachInput, ctx: StepC
 
 def request(nats_resource: NatsResource, spec: RequestInput, ctx: StepContext) -> ActionOutput:
     async def work(client: Client, js: JetStreamContext) -> bytes:
-        reply = await client.request(spec.subject, encode(spec.message), timeout=spec.timeoutMs / 1000)
+        from nats.errors import TimeoutError as NoReply
+
+        try:
+            reply = await client.request(spec.subject, encode(spec.message), timeout=spec.timeoutMs / 1000)
+        except NoReply:
+            raise TimeoutError(f"no reply on {spec.subject} within {spec.timeoutMs} ms") from None
         return reply.data
 
     data = nats_resource.run(work, ctx.timeout_s)

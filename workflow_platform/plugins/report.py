@@ -89,7 +89,7 @@ def markdown_preview(title: str, report: dict[str, Any]) -> str:
     lines = [f"**{title}**", ""]
     if total:
         lines.append(
-            f"Revenue **${total.get('revenue', 0):,.2f}** from {total.get('orders', 0):,} order lines, {total.get('units', 0):,} units"
+            f"Revenue **${total.get('revenue', 0):,.2f}** from {total.get('orderLines', 0):,} order lines, {total.get('units', 0):,} units"
         )
     regions = metrics.get("regionalBreakdown", {}).get("regions", [])[:5]
     if regions:

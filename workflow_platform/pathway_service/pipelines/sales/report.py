@@ -41,10 +41,10 @@ def metric_document(
     if metric == "totalRevenue":
         document = {
             "revenue": money(revenue),
-            "orders": rows,
-            "averageOrderValue": money(revenue / rows) if rows else None,
+            "orderLines": rows,
+            "averageLineValue": money(revenue / rows) if rows else None,
             "units": quantity(units),
-            "refunds": {"orders": refunds, "amount": money(refund_amount)},
+            "refunds": {"orderLines": refunds, "amount": money(refund_amount)},
         }
     elif metric == "topProducts":
         document = {
@@ -85,7 +85,7 @@ def metric_document(
 
 
 def _figures(rows: int, revenue: float, units: float) -> dict[str, Any]:
-    return {"revenue": money(revenue), "orders": rows, "units": quantity(units)}
+    return {"revenue": money(revenue), "orderLines": rows, "units": quantity(units)}
 
 
 def report_document(request: dict[str, Any], metrics: Iterable[tuple[str, Any]]) -> dict[str, Any]:
