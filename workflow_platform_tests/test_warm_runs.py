@@ -255,3 +255,35 @@ def test_a_run_started_with_wfp_run_is_recorded_where_wfp_up_shows_it(warm, tmp_
     listed = executions(warm["api"], "warm-from-the-cli")
     assert [e["executionId"] for e in listed] == [run_id]
     assert wait_for(warm["api"], run_id)["status"] == "SUCCESS"
+
+
+# Fails when it runs, not when it is checked (a constant 1/0 fails the submission's query plan).
+DIVIDE_BY_NO_ROWS = "SELECT 1 / (SELECT count(*) FROM orchestrator.events WHERE false) AS x"
+
+
+def test_a_new_workflow_whose_run_fails_at_once_is_retried(warm):
+    """dagster.yaml's run_retries apply to a workflow that appeared a moment ago too: the daemon finds its job
+    (it reloads the code location when the workflow files changed) instead of giving up on the retry. The file
+    is put in place by hand, so no reload through the UI comes first."""
+    api = warm["api"]
+    for attempt in range(2):
+        name = f"warm-fails-at-once-{attempt}"
+        failing = {
+            "name": name,
+            "steps": [
+                {"id": "divide", "plugin": "postgres", "action": "query", "input": {"sql": DIVIDE_BY_NO_ROWS}}
+            ],
+        }
+        folder = warm["home"] / "submitted" / name
+        folder.mkdir(parents=True)
+        (folder / "workflow.json").write_text(json.dumps(failing))
+        launched = requests.post(f"{api}/api/workflows/{name}/run", json={}, timeout=60)
+        assert launched.status_code == 201, launched.text
+        first = launched.json()["executionId"]
+        assert wait_for(api, first)["status"] == "FAILURE"
+        retry = first_execution(
+            api, name, lambda e, first=first: e["tags"].get("dagster/parent_run_id") == first, timeout=60
+        )
+        assert retry["tags"]["dagster/root_run_id"] == first
+        events = requests.get(f"{api}/api/executions/{first}", timeout=30).json()["events"]
+        assert not [e for e in events if "unable to retry" in (e["message"] or "")], events

@@ -5,6 +5,11 @@ Dagster's own `QueuedRunCoordinatorDaemon` decides what may start (max_concurren
 this subclass only changes when it looks: at once on a wake-up, else every `dequeue_interval_seconds`. It also
 starts the warm launcher's zygotes for the workspace's code locations, so the first run starts warm too. Plain
 `dagster-daemon run` works with the same dagster.yaml; its queue is just polled on the interval.
+
+Run retries (dagster.yaml's run_retries) find the failed run's job in the daemon's view of the code location.
+A workflow submitted through the API a moment ago is not in it until the location reloads, so a run that failed
+at once would lose its retry ("Could not find job"): `CurrentEventLogConsumerDaemon` reloads the location first
+whenever the workflow files have changed.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from threading import Event
 from dagster import DagsterInstance
 from dagster._core.workspace.context import IWorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogConsumerDaemon
 from dagster._daemon.controller import create_daemons_from_instance, daemon_controller_from_instance
 from dagster._daemon.daemon import DaemonIterator, DagsterDaemon, SpanMarker
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
@@ -28,6 +34,7 @@ from dagster._utils.interrupts import capture_interrupts
 from workflow_platform.dagster_instance import pool_storage_connections
 from workflow_platform.launcher.run_launcher import WarmRunLauncher
 from workflow_platform.launcher.wakeup import run_queue_wakeups
+from workflow_platform.sources import workflows_fingerprint
 
 HEARTBEAT_SLICE_S = 0.5  # the daemon thread yields this often so its heartbeat stays fresh
 DAEMON_POOL_SIZE = 8
@@ -61,6 +68,22 @@ class WarmQueueDaemon(QueuedRunCoordinatorDaemon):
                 yield None
 
 
+class CurrentEventLogConsumerDaemon(EventLogConsumerDaemon):
+    """Dagster's run retries (and run-status handling), on a code location that has every workflow file."""
+
+    def __init__(self, interval_seconds: int) -> None:
+        super().__init__(interval_seconds=interval_seconds)
+        self._fingerprint: str | None = None
+
+    def run_iteration(self, workspace_process_context: IWorkspaceProcessContext) -> DaemonIterator:
+        current = workflows_fingerprint()
+        if self._fingerprint is not None and current != self._fingerprint:
+            for name in workspace_process_context.create_request_context().code_location_names:
+                workspace_process_context.reload_code_location(name)
+        self._fingerprint = current
+        yield from super().run_iteration(workspace_process_context)
+
+
 def _prewarm(launcher: WarmRunLauncher, workspace_process_context: IWorkspaceProcessContext) -> None:
     workspace = workspace_process_context.create_request_context()
     for location in workspace.code_locations:
@@ -70,13 +93,17 @@ def _prewarm(launcher: WarmRunLauncher, workspace_process_context: IWorkspacePro
 
 
 def warm_daemons(instance: DagsterInstance) -> Sequence[DagsterDaemon]:
-    """Dagster's daemons for this instance, the run-queue one replaced by WarmQueueDaemon."""
-    return [
-        WarmQueueDaemon(interval_seconds=daemon.interval_seconds)
-        if isinstance(daemon, QueuedRunCoordinatorDaemon)
-        else daemon
-        for daemon in create_daemons_from_instance(instance)
-    ]
+    """Dagster's daemons for this instance, the run-queue one replaced by WarmQueueDaemon and the run-retry one
+    by CurrentEventLogConsumerDaemon."""
+    return [_replaced(daemon) for daemon in create_daemons_from_instance(instance)]
+
+
+def _replaced(daemon: DagsterDaemon) -> DagsterDaemon:
+    if isinstance(daemon, QueuedRunCoordinatorDaemon):
+        return WarmQueueDaemon(interval_seconds=daemon.interval_seconds)
+    if type(daemon) is EventLogConsumerDaemon:
+        return CurrentEventLogConsumerDaemon(interval_seconds=int(daemon.interval_seconds))
+    return daemon
 
 
 def run_daemon(workspace_files: Sequence[str], log_level: str = "info") -> None:
