@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import closing
 
 import dagster as dg
@@ -133,10 +134,29 @@ def test_a_row_committed_after_a_higher_id_is_processed_not_skipped(pg, stack_en
         assert [r.run_key for r in tick("9").run_requests] == ["public.payments:9-11"]
 
 
-def test_trigger_payload_reaches_the_templates():
-    sensor, job = sensor_and_job()
-    assert job.tags["wfp/workflow"] == "score-new-payments"
-    assert TRIGGER_TAG == "wfp/trigger"
+def test_trigger_payload_reaches_the_templates(stack_env):
+    """A sensor's run carries its batch in the run's tags; steps read it as `{{ trigger.* }}`."""
+    echo = {
+        "name": "echo-trigger",
+        "trigger": WORKFLOW["trigger"],
+        "steps": [
+            {
+                "id": "echo",
+                "plugin": "postgres",
+                "action": "query",
+                "input": {
+                    "sql": "SELECT :after AS after, :through AS through, :count AS count",
+                    "params": {k: f"{{{{ trigger.{k} }}}}" for k in ("after", "through", "count")},
+                },
+            }
+        ],
+    }
+    spec, problems = check_document(echo)
+    assert problems == []
+    batch = {"table": "public.payments", "column": "id", "after": 40, "through": 45, "count": 5}
+    result = build_job(spec).execute_in_process(tags={TRIGGER_TAG: json.dumps(batch)})
+    assert result.success
+    assert result.output_for_node("echo")["rows"] == [{"after": 40, "through": 45, "count": 5}]
 
 
 @pytest.mark.usefixtures("payments")
