@@ -8,8 +8,8 @@ starts the warm launcher's zygotes for the workspace's code locations, so the fi
 
 Run retries (dagster.yaml's run_retries) find the failed run's job in the daemon's view of the code location.
 A workflow submitted through the API a moment ago is not in it until the location reloads, so a run that failed
-at once would lose its retry ("Could not find job"): `CurrentEventLogConsumerDaemon` reloads the location first
-whenever the workflow files have changed.
+at once would lose its retry ("Could not find job"): `CurrentEventLogConsumerDaemon` waits until the daemon's view
+has every workflow's job.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dagster._utils.interrupts import capture_interrupts
 from workflow_platform.dagster_instance import pool_storage_connections
 from workflow_platform.launcher.run_launcher import WarmRunLauncher
 from workflow_platform.launcher.wakeup import run_queue_wakeups
-from workflow_platform.sources import workflows_fingerprint
+from workflow_platform.sources import load_workflows, workflows_dirs, workflows_fingerprint
 
 HEARTBEAT_SLICE_S = 0.5  # the daemon thread yields this often so its heartbeat stays fresh
 DAEMON_POOL_SIZE = 8
@@ -69,19 +69,50 @@ class WarmQueueDaemon(QueuedRunCoordinatorDaemon):
 
 
 class CurrentEventLogConsumerDaemon(EventLogConsumerDaemon):
-    """Dagster's run retries (and run-status handling), on a code location that has every workflow file."""
+    """Dagster's run retries (and run-status handling), once the daemon's view of the code location has every
+    valid workflow file's job. The API reloads the code location after writing a file; until the daemon sees
+    the new job it refreshes its view each iteration and holds back (the events wait in the log); if no reload
+    came within RELOAD_AFTER_S (a file put in place by hand), it reloads the location itself."""
+
+    RELOAD_AFTER_S = 15.0
 
     def __init__(self, interval_seconds: int) -> None:
         super().__init__(interval_seconds=interval_seconds)
         self._fingerprint: str | None = None
+        self._jobs: set[str] = set()
+        self._missing_since: float | None = None
+        self._reloaded_for: str | None = None  # one reload per change of the files, never a loop
 
     def run_iteration(self, workspace_process_context: IWorkspaceProcessContext) -> DaemonIterator:
         current = workflows_fingerprint()
-        if self._fingerprint is not None and current != self._fingerprint:
+        if current != self._fingerprint:
+            self._fingerprint = current
+            self._jobs = set(load_workflows(workflows_dirs()).specs)
+        waiting = self._reloaded_for != current and not self._has_every_job(workspace_process_context)
+        if waiting:
+            workspace_process_context.refresh_workspace()  # the code server may have reloaded meanwhile
+            waiting = not self._has_every_job(workspace_process_context)
+        if waiting:
+            now = time.monotonic()
+            self._missing_since = self._missing_since or now
+            if now - self._missing_since < self.RELOAD_AFTER_S:
+                yield None
+                return
             for name in workspace_process_context.create_request_context().code_location_names:
                 workspace_process_context.reload_code_location(name)
-        self._fingerprint = current
+            self._reloaded_for = current
+        self._missing_since = None
         yield from super().run_iteration(workspace_process_context)
+
+    def _has_every_job(self, workspace_process_context: IWorkspaceProcessContext) -> bool:
+        workspace = workspace_process_context.create_request_context()
+        known = {
+            job.name
+            for location in workspace.code_locations
+            for repository in location.get_repositories().values()
+            for job in repository.get_all_jobs()
+        }
+        return self._jobs <= known
 
 
 def _prewarm(launcher: WarmRunLauncher, workspace_process_context: IWorkspaceProcessContext) -> None:
