@@ -11,7 +11,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ STEP_TAG = "wfp/step"
 TRIGGER_TAG = "wfp/trigger"
 PARAMS_RESOURCE = "workflow_params"
 PREVIEW_CHARS = 4000
+CANCEL_GRACE_S = 5.0  # how long a cancelled action gets to end before the step fails without it
 
 
 def dagster_name(name: str) -> str:
@@ -371,9 +372,10 @@ def _call(
 
 def _interruptible(action: Action, resource: Any, parsed: Any, step_context: StepContext) -> ActionOutput:
     """The action runs in a thread so that this one stays interruptible: when the step times out or its run is
-    terminated (SIGINT), the work the resource has in flight is cancelled (a PostgreSQL query, through
-    `resource.cancel()`) instead of left running. Actions also pass the timeout to their client
-    (statement_timeout, HTTP timeout, asyncio.wait_for)."""
+    terminated (SIGINT), the work its resources have in flight is cancelled (`resource.cancel()`: a PostgreSQL
+    query, an HTTP call, a NATS request) and the thread is given CANCEL_GRACE_S to end, so a failed step leaves
+    no work running. Actions also pass the timeout to their client (statement_timeout, HTTP timeout,
+    asyncio.wait_for), but an HTTP timeout bounds each read, not the call."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"wfp-{step_context.step_id}")
     future = pool.submit(action.fn, resource, parsed, step_context)
     try:
@@ -381,22 +383,26 @@ def _interruptible(action: Action, resource: Any, parsed: Any, step_context: Ste
     except FutureTimeout:
         if future.done():  # the action's own timeout (TimeoutError is FutureTimeout), not the step's
             raise
-        _cancel(resource)
-        raise dg.Failure(
-            f"step {step_context.step_id} timed out after {step_context.timeout_s:g} s"
-        ) from None
+        message = f"step {step_context.step_id} timed out after {step_context.timeout_s:g} s"
+        if not _cancel(future, [resource, *step_context.resources.values()]):
+            message += f"; its action was cancelled but still runs after {CANCEL_GRACE_S:g} s"
+        raise dg.Failure(message) from None
     except BaseException:
         if not future.done():  # interrupted: the run is being terminated
-            _cancel(resource)
+            _cancel(future, [resource, *step_context.resources.values()])
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _cancel(resource: Any) -> None:
-    cancel = getattr(resource, "cancel", None)
-    if callable(cancel):
-        cancel()
+def _cancel(future: Future, resources: list[Any]) -> bool:
+    """Cancel what the step's resources have in flight; whether its action then ended within CANCEL_GRACE_S."""
+    for resource in {id(r): r for r in resources if r is not None}.values():
+        cancel = getattr(resource, "cancel", None)
+        if callable(cancel):
+            cancel()
+    done, _ = wait([future], timeout=CANCEL_GRACE_S)
+    return bool(done)
 
 
 def _truncate_json(value: Any) -> Any:
