@@ -81,9 +81,15 @@ def failure_of(result: dg.ExecuteInProcessResult, step: str) -> str:
     return failures[-1].event_specific_data.user_failure_data.description
 
 
-def step_threads(step: str) -> list[str]:
-    """The threads still running the step's action (translate._interruptible names them wfp-<step>_N)."""
-    return [t.name for t in threading.enumerate() if t.name.startswith(f"wfp-{step}_")]
+def step_threads(step: str, within_s: float = 1.0) -> list[str]:
+    """The threads still running the step's action after `within_s` (translate._interruptible names them
+    wfp-<step>_N; one whose action ended exits a moment later)."""
+    deadline = time.monotonic() + within_s
+    while (names := [t.name for t in threading.enumerate() if t.name.startswith(f"wfp-{step}_")]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    return names
 
 
 def test_postgres_step_timeout_cancels_the_query(pg):
