@@ -154,8 +154,9 @@ def _named(kind: str, value: Any, separator: str, partition_param: str | None) -
     if not isinstance(value, str) or not value:
         return ()
     parts = []
-    for part in value.split(separator):
-        literal = _SEPARATORS.sub(lambda m: m.group(0)[-1], _TEMPLATE.sub("", part)).strip("-_.")
+    # Templates out first: a template's own text may hold the separator (date('YYYY-MM-DD/HH')).
+    for part in _TEMPLATE.sub("", value).split(separator):
+        literal = _SEPARATORS.sub(lambda m: m.group(0)[-1], part).strip("-_.")
         if literal:
             parts.append(literal)
     if not parts:  # a name computed entirely at run time: touches fall back to the step's asset
