@@ -250,8 +250,14 @@ def test_lineage_page_shows_the_asset_graph(stack_env, tmp_path):
             page.goto(f"{ui}/asset-groups", wait_until="networkidle")
             with contextlib.suppress(PlaywrightTimeout):  # Dagster's first-visit newsletter dialog
                 page.get_by_role("button", name="Skip").click(timeout=15_000)
-            for group in ("sales_report_workflow", "fraud_model_training", "fraud_detection_workflow"):
+            for group in (
+                "sales_report_workflow",
+                "fraud_model_training",
+                "fraud_detection_workflow",
+                "postgres",
+            ):
                 page.get_by_text(group).first.wait_for(timeout=60_000)
+            page.get_by_text("fetching statuses").first.wait_for(state="hidden", timeout=60_000)
             assert page.get_by_text("Empty graph").count() == 0
             page.screenshot(path=ARTIFACTS / "dagster-ui-lineage.png")
             # one group expanded: the report objects between the step that renders them and the message
@@ -262,6 +268,11 @@ def test_lineage_page_shows_the_asset_graph(stack_env, tmp_path):
             for node in ("daily-sales.html", "daily-sales.json", "render-html", "query-sales"):
                 page.get_by_text(node).first.wait_for(timeout=60_000)
             page.screenshot(path=ARTIFACTS / "dagster-ui-lineage-sales.png")
+            # the fraud model's own lineage: trained from the features of one workflow, scored with by the other
+            page.goto(f"{ui}/assets/s3/models/fraud?view=lineage&lineageDepth=1", wait_until="networkidle")
+            for node in ("features", "score", "trained"):
+                page.get_by_text(node, exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=ARTIFACTS / "dagster-ui-lineage-model.png")
             browser.close()
     finally:
         webserver.terminate()
