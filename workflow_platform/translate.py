@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from pydantic import ValidationError
 
+from workflow_platform.assets import StepLineage, asset_events, workflow_lineage, workflow_partitions
 from workflow_platform.plugins import Action, ActionError, ActionOutput, Plugin, StepContext, plugin_registry
 from workflow_platform.resources import service_resources
 from workflow_platform.row_cursor import RowCursor, batch_payload, count_rows, next_batches, start_at_latest
@@ -50,6 +51,7 @@ def build_job(spec: WorkflowSpec, source: Path | None = None, registry: Mapping[
     registry = plugin_registry() if registry is None else registry
     graph = {s.id: list(s.needs) for s in spec.steps}
     step_ids = set(graph)
+    lineage = workflow_lineage(spec)
     ops: list[dg.OpDefinition] = []
     dependencies: dict[dg.NodeInvocation, dict[str, dg.DependencyDefinition]] = {}
     for step in spec.steps:
@@ -59,7 +61,7 @@ def build_job(spec: WorkflowSpec, source: Path | None = None, registry: Mapping[
             referenced |= analyze(text, set(spec.params), step_ids).steps
         upstream = sorted(set(step.needs) | (referenced & ancestors(graph, step.id)))
         plugin = registry[step.plugin]
-        op = _step_op(spec, step, plugin, plugin.actions[step.action], upstream)
+        op = _step_op(spec, step, plugin, plugin.actions[step.action], upstream, lineage[step.id])
         ops.append(op)
         # Op definitions must be unique across the code location, so each is named after its job; in the
         # job's graph (events, UI, step keys) the node keeps the step's own name.
@@ -88,10 +90,7 @@ def _partitioned_config(spec: WorkflowSpec) -> dg.PartitionedConfig | None:
         return None
     partitions = spec.partitions
     return dg.PartitionedConfig(
-        # end_offset=1: today is a partition too, so the day so far can be reported on demand.
-        partitions_def=dg.DailyPartitionsDefinition(
-            start_date=partitions.start, timezone=partitions.timezone, end_offset=1
-        ),
+        partitions_def=workflow_partitions(spec),
         run_config_for_partition_key_fn=lambda key: params_run_config({partitions.param: key}),
     )
 
@@ -252,7 +251,14 @@ def _retry_policy(spec: WorkflowSpec, step: StepSpec) -> dg.RetryPolicy | None:
     )
 
 
-def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action, upstream: list[str]):
+def _step_op(
+    spec: WorkflowSpec,
+    step: StepSpec,
+    plugin: Plugin,
+    action: Action,
+    upstream: list[str],
+    lineage: StepLineage,
+):
     input_steps = {dagster_name(u): u for u in upstream}
     timeout_ms = spec.timeout_for(step)
     resource_keys = {PARAMS_RESOURCE, *action.uses} | (
@@ -309,15 +315,10 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
         started = time.perf_counter()
         output = _call(step, action, resource, parsed, step_context)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-        for touched in output.touched:
-            event_type = dg.AssetMaterialization if touched.wrote else dg.AssetObservation
-            context.log_event(
-                event_type(
-                    asset_key=list(touched.asset_key),
-                    description=f"{touched.description} by step {step.id} of {spec.name}",
-                    metadata={**touched.metadata, "workflow": spec.name, "step": step.id},
-                )
-            )
+        # What the step touched, recorded against the workflow's stable assets (assets.py), in the run's day.
+        partition = template_context["params"].get(spec.partitions.param) if spec.partitions else None
+        for event in asset_events(lineage, output.touched, partition):
+            context.log_event(event)
         metadata = {"duration_ms": elapsed_ms, **_preview(output.value)}
         if output.preview_markdown:
             metadata["preview"] = dg.MetadataValue.md(output.preview_markdown)
