@@ -163,7 +163,17 @@ def no_batch_message(spec: WorkflowSpec) -> str:
     )
 
 
-def _skip_reason(trigger: TriggerSpec, state: RowCursor) -> str:
+def _skip_reason(trigger: TriggerSpec, state: RowCursor, previous: RowCursor | None = None) -> str:
+    if state.starting and not state.waiting:
+        return (
+            f"{trigger.table} is empty: startAfter latest takes the first rows loaded into it as history and "
+            f"processes the rows committed after them (startAfter 0 processes every row)"
+        )
+    if previous is not None and previous.starting and not state.starting:
+        return (
+            f"started after the first rows loaded into {trigger.table}: rows with {trigger.column} > "
+            f"{state.after} will be processed"
+        )
     if state.waiting:
         return (
             f"waiting for {len(state.waiting)} transaction(s) writing {trigger.table} to end: rows with "
@@ -185,16 +195,18 @@ def build_sensor(spec: WorkflowSpec, job: dg.JobDefinition) -> dg.SensorDefiniti
         dsn = os.environ["WFP_PG_DSN"]
         if not context.cursor and trigger.startAfter == "latest":
             start = start_at_latest(dsn, trigger)
+            if start.starting:
+                return dg.SensorResult(skip_reason=_skip_reason(trigger, start), cursor=start.dump())
             return dg.SensorResult(
                 skip_reason=f"started: rows of {trigger.table} with {trigger.column} > {start.after} will be processed",
                 cursor=start.dump(),
             )
-        state = (
+        previous = (
             RowCursor.parse(context.cursor) if context.cursor else RowCursor.start(int(trigger.startAfter))
         )
-        state, batches = next_batches(dsn, trigger, state)
+        state, batches = next_batches(dsn, trigger, previous)
         if not batches:
-            return dg.SensorResult(skip_reason=_skip_reason(trigger, state), cursor=state.dump())
+            return dg.SensorResult(skip_reason=_skip_reason(trigger, state, previous), cursor=state.dump())
         requests = [
             dg.RunRequest(
                 # The run key names the rows: a tick evaluated again from the same cursor (a daemon restarted
