@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from pydantic import ValidationError
 
+from workflow_platform.object_links import object_url
 from workflow_platform.plugins import Action, ActionError, ActionOutput, Plugin, StepContext, plugin_registry
 from workflow_platform.resources import service_resources
 from workflow_platform.row_cursor import RowCursor, batch_payload, count_rows, next_batches, start_at_latest
@@ -320,21 +321,38 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
         started = time.perf_counter()
         output = _call(step, action, resource, parsed, step_context)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        links = {}
         for touched in output.touched:
             event_type = dg.AssetMaterialization if touched.wrote else dg.AssetObservation
+            touched_metadata = {**touched.metadata, "workflow": spec.name, "step": step.id}
+            if touched.wrote and (link := _object_link(touched.metadata)):
+                touched_metadata["link"] = links[touched.metadata["key"]] = dg.MetadataValue.url(link)
             context.log_event(
                 event_type(
                     asset_key=list(touched.asset_key),
                     description=f"{touched.description} by step {step.id} of {spec.name}",
-                    metadata={**touched.metadata, "workflow": spec.name, "step": step.id},
+                    metadata=touched_metadata,
                 )
             )
-        metadata = {"duration_ms": elapsed_ms, **_preview(output.value)}
+        # The UI lists metadata in this order: what a person reads first, then the links, then the raw result.
+        metadata: dict[str, Any] = {}
         if output.preview_markdown:
             metadata["preview"] = dg.MetadataValue.md(output.preview_markdown)
+        if len(links) == 1:
+            metadata["link"] = next(iter(links.values()))
+        else:
+            metadata |= {f"link: {key}": url for key, url in links.items()}
+        metadata |= {"duration_ms": elapsed_ms, **_preview(output.value)}
         yield dg.Output(output.value, metadata=metadata)
 
     return step_op
+
+
+def _object_link(metadata: Mapping[str, Any]) -> str | None:
+    """The API link to an object a step wrote (its metadata names `bucket` and `key`), never a presigned URL:
+    run metadata is readable by whoever opens the UI, and a presigned URL carries credentials (object_links.py)."""
+    bucket, key = metadata.get("bucket"), metadata.get("key")
+    return object_url(bucket, key) if isinstance(bucket, str) and isinstance(key, str) else None
 
 
 def execution_key(run: dg.DagsterRun) -> str:
@@ -416,10 +434,27 @@ def _truncate_json(value: Any) -> Any:
     return value if len(text) <= PREVIEW_CHARS else {"preview": text[:PREVIEW_CHARS] + "..."}
 
 
+LONG_STRING_CHARS = 200
+
+
+def _abbreviated(value: Any) -> Any:
+    """The value with every long string cut to its start and its length (a report's HTML, a base64 body)."""
+    if isinstance(value, str) and len(value) > LONG_STRING_CHARS:
+        return f"{value[:80]}... ({len(value):,} characters)"
+    if isinstance(value, dict):
+        return {key: _abbreviated(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_abbreviated(item) for item in value]
+    return value
+
+
 def _preview(value: Any) -> dict[str, dg.MetadataValue]:
     text = json.dumps(value, default=str)
     if len(text) <= PREVIEW_CHARS:
         return {
             "result": dg.MetadataValue.json(value if isinstance(value, dict | list) else {"value": value})
         }
+    short = _abbreviated(json.loads(text))
+    if isinstance(short, dict | list) and len(json.dumps(short)) <= PREVIEW_CHARS:
+        return {"result_outline": dg.MetadataValue.json(short), "result_chars": len(text)}
     return {"result_preview": dg.MetadataValue.text(text[:PREVIEW_CHARS] + "..."), "result_chars": len(text)}
