@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from workflow_platform.resources.http import HttpResource
+from workflow_platform.resources.io_manager import io_manager_resources
 from workflow_platform.resources.nats import NatsResource
 from workflow_platform.resources.object_store import ObjectStoreResource
 from workflow_platform.resources.pathway import PathwayResource
@@ -21,8 +22,10 @@ __all__ = [
 
 
 def service_resources() -> dict[str, dg.ConfigurableResource]:
-    """The resources every workflow job gets, configured from the environment at run time."""
+    """The resources every workflow job gets, configured from the environment at run time (the IO manager:
+    Dagster's default unless WFP_IO_MANAGER selects the object store)."""
     return {
+        **io_manager_resources(),
         "postgres": PostgresResource(dsn=dg.EnvVar("WFP_PG_DSN")),
         "object_store": ObjectStoreResource(
             endpoint=dg.EnvVar("WFP_S3_ENDPOINT"),
