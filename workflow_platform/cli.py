@@ -308,6 +308,32 @@ def daemon(workspace_files: tuple[str, ...], log_level: str) -> None:
     run_daemon(workspace_files, log_level)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True)
+@click.option(
+    "-w",
+    "--workspace",
+    "workspace_file",
+    default="deploy/workspace.yaml",
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Dagster workspace file naming the code server (grpc_server)",
+)
+@click.option("-m", "--module", default="workflow_platform.definitions", show_default=True)
+def api(host: str, port: int, workspace_file: str, module: str) -> None:
+    """The HTTP API alone, against running Dagster services (docker-compose's `api`; `wfp up` serves it itself).
+    Needs DAGSTER_PG_URL, WORKFLOWS_DIR (the last folder receives submitted workflows) and WFP_DAGSTER_UI_URL."""
+    from workflow_platform.access import ListenRefused
+    from workflow_platform.api.serve import serve_api
+
+    try:
+        serve_api(host, port, Path(workspace_file), module)
+    except (ListenRefused, RuntimeError) as error:
+        _err(f"error: {error}")
+        sys.exit(1)
+
+
 def _api_url() -> str:
     return os.environ.get("WFP_API_URL", "http://127.0.0.1:3000").rstrip("/")
 

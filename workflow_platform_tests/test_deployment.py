@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import select
 import shutil
 import subprocess
+import sys
+import time
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import psycopg2
+import requests
 import yaml
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
+from workflow_platform.api.code_location import LOCATION
 from workflow_platform.launcher.run_launcher import WarmRunLauncher
 from workflow_platform.notifications import RUN_ENDS
-from workflow_platform.settings import ENDPOINT_VARIABLES
+from workflow_platform.settings import ENDPOINT_VARIABLES, ServiceSettings
 from workflow_platform_tests.conftest import require_tool
 
 ROOT = Path(__file__).parent.parent
@@ -59,11 +66,24 @@ def test_project_dagster_yaml_is_a_working_postgres_instance(stack_env, tmp_path
 def test_compose_file_runs_every_service_with_the_platform_environment():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "nats", "minio", "pathway", "code-server", "webserver", "daemon"} <= set(services)
-    for name in ("code-server", "webserver", "daemon"):
+    assert {
+        "postgres",
+        "nats",
+        "minio",
+        "buckets",
+        "pathway",
+        "code-server",
+        "webserver",
+        "daemon",
+        "api",
+    } <= set(services)
+    for name in ("code-server", "webserver", "daemon", "api"):
         assert set(ENDPOINT_VARIABLES) <= set(services[name]["environment"]), name
-    assert "healthcheck" in services["pathway"]
-    assert services["nats"]["command"][0] == "-js"
+        assert services[name]["environment"]["DAGSTER_HOME"] == "/app/deploy", name  # deploy/dagster.yaml
+    assert services["nats"]["command"][:3] == ["-js", "-sd", "/data"]  # JetStream on the volume
+    assert "nats-data:/data" in services["nats"]["volumes"]
+    for name, service in services.items():  # every long-running service says when it is ready
+        assert "healthcheck" in service or name in ("daemon", "buckets"), name
     # the orchestrator schema, the workflows' role and its password, run by the image's entrypoint in order
     init = {
         volume.split(":")[1]: ROOT / volume.split(":")[0] for volume in services["postgres"]["volumes"][1:]
@@ -93,8 +113,14 @@ def test_compose_file_is_valid_for_docker_compose(tmp_path):
     assert completed.returncode == 0, completed.stderr
     resolved = yaml.safe_load(completed.stdout)["services"]
     published = {name for name, service in resolved.items() if service.get("ports")}
-    assert published == {"webserver"}  # only the Dagster UI, behind WFP_API_TOKEN
+    assert published == {"webserver", "api"}  # the Dagster UI and the API, both behind WFP_API_TOKEN
+    assert [p["target"] for p in resolved["api"]["ports"]] == [3000]  # the original's API port
+    assert [p["target"] for p in resolved["webserver"]["ports"]] == [3001]
     assert resolved["webserver"]["command"][:2] == ["wfp", "webserver"]
+    # the buckets exist before anything that uses them starts
+    for name in ("pathway", "code-server", "webserver", "daemon", "api"):
+        dependencies = resolved[name]["depends_on"]
+        assert all(d.get("condition") for d in dependencies.values()), name
     assert "minioadmin" not in completed.stdout and ":postgres@" not in completed.stdout  # no default secret
     env = resolved["daemon"]["environment"]
     password, admin_password = filled["WFP_PG_WORKFLOWS_PASSWORD"], filled["POSTGRES_PASSWORD"]
@@ -107,3 +133,135 @@ def test_compose_file_is_valid_for_docker_compose(tmp_path):
             compose + ["-q"], capture_output=True, text=True, env=bare | without, cwd=tmp_path
         )
         assert refused.returncode != 0 and f"set {missing} in .env" in refused.stderr, refused.stderr
+
+
+# The services built from this project, and the variables they get that boto3 reads (not the platform's code).
+PLATFORM_SERVICES = ("pathway", "code-server", "webserver", "daemon", "api")
+READ_BY_LIBRARIES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _split_command(command: list[str]) -> tuple[list[str], list[str]]:
+    """The program with its subcommands, and the options that follow."""
+    if command[:2] == ["python", "-m"]:
+        return command[:3], command[3:]
+    program = list(itertools.takewhile(lambda word: not word.startswith("-"), command))
+    return program, command[len(program) :]
+
+
+def _option(command: list[str], *names: str) -> str:
+    return next(command[i + 1] for i, word in enumerate(command) if word in names)
+
+
+def test_compose_commands_are_the_platforms_entry_points_with_their_options():
+    services = _compose()["services"]
+    for name in PLATFORM_SERVICES:
+        program, options = _split_command(services[name]["command"])
+        executable = (
+            sys.executable if program[0] == "python" else str(Path(sys.executable).parent / program[0])
+        )
+        shown = subprocess.run(
+            [executable, *program[1:], "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT
+        )
+        assert shown.returncode == 0, (name, shown.stdout, shown.stderr)
+        for option in (word for word in options if word.startswith("-")):
+            assert re.search(rf"(^|[\s,]){re.escape(option)}\b", shown.stdout), (name, option, shown.stdout)
+
+
+def test_compose_ports_and_addresses_agree():
+    services = _compose()["services"]
+    commands = {name: services[name]["command"] for name in PLATFORM_SERVICES if name != "daemon"}
+    port = {name: int(_option(command, "-p", "--port")) for name, command in commands.items()}
+    for name in port:  # each health check asks the port the command listens on
+        assert str(port[name]) in " ".join(services[name]["healthcheck"]["test"]), name
+        assert _option(commands[name], "-h", "--host") == "0.0.0.0", name
+    published = {name: [int(p.rsplit(":", 1)[1]) for p in services[name].get("ports", [])] for name in port}
+    assert published == {"pathway": [], "code-server": [], "webserver": [port["webserver"]], "api": [3000]}
+    assert port["webserver"] != 3000  # the original's API port is the API's
+    environment = services["api"]["environment"]
+    pathway = urlsplit(environment["WFP_PATHWAY_URL"])
+    assert (pathway.hostname, pathway.port) == ("pathway", port["pathway"])
+    ui = urlsplit(environment["WFP_DAGSTER_UI_URL"])
+    assert (ui.hostname, ui.port) == ("webserver", port["webserver"])
+    workspace = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())
+    server = workspace["load_from"][0]["grpc_server"]
+    assert (server["host"], server["port"]) == ("code-server", port["code-server"])
+    # the location the API reloads and builds run origins for is the one the code server serves
+    assert server["location_name"] == _option(commands["code-server"], "--location-name") == LOCATION
+    for name in ("webserver", "daemon", "api"):
+        assert _option(services[name]["command"], "-w", "--workspace") == "deploy/workspace.yaml", name
+
+
+def test_compose_sets_only_variables_the_platform_reads_and_env_example_documents_them():
+    raw = (ROOT / "docker-compose.yml").read_text()
+    services = yaml.safe_load(raw)["services"]
+    code = "\n".join(path.read_text() for path in (ROOT / "workflow_platform").rglob("*.py"))
+    read_by_code = set(re.findall(r"[\"']([A-Z][A-Z0-9_]{3,})[\"']", code))
+    read_by_code |= {f"WFP_{field.upper()}" for field in ServiceSettings.model_fields}
+    instance_yaml = (ROOT / "deploy" / "dagster.yaml").read_text()
+    read_by_instance = set(re.findall(r"env: ([A-Z][A-Z0-9_]+)", instance_yaml))
+    for name in PLATFORM_SERVICES:
+        unknown = set(services[name]["environment"]) - read_by_code - read_by_instance - READ_BY_LIBRARIES
+        assert not unknown, (name, unknown)
+    for name in ("code-server", "webserver", "daemon", "api"):  # deploy/dagster.yaml resolves in each
+        assert read_by_instance <= set(services[name]["environment"]), name
+    documented = {
+        line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line
+    }
+    assert set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", raw)) <= documented
+    # the bucket job's shell reads its own environment
+    assert set(re.findall(r"\$\$([A-Z][A-Z0-9_]*)", raw)) <= set(services["buckets"]["environment"])
+
+
+def test_wfp_api_serves_the_api_on_the_production_instance(stack_env, s3, tmp_path):
+    """docker-compose's `api` service: `wfp api` with deploy/dagster.yaml reaches every service and the instance."""
+    from workflow_platform.up import free_port
+
+    bucket = "dagster-api-check"
+    if not s3.bucket_exists(bucket):
+        s3.make_bucket(bucket)
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
+    port = free_port("127.0.0.1")
+    env = os.environ | {
+        "DAGSTER_HOME": str(tmp_path),
+        "DAGSTER_PG_URL": stack_env["WFP_PG_ADMIN_DSN"].replace("postgresql://", "postgresql+psycopg2://"),
+        "WFP_DAGSTER_BUCKET": bucket,
+        "AWS_ACCESS_KEY_ID": stack_env["WFP_S3_ACCESS_KEY"],
+        "AWS_SECRET_ACCESS_KEY": stack_env["WFP_S3_SECRET_KEY"],
+        "WFP_DAGSTER_UI_URL": "http://127.0.0.1:1",  # only used when a workflow is registered
+        "WORKFLOWS_DIR": os.pathsep.join([str(ROOT / "workflows"), str(tmp_path / "submitted")]),
+        "WFP_API_TOKEN": "operator-token-for-the-test",
+    }
+    command = [sys.executable, "-m", "workflow_platform.cli", "api", "--port", str(port)]
+    log = tmp_path / "api.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        health = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/api/health", timeout=10)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        assert health is not None, log.read_text()
+        assert health.status_code == 200, health.text
+        assert {name for name, check in health.json()["services"].items() if check["status"] == "ok"} == {
+            "postgres",
+            "nats",
+            "objectStore",
+            "pathway",
+            "dagster",
+        }
+        executions = f"http://127.0.0.1:{port}/api/executions"
+        assert requests.get(executions, timeout=10).status_code == 401
+        token = {"Authorization": f"Bearer {env['WFP_API_TOKEN']}"}
+        assert requests.get(executions, headers=token, timeout=30).status_code == 200
+        assert (tmp_path / "submitted").is_dir()  # where the API registers workflows
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
