@@ -17,9 +17,9 @@ import sys
 from dagster import DagsterInstance
 from dagster._cli.api import _execute_run_command_body
 from dagster._utils.interrupts import capture_interrupts
-from sqlalchemy.exc import DBAPIError
 
 from workflow_platform.dagster_instance import pool_storage_connections, storage_engines
+from workflow_platform.dagster_storage import learn_schema
 
 
 def prepare(instance: DagsterInstance) -> None:
@@ -28,35 +28,26 @@ def prepare(instance: DagsterInstance) -> None:
     engine's first connection), then that connection closed again, so none crosses the fork. A connection idle
     for a while (a long step) is pinged before use, so a database restart during the run does not fail it."""
     pool_storage_connections(instance, size=1, name="wfp-run-worker")
-    _touch_storages(instance)
+    learn_schema(instance)
     for engine in storage_engines(instance):
         engine.dispose()
 
 
 def connect(instance: DagsterInstance) -> None:
-    """In the worker: a connection pool of this process's own (SQLAlchemy's way after a fork), opened now rather
-    than on the run's clock."""
+    """In the worker: a connection pool of this process's own (SQLAlchemy's way after a fork), its connection
+    opened now rather than on the run's clock."""
     for engine in storage_engines(instance):
         engine.dispose(close=False)
-    _touch_storages(instance)
+    _check_out(instance)
 
 
-def _touch_storages(instance: DagsterInstance) -> None:
-    instance.get_run_records(limit=1)
-    instance.event_log_storage.get_maximum_record_id()
-
-
-def _check_connections(instance: DagsterInstance) -> None:
-    """The database may have restarted while the worker waited for its run: one ping per engine (a fraction of a
-    millisecond), and a connection the server dropped is replaced before the run's first event needs it."""
+def _check_out(instance: DagsterInstance) -> None:
+    """A connection of each storage engine checked out and back: opened if the pool has none, and pinged if it
+    has been idle (the database may have restarted while the worker waited for its run; a dead connection is
+    replaced before the run's first event needs it: `dagster_instance._ping_idle_connections`)."""
     for engine in storage_engines(instance):
-        with engine.connect() as connection:
-            try:
-                connection.exec_driver_sql("SELECT 1")
-            except DBAPIError as error:
-                if not error.connection_invalidated:
-                    raise
-                # SQLAlchemy has discarded the dead connection (and the pool's others): the next one is new.
+        with engine.connect():
+            pass
 
 
 def execute(instance: DagsterInstance, run_id: str) -> int:
@@ -84,7 +75,7 @@ def serve(assignments: int, code_module: str | None, instance: DagsterInstance) 
         # A workflow file changed since the zygote imported the code location: build it again here (tens of
         # milliseconds) rather than run stale definitions; the pool replaces the zygote meanwhile.
         importlib.reload(sys.modules[code_module])
-    _check_connections(instance)
+    _check_out(instance)
     try:
         return execute(instance, order["run_id"])
     finally:

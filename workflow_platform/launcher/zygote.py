@@ -227,6 +227,7 @@ def import_everything(serialized_pointer: str, preload: list[str]) -> str | None
     the code location, as Dagster imports it. Nothing here connects to anything."""
     from dagster import Definitions
     from dagster._core.code_pointer import CodePointer, ModuleCodePointer
+    from dagster._core.definitions.reconstruct import def_from_pointer
     from dagster._core.instance.ref import InstanceRef
     from dagster._serdes import ConfigurableClassData, deserialize_value
 
@@ -237,7 +238,8 @@ def import_everything(serialized_pointer: str, preload: list[str]) -> str | None
     for module in preload:
         importlib.import_module(module)
     pointer = deserialize_value(serialized_pointer, CodePointer)
-    target = pointer.load_target()
+    # As a run worker loads it (def_from_pointer imports modules of its own on its first call).
+    target = def_from_pointer(pointer)
     if isinstance(target, Definitions):
         warm_up(target.get_repository_def())
     return pointer.module if isinstance(pointer, ModuleCodePointer) else None
