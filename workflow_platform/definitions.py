@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from workflow_platform.assets import asset_specs
 from workflow_platform.plugins import plugin_registry
 from workflow_platform.sources import load_workflows, workflows_dirs
 from workflow_platform.translate import build_job, build_schedule, build_sensor
@@ -34,7 +35,9 @@ def build_definitions(directories: Sequence[Path]) -> dg.Definitions:
             schedules.append(schedule)
         if sensor := build_sensor(spec, job):
             sensors.append(sensor)
-    return dg.Definitions(jobs=jobs, schedules=schedules, sensors=sensors)
+    # The workflows' datasets as assets, with edges across workflows: the Lineage page's graph.
+    assets = asset_specs(spec for spec, _ in loaded.specs.values())
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)
 
 
 defs = build_definitions(workflows_dirs())

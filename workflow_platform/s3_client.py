@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 import urllib3
 from minio import Minio
 
+from workflow_platform.abortable_http import Sockets, track
 from workflow_platform.settings import ServiceSettings
 
 
@@ -18,8 +19,14 @@ def s3_client(
     region: str,
     retries: int = 3,
     connect_timeout_s: float = 10,
+    sockets: Sockets | None = None,
 ) -> Minio:
-    """A client for `endpoint` (http or https URL) whose HTTP pool retries 5xx answers with backoff."""
+    """A client for `endpoint` (http or https URL) whose HTTP pool retries 5xx answers with backoff. `sockets`:
+    where its connections are recorded, for `sockets.abort()` to end its calls from another thread."""
+    pool = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=connect_timeout_s, read=120),
+        retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
     url = urlparse(endpoint)
     return Minio(
         url.netloc or url.path,
@@ -27,10 +34,7 @@ def s3_client(
         secret_key=secret_key,
         secure=url.scheme == "https",
         region=region,
-        http_client=urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=connect_timeout_s, read=120),
-            retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-        ),
+        http_client=track(pool, sockets) if sockets else pool,
     )
 
 

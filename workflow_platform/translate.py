@@ -11,7 +11,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from pydantic import ValidationError
 
+from workflow_platform.assets import StepLineage, asset_events, workflow_lineage, workflow_partitions
 from workflow_platform.plugins import Action, ActionError, ActionOutput, Plugin, StepContext, plugin_registry
 from workflow_platform.resources import service_resources
 from workflow_platform.row_cursor import RowCursor, batch_payload, count_rows, next_batches, start_at_latest
@@ -33,6 +34,7 @@ STEP_TAG = "wfp/step"
 TRIGGER_TAG = "wfp/trigger"
 PARAMS_RESOURCE = "workflow_params"
 PREVIEW_CHARS = 4000
+CANCEL_GRACE_S = 5.0  # how long a cancelled action gets to end before the step fails without it
 
 
 def dagster_name(name: str) -> str:
@@ -49,6 +51,7 @@ def build_job(spec: WorkflowSpec, source: Path | None = None, registry: Mapping[
     registry = plugin_registry() if registry is None else registry
     graph = {s.id: list(s.needs) for s in spec.steps}
     step_ids = set(graph)
+    lineage = workflow_lineage(spec)
     ops: list[dg.OpDefinition] = []
     dependencies: dict[dg.NodeInvocation, dict[str, dg.DependencyDefinition]] = {}
     for step in spec.steps:
@@ -58,7 +61,7 @@ def build_job(spec: WorkflowSpec, source: Path | None = None, registry: Mapping[
             referenced |= analyze(text, set(spec.params), step_ids).steps
         upstream = sorted(set(step.needs) | (referenced & ancestors(graph, step.id)))
         plugin = registry[step.plugin]
-        op = _step_op(spec, step, plugin, plugin.actions[step.action], upstream)
+        op = _step_op(spec, step, plugin, plugin.actions[step.action], upstream, lineage[step.id])
         ops.append(op)
         # Op definitions must be unique across the code location, so each is named after its job; in the
         # job's graph (events, UI, step keys) the node keeps the step's own name.
@@ -87,10 +90,7 @@ def _partitioned_config(spec: WorkflowSpec) -> dg.PartitionedConfig | None:
         return None
     partitions = spec.partitions
     return dg.PartitionedConfig(
-        # end_offset=1: today is a partition too, so the day so far can be reported on demand.
-        partitions_def=dg.DailyPartitionsDefinition(
-            start_date=partitions.start, timezone=partitions.timezone, end_offset=1
-        ),
+        partitions_def=workflow_partitions(spec),
         run_config_for_partition_key_fn=lambda key: params_run_config({partitions.param: key}),
     )
 
@@ -251,7 +251,14 @@ def _retry_policy(spec: WorkflowSpec, step: StepSpec) -> dg.RetryPolicy | None:
     )
 
 
-def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action, upstream: list[str]):
+def _step_op(
+    spec: WorkflowSpec,
+    step: StepSpec,
+    plugin: Plugin,
+    action: Action,
+    upstream: list[str],
+    lineage: StepLineage,
+):
     input_steps = {dagster_name(u): u for u in upstream}
     timeout_ms = spec.timeout_for(step)
     resource_keys = {PARAMS_RESOURCE, *action.uses} | (
@@ -308,15 +315,10 @@ def _step_op(spec: WorkflowSpec, step: StepSpec, plugin: Plugin, action: Action,
         started = time.perf_counter()
         output = _call(step, action, resource, parsed, step_context)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-        for touched in output.touched:
-            event_type = dg.AssetMaterialization if touched.wrote else dg.AssetObservation
-            context.log_event(
-                event_type(
-                    asset_key=list(touched.asset_key),
-                    description=f"{touched.description} by step {step.id} of {spec.name}",
-                    metadata={**touched.metadata, "workflow": spec.name, "step": step.id},
-                )
-            )
+        # What the step touched, recorded against the workflow's stable assets (assets.py), in the run's day.
+        partition = template_context["params"].get(spec.partitions.param) if spec.partitions else None
+        for event in asset_events(lineage, output.touched, partition):
+            context.log_event(event)
         metadata = {"duration_ms": elapsed_ms, **_preview(output.value)}
         if output.preview_markdown:
             metadata["preview"] = dg.MetadataValue.md(output.preview_markdown)
@@ -371,9 +373,10 @@ def _call(
 
 def _interruptible(action: Action, resource: Any, parsed: Any, step_context: StepContext) -> ActionOutput:
     """The action runs in a thread so that this one stays interruptible: when the step times out or its run is
-    terminated (SIGINT), the work the resource has in flight is cancelled (a PostgreSQL query, through
-    `resource.cancel()`) instead of left running. Actions also pass the timeout to their client
-    (statement_timeout, HTTP timeout, asyncio.wait_for)."""
+    terminated (SIGINT), the work its resources have in flight is cancelled (`resource.cancel()`: a PostgreSQL
+    query, an HTTP call, a NATS request) and the thread is given CANCEL_GRACE_S to end, so a failed step leaves
+    no work running. Actions also pass the timeout to their client (statement_timeout, HTTP timeout,
+    asyncio.wait_for), but an HTTP timeout bounds each read, not the call."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"wfp-{step_context.step_id}")
     future = pool.submit(action.fn, resource, parsed, step_context)
     try:
@@ -381,22 +384,26 @@ def _interruptible(action: Action, resource: Any, parsed: Any, step_context: Ste
     except FutureTimeout:
         if future.done():  # the action's own timeout (TimeoutError is FutureTimeout), not the step's
             raise
-        _cancel(resource)
-        raise dg.Failure(
-            f"step {step_context.step_id} timed out after {step_context.timeout_s:g} s"
-        ) from None
+        message = f"step {step_context.step_id} timed out after {step_context.timeout_s:g} s"
+        if not _cancel(future, [resource, *step_context.resources.values()]):
+            message += f"; its action was cancelled but still runs after {CANCEL_GRACE_S:g} s"
+        raise dg.Failure(message) from None
     except BaseException:
         if not future.done():  # interrupted: the run is being terminated
-            _cancel(resource)
+            _cancel(future, [resource, *step_context.resources.values()])
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _cancel(resource: Any) -> None:
-    cancel = getattr(resource, "cancel", None)
-    if callable(cancel):
-        cancel()
+def _cancel(future: Future, resources: list[Any]) -> bool:
+    """Cancel what the step's resources have in flight; whether its action then ended within CANCEL_GRACE_S."""
+    for resource in {id(r): r for r in resources if r is not None}.values():
+        cancel = getattr(resource, "cancel", None)
+        if callable(cancel):
+            cancel()
+    done, _ = wait([future], timeout=CANCEL_GRACE_S)
+    return bool(done)
 
 
 def _truncate_json(value: Any) -> Any:

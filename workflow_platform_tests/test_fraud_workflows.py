@@ -14,6 +14,7 @@ import psycopg2.extras
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from workflow_platform.assets import FRAUD_MODEL, workflow_lineage
 from workflow_platform.fraud.load import load_transactions
 from workflow_platform.fraud.model import LATEST_KEY
 from workflow_platform.fraud.simulator import SimulatedDataset, SimulationConfig, simulate_cached
@@ -73,6 +74,10 @@ def test_training_stores_a_measured_model_that_becomes_the_latest(trained, stack
         trained.run_id,
     )
     assert logged == [(train["version"],)]
+    # one asset for the model, the version (and where it is stored) as the materialization's metadata
+    [model] = trained.asset_materializations_for_node("train")
+    assert model.asset_key == FRAUD_MODEL and model.metadata["version"].value == train["version"]
+    assert f"s3://{bucket}/{train['key']}" in model.metadata["objects"].value
     announced = stream_messages(stack_env["WFP_NATS_URL"], "MODELS", "models.fraud.trained")
     assert train["version"] in [body["version"] for _, _, body in announced]
 
@@ -129,6 +134,20 @@ def test_new_transactions_are_scored_once_by_sensor_launched_runs(
     ]
     for result in results:
         assert result.success, [e.message for e in result.all_events if e.is_failure]
+    # every batch records against the workflow's stable assets: one key per dataset or step, not one per batch
+    recorded = {
+        event.asset_key
+        for result in results
+        for event in result.all_events
+        if event.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION")
+    }
+    declared = {key for step in workflow_lineage(spec).values() for key in step.asset_keys}
+    assert len(results) > 1 and recorded <= declared
+    assert {
+        dg.AssetKey(["postgres", "orchestrator", "transactions"]),
+        dg.AssetKey(["s3", "fraud-alerts", "transactions.json"]),
+        dg.AssetKey(["fraud-detection-workflow", "score"]),
+    } <= recorded
 
     # Exactly the new rows were scored; nothing before them changed.
     scored = pd.DataFrame(

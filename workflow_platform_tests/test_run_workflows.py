@@ -108,9 +108,10 @@ def test_original_format_workflow_touches_every_service(stack_env, pg, s3):
         "SELECT data FROM orchestrator.events WHERE id = %s",
         result.output_for_node("log_done")["rows"][0]["id"],
     ) == [({"digest": "orders"},)]
-    # lineage: what the run wrote is in the asset catalog
-    keys = {m.asset_key for m in result.asset_materializations_for_node("archive_digest")}
-    assert dg.AssetKey(["s3", archived["bucket"], *archived["key"].split("/")]) in keys
+    # lineage: what the run wrote is in the asset catalog, under the step's stable key, the object as metadata
+    [materialization] = result.asset_materializations_for_node("archive_digest")
+    assert materialization.asset_key == dg.AssetKey(["s3", "digests", "digest.json"])
+    assert materialization.metadata["object"].value == f"s3://{archived['bucket']}/{archived['key']}"
 
 
 def test_failing_step_is_retried_fails_the_run_and_skips_dependents(stack_env, s3):

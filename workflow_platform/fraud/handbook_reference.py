@@ -48,12 +48,33 @@ def terminal_risk_features(
     return terminal_transactions.fillna(0)
 
 
-def handbook_features(transactions: pd.DataFrame) -> pd.DataFrame:
-    """The handbook's whole transformation, group by group, as its notebooks run it."""
+def time_flags(transactions: pd.DataFrame) -> pd.DataFrame:
+    """A copy with the weekend and night flags."""
     frame = transactions.copy()
     frame["TX_DURING_WEEKEND"] = (frame["TX_DATETIME"].dt.weekday >= 5).astype(int)
     frame["TX_DURING_NIGHT"] = (frame["TX_DATETIME"].dt.hour <= 6).astype(int)
-    frame = frame.groupby("CUSTOMER_ID", group_keys=False).apply(customer_spending_features)
-    frame = frame.sort_values("TX_DATETIME", kind="stable").reset_index(drop=True)
-    frame = frame.groupby("TERMINAL_ID", group_keys=False).apply(terminal_risk_features)
+    return frame
+
+
+def per_card(frame: pd.DataFrame) -> pd.DataFrame:
+    """customer_spending_features applied card by card."""
+    return frame.groupby("CUSTOMER_ID", group_keys=False).apply(customer_spending_features)
+
+
+def per_terminal(frame: pd.DataFrame) -> pd.DataFrame:
+    """terminal_risk_features applied terminal by terminal."""
+    return frame.groupby("TERMINAL_ID", group_keys=False).apply(terminal_risk_features)
+
+
+def in_time_order(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("TX_DATETIME", kind="stable").reset_index(drop=True)
+
+
+def handbook_features(transactions: pd.DataFrame) -> pd.DataFrame:
+    """The handbook's whole transformation, group by group, as its notebooks run it.
+
+    Written as its stages so that `bench/fraud_features.py` can time each one on its own sample.
+    """
+    frame = per_card(time_flags(transactions))
+    frame = per_terminal(in_time_order(frame))
+    return in_time_order(frame)

@@ -7,6 +7,7 @@ import dagster as dg
 import requests
 from pydantic import PrivateAttr
 
+from workflow_platform.abortable_http import AbortableSession
 from workflow_platform.outbound import OutboundPolicy, OutboundRefused
 
 MAX_REDIRECTS = 5
@@ -19,20 +20,19 @@ class HttpResource(dg.ConfigurableResource):
     timeout_s: float = 60.0
     allow: str | None = None  # the policy; None: WFP_HTTP_ALLOW at run time, else "public"
 
-    _session: requests.Session | None = PrivateAttr(default=None)
+    _session: AbortableSession | None = PrivateAttr(default=None)
     _policy: OutboundPolicy | None = PrivateAttr(default=None)
 
     def request(
         self, method: str, url: str, timeout_s: float | None = None, *, checked: bool = False, **kwargs: Any
     ) -> requests.Response:
         """`checked`: the URL was already allowed (a registered plugin's base URL, checked at registration)."""
-        if self._session is None:
-            self._session = requests.Session()
+        session = self._session = self._session or AbortableSession()  # cancel() may drop self._session
         policy = self.policy()
         if not checked:
             policy.check(url)
         timeout = timeout_s or self.timeout_s
-        response = self._session.request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
+        response = session.request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
         for _ in range(MAX_REDIRECTS):
             if not response.is_redirect:
                 return response
@@ -41,7 +41,7 @@ class HttpResource(dg.ConfigurableResource):
             if response.status_code in (301, 302, 303) and method != "HEAD":
                 method, kwargs = "GET", {k: v for k, v in kwargs.items() if k == "headers"}  # as browsers do
             kwargs.pop("params", None)  # already part of the first URL
-            response = self._session.request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
+            response = session.request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
         if response.is_redirect:
             raise OutboundRefused(f"{url}: more than {MAX_REDIRECTS} redirects")
         return response
@@ -54,6 +54,14 @@ class HttpResource(dg.ConfigurableResource):
                 else OutboundPolicy.from_environment()
             )
         return self._policy
+
+    def cancel(self) -> None:
+        """Abort the request in flight, if any (from another thread: a step that timed out, a run being
+        terminated); the next request opens a new session."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.abort()
+            session.close()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._session is not None:

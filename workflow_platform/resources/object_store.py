@@ -20,6 +20,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
     bucket: str = Field(description="bucket used when a step names none")
 
     _client: Any = PrivateAttr(default=None)  # a Minio client, made on first use
+    _sockets: Any = PrivateAttr(default=None)  # its connections' (abortable_http.Sockets), for cancel()
     _buckets: set[str] = PrivateAttr(default_factory=set)
 
     @classmethod
@@ -35,10 +36,21 @@ class ObjectStoreResource(dg.ConfigurableResource):
 
     def client(self) -> Minio:
         if self._client is None:
+            from workflow_platform.abortable_http import Sockets
             from workflow_platform.s3_client import s3_client
 
-            self._client = s3_client(self.endpoint, self.access_key, self.secret_key, self.region)
+            self._sockets = Sockets()
+            self._client = s3_client(
+                self.endpoint, self.access_key, self.secret_key, self.region, sockets=self._sockets
+            )
         return self._client
+
+    def cancel(self) -> None:
+        """Abort the calls in flight, if any (from another thread: a step that timed out, a run being
+        terminated); the next call makes a new client."""
+        sockets, self._sockets, self._client = self._sockets, None, None
+        if sockets is not None:
+            sockets.abort()
 
     def ensure_bucket(self, bucket: str | None = None) -> str:
         """Create the bucket on first use, as the original system did."""

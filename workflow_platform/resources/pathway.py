@@ -6,6 +6,7 @@ import dagster as dg
 import requests
 from pydantic import PrivateAttr
 
+from workflow_platform.abortable_http import AbortableSession
 from workflow_platform.plugins.base import ServiceHTTPError
 
 
@@ -15,17 +16,24 @@ class PathwayResource(dg.ConfigurableResource):
     url: str
     timeout_s: float = 300.0
 
-    _session: requests.Session | None = PrivateAttr(default=None)
+    _session: AbortableSession | None = PrivateAttr(default=None)
 
     def call(self, method: str, path: str, body: Any = None, timeout_s: float | None = None) -> Any:
-        if self._session is None:
-            self._session = requests.Session()
-        response = self._session.request(
+        session = self._session = self._session or AbortableSession()  # cancel() may drop self._session
+        response = session.request(
             method, self.url.rstrip("/") + path, json=body, timeout=timeout_s or self.timeout_s
         )
         if response.status_code >= 400:
             raise ServiceHTTPError(response.status_code, _error_text(response))
         return response.json()
+
+    def cancel(self) -> None:
+        """Abort the call in flight, if any (from another thread: a step that timed out, a run being
+        terminated); the next call opens a new session."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.abort()
+            session.close()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._session is not None:
