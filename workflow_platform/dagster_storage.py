@@ -29,6 +29,8 @@ of by polling every waiter's run.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Self
@@ -59,6 +61,7 @@ EVENT_LOG_TABLES = (
     "pending_steps",
     "asset_check_executions",
 )
+SNAPSHOTS_KEPT = 256
 RUN_END_EVENTS = frozenset(
     {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
 )
@@ -93,6 +96,33 @@ class _SchemaFacts:
 
 
 class PostgresRunStorage(_FromConfig, _SchemaFacts, dagster_postgres.PostgresRunStorage):
+    """Also keeps the job and execution plan snapshots it has read or found: a snapshot's id is the hash of its
+    content, so what is stored under an id never changes (the API asked for the same plan snapshot, and whether
+    two snapshots exist, on every run it created)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._snapshots: OrderedDict[str, Any] = OrderedDict()
+        self._snapshots_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def _has_snapshot_id(self, snapshot_id: str) -> bool:
+        return snapshot_id in self._snapshots or self._present(
+            f"snapshot {snapshot_id}", lambda: super(PostgresRunStorage, self)._has_snapshot_id(snapshot_id)
+        )
+
+    def _get_snapshot(self, snapshot_id: str) -> Any:
+        with self._snapshots_lock:  # the API's and daemon's threads share the storage
+            if snapshot_id in self._snapshots:
+                self._snapshots.move_to_end(snapshot_id)
+                return self._snapshots[snapshot_id]
+        snapshot = super()._get_snapshot(snapshot_id)
+        if snapshot is not None:
+            with self._snapshots_lock:
+                self._snapshots[snapshot_id] = snapshot
+                if len(self._snapshots) > SNAPSHOTS_KEPT:
+                    self._snapshots.popitem(last=False)
+        return snapshot
+
     def learn_schema(self) -> None:
         self.has_run_stats_index_cols()
         self.has_backfill_id_column()

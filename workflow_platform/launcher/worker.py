@@ -17,6 +17,7 @@ import sys
 from dagster import DagsterInstance
 from dagster._cli.api import _execute_run_command_body
 from dagster._utils.interrupts import capture_interrupts
+from sqlalchemy.exc import DBAPIError
 
 from workflow_platform.dagster_instance import pool_storage_connections, storage_engines
 from workflow_platform.dagster_storage import learn_schema
@@ -25,8 +26,9 @@ from workflow_platform.dagster_storage import learn_schema
 def prepare(instance: DagsterInstance) -> None:
     """In the zygote, before forking: the storages' pooled engines (one thread writes a run's events: a pool of
     one), initialized once for every worker (SQLAlchemy asks the server for its version and settings on an
-    engine's first connection), then that connection closed again, so none crosses the fork. A connection idle
-    for a while (a long step) is pinged before use, so a database restart during the run does not fail it."""
+    engine's first connection), and the storages' questions about the schema answered once
+    (`dagster_storage.learn_schema`); then the connections closed again, so none crosses the fork. A connection
+    idle for a while (a long step) is pinged before use, so a database restart during the run does not fail it."""
     pool_storage_connections(instance, size=1, name="wfp-run-worker")
     learn_schema(instance)
     for engine in storage_engines(instance):
@@ -42,12 +44,23 @@ def connect(instance: DagsterInstance) -> None:
 
 
 def _check_out(instance: DagsterInstance) -> None:
-    """A connection of each storage engine checked out and back: opened if the pool has none, and pinged if it
-    has been idle (the database may have restarted while the worker waited for its run; a dead connection is
-    replaced before the run's first event needs it: `dagster_instance._ping_idle_connections`)."""
+    """A connection of each storage engine checked out and back: opened if the pool has none."""
     for engine in storage_engines(instance):
         with engine.connect():
             pass
+
+
+def _check_connections(instance: DagsterInstance) -> None:
+    """The database may have restarted while the worker waited for its run: one ping per engine (a fraction of a
+    millisecond), and a connection the server dropped is replaced before the run's first event needs it."""
+    for engine in storage_engines(instance):
+        with engine.connect() as connection:
+            try:
+                connection.exec_driver_sql("SELECT 1")
+            except DBAPIError as error:
+                if not error.connection_invalidated:
+                    raise
+                # SQLAlchemy has discarded the dead connection (and the pool's others): the next one is new.
 
 
 def execute(instance: DagsterInstance, run_id: str) -> int:
@@ -75,7 +88,7 @@ def serve(assignments: int, code_module: str | None, instance: DagsterInstance) 
         # A workflow file changed since the zygote imported the code location: build it again here (tens of
         # milliseconds) rather than run stale definitions; the pool replaces the zygote meanwhile.
         importlib.reload(sys.modules[code_module])
-    _check_out(instance)
+    _check_connections(instance)
     try:
         return execute(instance, order["run_id"])
     finally:
