@@ -1,7 +1,8 @@
 """The Dagster code location: one job (and schedule) per `workflows/*/workflow.json`.
 
-The folders come from WORKFLOWS_DIR (default ./workflows; several separated by ':', the first wins a name). A workflow that fails validation is reported in the
-log and left out; it never becomes a half-built job, and the other workflows still load.
+The folders come from WORKFLOWS_DIR (default ./workflows; several separated by ':', the first wins a name). A workflow
+that fails validation never becomes a half-built job, and the other workflows still load: it is reported in the log
+and shown in the UI as a placeholder job whose description lists its problems (invalid_workflows.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from workflow_platform.assets import asset_specs
+from workflow_platform.invalid_workflows import invalid_workflow_jobs
 from workflow_platform.plugins import plugin_registry
 from workflow_platform.sources import load_workflows, workflows_dirs
 from workflow_platform.translate import build_job, build_schedule, build_sensor
@@ -23,7 +25,7 @@ log = logging.getLogger("workflow_platform")
 def build_definitions(directories: Sequence[Path]) -> dg.Definitions:
     loaded = load_workflows(directories)
     for problem in loaded.problems:
-        log.error("workflow left out: %s", problem.render())
+        log.error("workflow not loaded (shown in the UI as an invalid placeholder job): %s", problem.render())
     registry = plugin_registry()
     jobs = []
     schedules = []
@@ -35,6 +37,7 @@ def build_definitions(directories: Sequence[Path]) -> dg.Definitions:
             schedules.append(schedule)
         if sensor := build_sensor(spec, job):
             sensors.append(sensor)
+    jobs += invalid_workflow_jobs(loaded.problems, taken=loaded.specs)
     # The workflows' datasets as assets, with edges across workflows: the Lineage page's graph.
     assets = asset_specs(spec for spec, _ in loaded.specs.values())
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)

@@ -13,6 +13,14 @@ ends: if no such transaction is listed, M is settled at once; otherwise M become
 every listed transaction has ended (committed or rolled back). The listed transactions are kept in the cursor by
 virtual transaction id, so a restarted daemon goes on waiting for the same ones.
 
+`startAfter: latest` on a table that is empty at the first tick: the starting point is not fixed at 0 (a bulk
+load afterwards, such as `wfp seed transactions`, would turn every historical row into new rows). The cursor waits
+(`starting`) until the table has rows, and starts after the first settled value: the rows of the first load
+(one transaction, or several committing before the table settles) are history, every row committed above them is
+processed. Rows above the starting point go through the same settled logic as any other, so none is skipped; what
+the first load committed below it is, by the definition of `latest`, before the start. To process the first rows
+of an empty table too, give `startAfter: 0`.
+
 Cost: a transaction that writes the table and stays open (a long load, a session idle in transaction) holds back
 every row above the ones settled before it began, until it ends.
 Assumes the column is filled by a sequence (serial, identity or a nextval default) with CACHE 1, the default: ids
@@ -34,12 +42,14 @@ MAX_BATCHES_PER_TICK = 20
 @dataclass(frozen=True)
 class RowCursor:
     """`after`: rows up to it were handed to runs. `settled`: every row up to it that will ever exist is committed.
-    `pending`: becomes settled once the transactions in `waiting` (virtual transaction ids) have ended."""
+    `pending`: becomes settled once the transactions in `waiting` (virtual transaction ids) have ended.
+    `starting`: `startAfter: latest` met an empty table; the start is the first settled value above `after`."""
 
     after: int
     settled: int
     pending: int | None = None
     waiting: tuple[str, ...] = ()
+    starting: bool = False
 
     @classmethod
     def start(cls, after: int) -> RowCursor:
@@ -56,12 +66,15 @@ class RowCursor:
             settled=int(value["settled"]),
             pending=value.get("pending"),
             waiting=tuple(value.get("waiting", ())),
+            starting=value.get("start") == "latest",
         )
 
     def dump(self) -> str:
         state: dict[str, Any] = {"after": self.after, "settled": self.settled}
         if self.waiting:
             state |= {"pending": self.pending, "waiting": list(self.waiting)}
+        if self.starting:
+            state["start"] = "latest"
         return json.dumps(state, separators=(",", ":"))
 
 
@@ -132,11 +145,20 @@ def settle(cursor: Any, trigger: TriggerSpec, state: RowCursor) -> RowCursor:
     # The maximum first, the lock holders after: whoever took a lower id and has not ended holds its lock then.
     latest = latest_value(cursor, trigger)
     if latest <= settled:
-        return RowCursor(state.after, settled)
+        return replace(state, settled=settled, pending=None, waiting=())
     writers = writing_transactions(cursor, trigger)
     if writers:
-        return RowCursor(state.after, settled, pending=latest, waiting=writers)
-    return RowCursor(state.after, latest)
+        return replace(state, settled=settled, pending=latest, waiting=writers)
+    return replace(state, settled=latest, pending=None, waiting=())
+
+
+def first_rows_settled(cursor: Any, trigger: TriggerSpec, state: RowCursor) -> RowCursor:
+    """`starting`: the cursor that starts after the table's first rows once they are settled (no transaction that
+    may commit one below them is still running), or the same waiting cursor."""
+    if state.waiting and not still_running(cursor, state.waiting):
+        return RowCursor.start(int(state.pending or state.after))
+    settled = settle(cursor, trigger, state)
+    return RowCursor.start(settled.settled) if settled.settled > state.after else settled
 
 
 def row_batches(cursor: Any, trigger: TriggerSpec, after: int, through: int) -> list[dict[str, Any]]:
@@ -180,14 +202,18 @@ def connect(dsn: str) -> Any:
 def next_batches(dsn: str, trigger: TriggerSpec, state: RowCursor) -> tuple[RowCursor, list[dict[str, Any]]]:
     """The batches of settled rows not yet handed to runs, and the cursor after them."""
     with connect(dsn) as connection, connection.cursor() as cursor:
+        if state.starting:
+            return first_rows_settled(cursor, trigger, state), []
         state = settle(cursor, trigger, state)
         batches = row_batches(cursor, trigger, state.after, state.settled)
     return (replace(state, after=batches[-1]["through"]) if batches else state), batches
 
 
 def start_at_latest(dsn: str, trigger: TriggerSpec) -> RowCursor:
+    """After the latest committed row; on an empty table, a cursor waiting for the first rows (see `starting`)."""
     with connect(dsn) as connection, connection.cursor() as cursor:
-        return RowCursor.start(latest_value(cursor, trigger))
+        latest = latest_value(cursor, trigger)
+    return RowCursor.start(latest) if latest else replace(RowCursor.start(0), starting=True)
 
 
 def count_rows(dsn: str, trigger: TriggerSpec, after: int, through: int) -> int:

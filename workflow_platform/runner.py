@@ -153,6 +153,9 @@ class RunReport:
         }
 
 
+DEFAULT_LOCATION_NAME = "workflows"  # the shipped workspace.yaml's
+
+
 def execute(
     spec: WorkflowSpec,
     source: Path,
@@ -167,6 +170,8 @@ def execute(
     step_ids = {dagster_name(s.id): s.id for s in spec.steps}
     report = RunReport(run_id, "STARTED", {s.id: StepReport() for s in spec.steps})
     params, partition = partition_params(spec, params)
+    if partition is not None:
+        tags = {**partition_tags(job.name), **(tags or {})}
     with dg.DagsterInstance.get() as instance:
         outcome: dict[str, Any] = {}
 
@@ -203,6 +208,34 @@ def execute(
                 report.steps[step.id].result = result.output_for_node(dagster_name(step.id))
         report.status = "SUCCESS" if result.success else "FAILURE"
     return report
+
+
+def partition_tags(job_name: str) -> dict[str, str]:
+    """What Dagster's partitions page counts a run by, beyond its partition: the job's partition set and the
+    repository of the code location that shows it (the one `wfp up` and `dagster dev` load from workspace.yaml).
+    Without them a day that `wfp run` or `wfp backfill` ran still shows as missing in the UI."""
+    from dagster._core.storage.tags import PARTITION_SET_TAG, REPOSITORY_LABEL_TAG
+
+    return {
+        PARTITION_SET_TAG: f"{job_name}_partition_set",
+        REPOSITORY_LABEL_TAG: f"__repository__@{workspace_location_name()}",
+    }
+
+
+def workspace_location_name() -> str:
+    """The code location name the project's workspace.yaml gives (./workspace.yaml, else the checkout's)."""
+    import yaml
+
+    for workspace in (
+        Path.cwd() / "workspace.yaml",
+        Path(__file__).resolve().parent.parent / "workspace.yaml",
+    ):
+        with contextlib.suppress(OSError, yaml.YAMLError, AttributeError, TypeError):
+            for entry in (yaml.safe_load(workspace.read_text()) or {}).get("load_from") or []:
+                module = entry.get("python_module")
+                if isinstance(module, dict):
+                    return module.get("location_name") or module["module_name"]
+    return DEFAULT_LOCATION_NAME
 
 
 def partition_params(spec: WorkflowSpec, params: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:

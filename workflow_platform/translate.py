@@ -22,6 +22,7 @@ import dagster as dg
 from pydantic import ValidationError
 
 from workflow_platform.assets import StepLineage, asset_events, workflow_lineage, workflow_partitions
+from workflow_platform.object_links import object_url
 from workflow_platform.plugins import Action, ActionError, ActionOutput, Plugin, StepContext, plugin_registry
 from workflow_platform.resources import service_resources
 from workflow_platform.row_cursor import RowCursor, batch_payload, count_rows, next_batches, start_at_latest
@@ -163,7 +164,17 @@ def no_batch_message(spec: WorkflowSpec) -> str:
     )
 
 
-def _skip_reason(trigger: TriggerSpec, state: RowCursor) -> str:
+def _skip_reason(trigger: TriggerSpec, state: RowCursor, previous: RowCursor | None = None) -> str:
+    if state.starting and not state.waiting:
+        return (
+            f"{trigger.table} is empty: startAfter latest takes the first rows loaded into it as history and "
+            f"processes the rows committed after them (startAfter 0 processes every row)"
+        )
+    if previous is not None and previous.starting and not state.starting:
+        return (
+            f"started after the first rows loaded into {trigger.table}: rows with {trigger.column} > "
+            f"{state.after} will be processed"
+        )
     if state.waiting:
         return (
             f"waiting for {len(state.waiting)} transaction(s) writing {trigger.table} to end: rows with "
@@ -185,16 +196,18 @@ def build_sensor(spec: WorkflowSpec, job: dg.JobDefinition) -> dg.SensorDefiniti
         dsn = os.environ["WFP_PG_DSN"]
         if not context.cursor and trigger.startAfter == "latest":
             start = start_at_latest(dsn, trigger)
+            if start.starting:
+                return dg.SensorResult(skip_reason=_skip_reason(trigger, start), cursor=start.dump())
             return dg.SensorResult(
                 skip_reason=f"started: rows of {trigger.table} with {trigger.column} > {start.after} will be processed",
                 cursor=start.dump(),
             )
-        state = (
+        previous = (
             RowCursor.parse(context.cursor) if context.cursor else RowCursor.start(int(trigger.startAfter))
         )
-        state, batches = next_batches(dsn, trigger, state)
+        state, batches = next_batches(dsn, trigger, previous)
         if not batches:
-            return dg.SensorResult(skip_reason=_skip_reason(trigger, state), cursor=state.dump())
+            return dg.SensorResult(skip_reason=_skip_reason(trigger, state, previous), cursor=state.dump())
         requests = [
             dg.RunRequest(
                 # The run key names the rows: a tick evaluated again from the same cursor (a daemon restarted
@@ -315,16 +328,33 @@ def _step_op(
         started = time.perf_counter()
         output = _call(step, action, resource, parsed, step_context)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        links = {}
+        for touched in output.touched:
+            if touched.wrote and (link := _object_link(touched.metadata)):
+                touched.metadata["link"] = links[touched.metadata["key"]] = dg.MetadataValue.url(link)
         # What the step touched, recorded against the workflow's stable assets (assets.py), in the run's day.
         partition = template_context["params"].get(spec.partitions.param) if spec.partitions else None
         for event in asset_events(lineage, output.touched, partition):
             context.log_event(event)
-        metadata = {"duration_ms": elapsed_ms, **_preview(output.value)}
+        # The UI lists metadata in this order: what a person reads first, then the links, then the raw result.
+        metadata: dict[str, Any] = {}
         if output.preview_markdown:
             metadata["preview"] = dg.MetadataValue.md(output.preview_markdown)
+        if len(links) == 1:
+            metadata["link"] = next(iter(links.values()))
+        else:
+            metadata |= {f"link: {key}": url for key, url in links.items()}
+        metadata |= {"duration_ms": elapsed_ms, **_preview(output.value)}
         yield dg.Output(output.value, metadata=metadata)
 
     return step_op
+
+
+def _object_link(metadata: Mapping[str, Any]) -> str | None:
+    """The API link to an object a step wrote (its metadata names `bucket` and `key`), never a presigned URL:
+    run metadata is readable by whoever opens the UI, and a presigned URL carries credentials (object_links.py)."""
+    bucket, key = metadata.get("bucket"), metadata.get("key")
+    return object_url(bucket, key) if isinstance(bucket, str) and isinstance(key, str) else None
 
 
 def execution_key(run: dg.DagsterRun) -> str:
@@ -411,10 +441,27 @@ def _truncate_json(value: Any) -> Any:
     return value if len(text) <= PREVIEW_CHARS else {"preview": text[:PREVIEW_CHARS] + "..."}
 
 
+LONG_STRING_CHARS = 200
+
+
+def _abbreviated(value: Any) -> Any:
+    """The value with every long string cut to its start and its length (a report's HTML, a base64 body)."""
+    if isinstance(value, str) and len(value) > LONG_STRING_CHARS:
+        return f"{value[:80]}... ({len(value):,} characters)"
+    if isinstance(value, dict):
+        return {key: _abbreviated(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_abbreviated(item) for item in value]
+    return value
+
+
 def _preview(value: Any) -> dict[str, dg.MetadataValue]:
     text = json.dumps(value, default=str)
     if len(text) <= PREVIEW_CHARS:
         return {
             "result": dg.MetadataValue.json(value if isinstance(value, dict | list) else {"value": value})
         }
+    short = _abbreviated(json.loads(text))
+    if isinstance(short, dict | list) and len(json.dumps(short)) <= PREVIEW_CHARS:
+        return {"result_outline": dg.MetadataValue.json(short), "result_chars": len(text)}
     return {"result_preview": dg.MetadataValue.text(text[:PREVIEW_CHARS] + "..."), "result_chars": len(text)}

@@ -61,9 +61,17 @@ def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict
         **instance_environment(admin_dsn({**os.environ, **service_env}), dagster_yaml),
         "WORKFLOWS_DIR": os.pathsep.join([shipped, str(submitted)]),
         "WFP_PLUGINS_FILE": os.environ.get("WFP_PLUGINS_FILE") or str(home / "plugins.json"),
+        # The links to stored objects in run metadata (api/objects.py); set it where the API has a public name.
+        "WFP_API_URL": os.environ.get("WFP_API_URL") or f"http://{_link_host(options.host)}:{options.port}",
         "DAGSTER_GRPC_TIMEOUT_SECONDS": os.environ.get("DAGSTER_GRPC_TIMEOUT_SECONDS")
         or GRPC_TIMEOUT_SECONDS,
     }
+
+
+def _link_host(host: str) -> str:
+    """A host a link can name: a wildcard listening address is reached as localhost."""
+    host = "localhost" if host in ("0.0.0.0", "::", "") else host
+    return f"[{host}]" if ":" in host else host
 
 
 def instance_yaml(project_yaml: str, launcher: str) -> str:

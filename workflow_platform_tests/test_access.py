@@ -89,6 +89,24 @@ def wait_for_with(api: str, execution_id: str) -> dict:
         return session.get(f"{api}/api/executions/{execution_id}?wait=60", timeout=90).json()
 
 
+def test_a_stored_objects_link_asks_a_browser_for_the_viewer_token(guarded, stack_env):
+    """The link a run gives to a stored object is opened in a browser: it is refused without credentials with a
+    Basic challenge (which a browser prompts for), and the viewer token as the password reads it."""
+    api = guarded["api"]
+    submitted = requests.post(
+        f"{api}/api/workflows", json=demo_workflow("api-guarded-object"), headers=bearer(OPERATOR), timeout=60
+    )
+    execution_id = submitted.json()["executionId"]
+    assert wait_for_with(api, execution_id)["status"] == "SUCCESS"
+    link = f"{api}/api/objects/{stack_env['WFP_S3_BUCKET']}/api/{execution_id}.json"
+    for headers in ({}, {"Authorization": "Basic d3JvbmctYmFzaWM="}):
+        refused = requests.get(link, headers=headers, timeout=30)
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
+    read = requests.get(link, auth=("anyone", VIEWER), timeout=30)
+    assert read.status_code == 200 and read.headers["content-type"].startswith("application/json")
+    assert json.loads(read.text)  # the stored result of the demo's compute step
+
+
 LAUNCH_QUERY = {"query": "{ repositoriesOrError { __typename } }"}
 
 

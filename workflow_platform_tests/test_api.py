@@ -367,3 +367,54 @@ def test_json_the_platform_cannot_carry_is_a_4xx_and_nothing_is_stored(platform)
     assert not_params.status_code == 400
     plugin = {"id": "sneaky", "name": "sneaky", "baseUrl": "http://127.0.0.1:9", "exposes": ["../graphql"]}
     assert requests.post(f"{api}/api/plugins", json=plugin, timeout=30).status_code == 400
+
+
+STEP_OUTPUT_LINKS = """
+query($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection {
+      events {
+        __typename
+        ... on ExecutionStepOutputEvent { stepKey metadataEntries { label ... on UrlMetadataEntry { url } } }
+      }
+    }
+  }
+}"""
+
+
+def test_a_stored_object_is_one_click_away_from_its_run(platform, stack_env):
+    """The step that stored an object links to it through the API (no presigned URL: nothing secret in run
+    metadata); the link serves the object with its content type, sandboxed (a stored page runs no script)."""
+    page = "<!doctype html><title>report</title><h1>Total $1,234.50</h1><script>alert(1)</script>"
+    workflow = {
+        "name": "api-object-link",
+        "steps": [
+            {
+                "id": "store",
+                "plugin": "minio",
+                "action": "putObject",
+                "input": {"key": "links/{{ run.id }}/report.html", "data": page, "contentType": "text/html"},
+            }
+        ],
+    }
+    execution_id = requests.post(f"{platform['api']}/api/workflows", json=workflow, timeout=60).json()[
+        "executionId"
+    ]
+    assert wait_for(platform["api"], execution_id)["status"] == "SUCCESS"
+    response = requests.post(
+        f"{platform['dagster']}/graphql",
+        json={"query": STEP_OUTPUT_LINKS, "variables": {"runId": execution_id}},
+        timeout=60,
+    )
+    events = response.json()["data"]["logsForRun"]["events"]
+    [output] = [e for e in events if e["__typename"] == "ExecutionStepOutputEvent"]
+    links = {e["label"]: e["url"] for e in output["metadataEntries"] if e.get("url")}
+    bucket = stack_env["WFP_S3_BUCKET"]
+    assert links == {"link": f"{platform['api']}/api/objects/{bucket}/links/{execution_id}/report.html"}
+    assert stack_env["WFP_S3_SECRET_KEY"] not in response.text and "X-Amz-" not in response.text
+    served = requests.get(links["link"], timeout=30)
+    assert served.status_code == 200 and served.text == page
+    assert served.headers["content-type"].startswith("text/html")
+    assert served.headers["content-security-policy"] == "sandbox"
+    missing = requests.get(f"{platform['api']}/api/objects/{bucket}/links/none.html", timeout=30)
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"

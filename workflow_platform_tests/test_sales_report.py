@@ -13,6 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from workflow_platform.object_links import API_URL_VARIABLE
+from workflow_platform.runner import environment
 from workflow_platform.seed_sales import SalesSeed, generate, load
 from workflow_platform.translate import build_job, build_schedule
 from workflow_platform.validate import check_file
@@ -22,6 +24,7 @@ ROOT = Path(__file__).parent.parent
 WORKFLOW = ROOT / "workflows" / "sales-report-workflow" / "workflow.json"
 SEED = SalesSeed(days=2, orders_per_day=400, seed=11, end=date(2025, 10, 31))
 DAY = "2025-10-31"
+API_URL = "http://127.0.0.1:3999"
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +36,10 @@ def seeded(stack_env) -> dict[str, int]:
 def report_run(seeded) -> dg.ExecuteInProcessResult:
     spec, problems = check_file(WORKFLOW)
     assert problems == []
-    result = build_job(spec, WORKFLOW).execute_in_process(
-        instance=dg.DagsterInstance.get(), partition_key=DAY, raise_on_error=False
-    )
+    with environment({API_URL_VARIABLE: API_URL}):  # what `wfp up` gives its runs
+        result = build_job(spec, WORKFLOW).execute_in_process(
+            instance=dg.DagsterInstance.get(), partition_key=DAY, raise_on_error=False
+        )
     assert result.success
     return result
 
@@ -105,13 +109,53 @@ def test_report_objects_event_and_message(report_run, stack_env, s3, pg):
         if m[0] == published["seq"]
     )
     assert message[2]["reportKey"] == f"reports/daily-sales-{DAY}.json" and message[2]["runId"] == run_id
-    # the markdown preview shown on the step in the Dagster UI
-    output = next(
-        e
-        for e in report_run.all_events
-        if e.event_type_value == "STEP_OUTPUT" and e.step_key == "render_html"
-    )
-    assert "Revenue" in output.event_specific_data.metadata["preview"].value
+
+
+def step_output_metadata(run: dg.ExecuteInProcessResult, step: str) -> dict:
+    [output] = [e for e in run.all_events if e.event_type_value == "STEP_OUTPUT" and e.step_key == step]
+    return output.event_specific_data.metadata
+
+
+def test_the_report_preview_comes_first_and_is_complete(report_run):
+    """What the UI shows on the render step: the markdown preview first, with every region and product of the
+    report, then the result with its HTML cut to a line (not a wall of escaped HTML)."""
+    metadata = step_output_metadata(report_run, "render_html")
+    assert list(metadata)[0] == "preview"
+    preview = metadata["preview"].value
+    metrics = report_run.output_for_node("aggregate")["metrics"]
+    regions = metrics["regionalBreakdown"]["regions"]
+    assert len(regions) == 6
+    for region in regions:
+        assert f"| {region['region']} | ${region['revenue']:,.2f} |" in preview
+    for product in metrics["topProducts"]["products"]:
+        assert f"| {product['product']} | ${product['revenue']:,.2f} |" in preview
+    assert "Busiest hour" in preview
+    html = report_run.output_for_node("render_html")["html"]
+    outline = metadata["result_outline"].value
+    assert outline["html"].startswith(html[:80]) and outline["html"].endswith(f"({len(html):,} characters)")
+    assert outline["size"] == len(html.encode()) and "result_preview" not in metadata
+
+
+def test_each_stored_object_has_a_link_through_the_api(report_run, stack_env):
+    bucket = stack_env["WFP_S3_BUCKET"]
+    for step, key in (
+        ("store_json", f"reports/daily-sales-{DAY}.json"),
+        ("store_html", f"reports/daily-sales-{DAY}.html"),
+    ):
+        link = step_output_metadata(report_run, step)["link"]
+        assert isinstance(link, dg.UrlMetadataValue)
+        assert link.url == f"{API_URL}/api/objects/{bucket}/{key}"
+        [materialized] = [
+            e
+            for e in report_run.all_events
+            if e.event_type_value == "ASSET_MATERIALIZATION" and e.step_key == step
+        ]
+        assert materialized.event_specific_data.materialization.metadata["link"].url == link.url
+    # Nothing secret in any metadata of the run (a presigned URL would carry the access key and a signature).
+    secret = stack_env["WFP_S3_SECRET_KEY"]
+    for event in report_run.all_events:
+        text = repr(event.event_specific_data)
+        assert secret not in text and "X-Amz-" not in text
 
 
 def test_schedule_reports_on_the_previous_day():

@@ -103,8 +103,31 @@ def test_definitions_load_every_valid_workflow_and_report_the_invalid_ones(tmp_p
     (tmp_path / "broken" / "workflow.json").write_text('{"name": "broken", "steps": [{"id": "a"}]}')
     with caplog.at_level(logging.ERROR, logger="workflow_platform"):
         defs = build_definitions([tmp_path])
-    assert workflow_jobs(defs.resolve_all_job_defs()) == ["orders_digest"]
     assert "broken/workflow.json:/steps/0/plugin: missing required key 'plugin'" in caplog.text
+    jobs = {job.name: job for job in defs.resolve_all_job_defs()}
+    assert workflow_jobs(jobs.values()) == ["broken", "orders_digest"]
+    # The invalid one is a placeholder job that says what is wrong where the UI shows it, and fails if launched.
+    placeholder = jobs["broken"]
+    assert placeholder.tags["wfp/invalid"] == "true"
+    assert str(tmp_path / "broken" / "workflow.json") in placeholder.description
+    assert "`/steps/0/plugin`: missing required key 'plugin'" in placeholder.description
+    result = placeholder.execute_in_process(raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert "broken/workflow.json:/steps/0/plugin: missing required key 'plugin'" in failure
+
+
+def test_an_invalid_workflow_named_like_a_loaded_one_gets_its_own_placeholder(tmp_path):
+    (tmp_path / "orders_digest").mkdir()
+    (tmp_path / "orders_digest" / "workflow.json").write_text((FIXTURES / "orders-digest.json").read_text())
+    (tmp_path / "orders-digest").mkdir()  # same job name as the valid one: a collision problem
+    (tmp_path / "orders-digest" / "workflow.json").write_text((FIXTURES / "orders-digest.json").read_text())
+    (tmp_path / "unreadable").mkdir()
+    (tmp_path / "unreadable" / "workflow.json").write_text("{ not json")
+    jobs = {job.name: job for job in build_definitions([tmp_path]).resolve_all_job_defs()}
+    assert workflow_jobs(jobs.values()) == ["orders_digest", "orders_digest__invalid", "unreadable"]
+    assert "is already used by" in jobs["orders_digest__invalid"].description
+    assert "malformed JSON" in jobs["unreadable"].description
 
 
 def test_workflows_sharing_step_ids_load_side_by_side(tmp_path):

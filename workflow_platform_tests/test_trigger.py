@@ -174,6 +174,45 @@ def test_start_after_latest_leaves_the_backlog_and_takes_new_rows(pg):
         assert [r.run_key for r in later.run_requests] == ["public.payments:7-8"]
 
 
+def test_start_after_latest_on_an_empty_table_takes_the_first_load_as_history(pg, stack_env):
+    """The fresh-stack case: the sensor's first tick meets an empty table, then the demo data is bulk-loaded
+    (while another writer has a row open); only the rows committed after the load and that writer become runs."""
+    fetch(pg, "DROP TABLE IF EXISTS public.payments")
+    fetch(pg, "CREATE TABLE public.payments (id bigserial PRIMARY KEY, amount numeric, scored_by text)")
+    grant_to_workflows(pg, "public.payments", "SELECT, UPDATE")
+    document = {**WORKFLOW, "trigger": {**WORKFLOW["trigger"], "startAfter": "latest"}}
+    spec, problems = check_document(document)
+    assert problems == []
+    sensor = build_sensor(spec, build_job(spec))
+    try:
+        with (
+            dg.instance_for_test() as instance,
+            closing(psycopg2.connect(stack_env["WFP_PG_ADMIN_DSN"])) as writer,
+        ):
+
+            def tick(cursor: str | None) -> dg.SensorResult:
+                return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
+
+            first = tick(None)
+            assert first.run_requests == [] and "public.payments is empty" in first.skip_message
+            assert tick(first.cursor).cursor == first.cursor  # still empty: still waiting for the first rows
+            with writer.cursor() as open_row:
+                open_row.execute("INSERT INTO public.payments (amount) VALUES (0)")  # id 1, not committed
+            fetch(pg, "INSERT INTO public.payments (amount) SELECT g FROM generate_series(1, 50) g")  # 2..51
+            held = tick(first.cursor)
+            assert held.run_requests == [] and "waiting for 1 transaction(s)" in held.skip_message
+            writer.commit()
+            started = tick(held.cursor)
+            assert started.run_requests == []  # 50 rows in batches of 3 would be 17 runs
+            assert "rows with id > 51 will be processed" in started.skip_message
+            assert RowCursor.parse(started.cursor) == RowCursor.start(51)
+            fetch(pg, "INSERT INTO public.payments (amount) VALUES (52), (53)")
+            later = tick(started.cursor)
+            assert [r.run_key for r in later.run_requests] == ["public.payments:51-53"]
+    finally:
+        fetch(pg, "DROP TABLE public.payments")
+
+
 def test_shipped_fraud_detection_has_its_sensor_in_the_code_location():
     from workflow_platform.definitions import defs
 

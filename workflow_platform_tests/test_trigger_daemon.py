@@ -28,15 +28,17 @@ from workflow_platform_tests.conftest import fetch, grant_to_workflows, running_
 TWO_WRITERS = "public.sensed_two_writers"
 RESTART = "public.sensed_restart"
 MANY_WRITERS = "public.sensed_many_writers"
+SEEDED = "public.sensed_seeded"  # startAfter latest, empty when the daemon first ticks, then bulk-loaded
+TABLES = (TWO_WRITERS, RESTART, MANY_WRITERS, SEEDED)
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
-def recording_workflow(table: str) -> dict:
+def recording_workflow(table: str, **trigger: object) -> dict:
     """Records each row of its batch with the run that processed it."""
     name = table.split(".")[1].replace("_", "-")
     return {
         "name": name,
-        "trigger": {"table": table, "intervalSeconds": 1, "batchSize": 3},
+        "trigger": {"table": table, "intervalSeconds": 1, "batchSize": 3, **trigger},
         "steps": [
             {
                 "id": "record",
@@ -65,15 +67,15 @@ def platform(stack_env, tmp_path_factory) -> Iterator[dict]:
     """`wfp up` with one recording workflow per test, and the platform's Dagster instance to look at."""
     with contextlib.closing(psycopg2.connect(stack_env["WFP_PG_ADMIN_DSN"])) as connection:
         connection.autocommit = True
-        for table in (TWO_WRITERS, RESTART, MANY_WRITERS):
+        for table in TABLES:
             fetch(connection, f"DROP TABLE IF EXISTS {table}, {table}_done")
             fetch(connection, f"CREATE TABLE {table} (id bigserial PRIMARY KEY, v int)")
             fetch(connection, f"CREATE TABLE {table}_done (id bigint, run_id text)")
             grant_to_workflows(connection, table, "SELECT")
             grant_to_workflows(connection, f"{table}_done", "SELECT, INSERT")
     home = tmp_path_factory.mktemp("trigger_up")
-    for table in (TWO_WRITERS, RESTART, MANY_WRITERS):
-        workflow = recording_workflow(table)
+    for table in TABLES:
+        workflow = recording_workflow(table, **({"startAfter": "latest"} if table == SEEDED else {}))
         (home / "submitted" / workflow["name"]).mkdir(parents=True)
         (home / "submitted" / workflow["name"] / "workflow.json").write_text(json.dumps(workflow))
     instance_dir = tmp_path_factory.mktemp("trigger_instance")
@@ -261,3 +263,26 @@ def test_concurrent_writers_never_get_a_batch_launched_twice_or_a_row_skipped(pl
     assert errors == []
     assert fetch(pg, f"SELECT count(*) FROM {MANY_WRITERS}")[0][0] > 0
     assert_every_row_processed_once(pg, platform["instance"], MANY_WRITERS, timeout=120)
+
+
+def test_start_after_latest_on_an_empty_table_is_not_flooded_by_the_seed(platform, pg):
+    """A fresh stack: the daemon's sensor first meets an empty table, then the demo data is loaded in one
+    transaction (as `wfp seed transactions` does). The seed is history: only the rows written after it run."""
+    instance = platform["instance"]
+    wait_for_tick(instance, SEEDED, since=0)
+    assert fetch(pg, f"SELECT count(*) FROM {SEEDED}") == [(0,)]
+    seeded = insert(pg, SEEDED, 60)  # 20 batches of 3 if they were taken as new rows
+    wait_for_tick(instance, SEEDED, since=time.time())
+    wait_for_tick(instance, SEEDED, since=time.time())  # a second look, once the load is settled
+    assert sensor_runs(instance, SEEDED) == []
+    fresh = insert(pg, SEEDED, 4)
+    deadline = time.monotonic() + 60
+    while sorted(i for (i,) in fetch(pg, f"SELECT id FROM {SEEDED}_done")) != fresh:
+        assert time.monotonic() < deadline, fetch(pg, f"SELECT id FROM {SEEDED}_done")
+        time.sleep(0.5)
+    wait_for_runs(instance, SEEDED)
+    runs = sensor_runs(instance, SEEDED)
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    batches = sorted((b["after"], b["through"]) for b in (json.loads(r.tags[TRIGGER_TAG]) for r in runs))
+    assert batches[0][0] == seeded[-1] and batches[-1][1] == fresh[-1], batches
+    assert fetch(pg, f"SELECT count(*) FROM {SEEDED}_done") == [(len(fresh),)]

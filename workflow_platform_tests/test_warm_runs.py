@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -255,6 +256,65 @@ def test_a_run_started_with_wfp_run_is_recorded_where_wfp_up_shows_it(warm, tmp_
     listed = executions(warm["api"], "warm-from-the-cli")
     assert [e["executionId"] for e in listed] == [run_id]
     assert wait_for(warm["api"], run_id)["status"] == "SUCCESS"
+
+
+PARTITION_STATUSES = """
+query($repository: RepositorySelector!, $name: String!) {
+  partitionSetOrError(repositorySelector: $repository, partitionSetName: $name) {
+    __typename
+    ... on PartitionSet {
+      partitionStatusesOrError {
+        __typename
+        ... on PartitionStatuses { results { partitionName runStatus } }
+      }
+    }
+  }
+}"""
+
+
+def test_a_wfp_backfill_is_recorded_where_wfp_up_shows_it(warm):
+    """One instance: `wfp backfill` of a workflow `wfp up` runs records its runs where the platform's API and
+    Dagster UI show them, and the UI's partitions page counts the days as done (not missing, to run again)."""
+    days = [str(TODAY - timedelta(days=5)), str(TODAY - timedelta(days=4))]
+    path = warm["home"] / "submitted" / "warm-daily" / "workflow.json"
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workflow_platform.cli",
+            "backfill",
+            str(path),
+            "--from",
+            days[0],
+            "--to",
+            days[1],
+        ],
+        cwd=ROOT,
+        env={**env, "WFP_HOME": str(warm["home"])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "backfill of 2 days: 2 succeeded" in completed.stderr
+    run_ids = dict(re.findall(r"(\d{4}-\d\d-\d\d): SUCCESS \(run ([0-9a-f-]+)\)", completed.stderr))
+    assert sorted(run_ids) == days, completed.stderr
+    # the platform's API lists them
+    listed = {e["executionId"]: e for e in executions(warm["api"], "warm-daily")}
+    for day, run_id in run_ids.items():
+        assert run_id in listed, f"the backfill's run for {day} is not listed by wfp up's API"
+        assert listed[run_id]["tags"].get("dagster/partition") == day
+    # the Dagster UI of wfp up (its GraphQL): the runs, and the days as succeeded partitions of the job
+    query = "query($ids: [String]) { runsOrError(filter: {runIds: $ids}) { ... on Runs { results { runId status } } } }"
+    runs = graphql(warm, query, {"ids": list(run_ids.values())})["runsOrError"]["results"]
+    assert sorted(r["runId"] for r in runs) == sorted(run_ids.values())
+    assert {r["status"] for r in runs} == {"SUCCESS"}
+    repository = {"repositoryLocationName": "workflows", "repositoryName": "__repository__"}
+    variables = {"repository": repository, "name": "warm_daily_partition_set"}
+    found = graphql(warm, PARTITION_STATUSES, variables)["partitionSetOrError"]
+    statuses = {r["partitionName"]: r["runStatus"] for r in found["partitionStatusesOrError"]["results"]}
+    assert {day: statuses.get(day) for day in days} == dict.fromkeys(days, "SUCCESS"), statuses
 
 
 # Fails when it runs, not when it is checked (a constant 1/0 fails the submission's query plan).

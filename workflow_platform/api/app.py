@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from workflow_platform.api import health, plugins, workflows
+from workflow_platform.api import health, objects, plugins, workflows
 from workflow_platform.api.auth import authorize
 from workflow_platform.api.config import ApiConfig
 from workflow_platform.api.errors import ApiError, error_response
@@ -37,7 +37,7 @@ def create_app(api_config: ApiConfig) -> FastAPI:
     )
     app.state.config = api_config
     app.state.metrics = Metrics(api_config.instance)
-    for router in (workflows.router, plugins.router, health.router):
+    for router in (workflows.router, plugins.router, objects.router, health.router):
         app.include_router(router)
 
     @app.exception_handler(ApiError)

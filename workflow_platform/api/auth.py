@@ -11,6 +11,7 @@ from workflow_platform.api.errors import ApiError
 
 PUBLIC_PATHS = frozenset({"/api/health"})
 READ_METHODS = frozenset({"GET", "HEAD"})
+BROWSER_PATHS = ("/api/objects/",)
 
 
 def authorize(request: Request) -> None:
@@ -22,11 +23,14 @@ def authorize(request: Request) -> None:
     if role >= needed:
         return
     if role is Role.NONE:
+        # A stored object's link is opened in a browser (from the Dagster UI): ask for Basic credentials, which a
+        # browser prompts for (the token as the password); API clients send the Bearer token.
+        scheme = "Basic" if request.url.path.startswith(BROWSER_PATHS) else "Bearer"
         raise ApiError(
             401,
             "unauthorized",
             "this route needs 'Authorization: Bearer <token>' (WFP_API_TOKEN; WFP_API_READ_TOKEN for reads)",
-            headers={"WWW-Authenticate": 'Bearer realm="workflow-platform"'},
+            headers={"WWW-Authenticate": f'{scheme} realm="workflow-platform"'},
         )
     raise ApiError(
         403, "forbidden", "the viewer token (WFP_API_READ_TOKEN) only reads; this needs WFP_API_TOKEN"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -190,6 +191,8 @@ def _apply(step: dict[str, Any], event: Any, timestamp: float) -> None:
         metadata = event.event_specific_data.metadata
         if "result" in metadata:
             step["result"] = metadata["result"].value
+        elif "result_outline" in metadata:  # a long result with its long strings cut (translate.py)
+            step["result"] = {"preview": json.dumps(metadata["result_outline"].value)}
         elif "result_preview" in metadata:
             step["result"] = {"preview": metadata["result_preview"].value}
     elif kind == DagsterEventType.STEP_SUCCESS:

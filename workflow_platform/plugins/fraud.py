@@ -135,16 +135,27 @@ def train_model(store: ObjectStoreResource, spec: TrainModelInput, ctx: StepCont
         "train": {"rows": len(train), "frauds": int(train["TX_FRAUD"].sum())},
         "test": {"rows": len(test), "frauds": int(test["TX_FRAUD"].sum())},
     }
+    model_key = f"{MODEL_PREFIX}/{version}/model.joblib"
     touched = [
         Touched(
-            object_asset_key(bucket, f"{MODEL_PREFIX}/{version}/model.joblib"),
+            object_asset_key(bucket, model_key),
             "fraud model stored",
-            {"version": version, "model": best.name, **metrics[best.name]},
+            {
+                "version": version,
+                "model": best.name,
+                **metrics[best.name],
+                "bucket": bucket,
+                "key": model_key,
+            },
         )
     ]
     if spec.promote:
         touched.append(
-            Touched(object_asset_key(bucket, LATEST_KEY), "latest fraud model", {"version": version})
+            Touched(
+                object_asset_key(bucket, LATEST_KEY),
+                "latest fraud model",
+                {"version": version, "bucket": bucket, "key": LATEST_KEY},
+            )
         )
     preview = "\n".join(
         [

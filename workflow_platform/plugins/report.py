@@ -84,6 +84,7 @@ def sales_report_charts(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown_preview(title: str, report: dict[str, Any]) -> str:
+    """The report at a glance, complete: the total, every region, every top product, the busiest hour."""
     metrics = report.get("metrics", {})
     total = metrics.get("totalRevenue", {})
     lines = [f"**{title}**", ""]
@@ -91,16 +92,18 @@ def markdown_preview(title: str, report: dict[str, Any]) -> str:
         lines.append(
             f"Revenue **${total.get('revenue', 0):,.2f}** from {total.get('orderLines', 0):,} order lines, {total.get('units', 0):,} units"
         )
-    regions = metrics.get("regionalBreakdown", {}).get("regions", [])[:5]
+    regions = metrics.get("regionalBreakdown", {}).get("regions", [])
     if regions:
         lines += ["", "| region | revenue | share |", "|---|---:|---:|"]
         lines += [f"| {r['region']} | ${r['revenue']:,.2f} | {(r.get('share') or 0):.1%} |" for r in regions]
-    products = metrics.get("topProducts", {}).get("products", [])[:3]
+    products = metrics.get("topProducts", {}).get("products", [])
     if products:
-        lines += [
-            "",
-            "Top products: " + ", ".join(f"{p['product']} (${p['revenue']:,.2f})" for p in products),
-        ]
+        lines += ["", "| top product | revenue |", "|---|---:|"]
+        lines += [f"| {p['product']} | ${p['revenue']:,.2f} |" for p in products]
+    hours = metrics.get("hourlyTrend", {}).get("hours", [])
+    if hours:
+        busiest = max(hours, key=lambda h: h["revenue"])
+        lines += ["", f"Busiest hour: {busiest['hour']} (${busiest['revenue']:,.2f})"]
     return "\n".join(lines)
 
 
