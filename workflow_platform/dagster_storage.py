@@ -110,6 +110,13 @@ class PostgresRunStorage(_FromConfig, _SchemaFacts, dagster_postgres.PostgresRun
             f"snapshot {snapshot_id}", lambda: super(PostgresRunStorage, self)._has_snapshot_id(snapshot_id)
         )
 
+    def remember_snapshot(self, snapshot_id: str, snapshot: Any) -> None:
+        """A snapshot computed here (its id is its content's hash), kept as if it had been read."""
+        with self._snapshots_lock:
+            self._snapshots[snapshot_id] = snapshot
+            if len(self._snapshots) > SNAPSHOTS_KEPT:
+                self._snapshots.popitem(last=False)
+
     def _get_snapshot(self, snapshot_id: str) -> Any:
         with self._snapshots_lock:  # the API's and daemon's threads share the storage
             if snapshot_id in self._snapshots:
@@ -117,10 +124,7 @@ class PostgresRunStorage(_FromConfig, _SchemaFacts, dagster_postgres.PostgresRun
                 return self._snapshots[snapshot_id]
         snapshot = super()._get_snapshot(snapshot_id)
         if snapshot is not None:
-            with self._snapshots_lock:
-                self._snapshots[snapshot_id] = snapshot
-                if len(self._snapshots) > SNAPSHOTS_KEPT:
-                    self._snapshots.popitem(last=False)
+            self.remember_snapshot(snapshot_id, snapshot)
         return snapshot
 
     def learn_schema(self) -> None:
