@@ -12,8 +12,10 @@ import importlib
 import json
 import os
 import signal
+import socket
 import sys
 
+import psutil
 from dagster import DagsterInstance
 from dagster._cli.api import _execute_run_command_body
 from dagster._utils.interrupts import capture_interrupts
@@ -21,6 +23,16 @@ from sqlalchemy.exc import DBAPIError
 
 from workflow_platform.dagster_instance import pool_storage_connections, storage_engines
 from workflow_platform.dagster_storage import learn_schema
+
+WORKER_TAG = "wfp/run-worker"
+
+
+def worker_tag() -> str:
+    """Where this worker runs: the launcher's health check finds the process by it (after a daemon restart too)."""
+    created = psutil.Process().create_time()
+    return json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "created": created, "zygote": os.getppid()}
+    )
 
 
 def prepare(instance: DagsterInstance) -> None:
@@ -89,6 +101,9 @@ def serve(assignments: int, code_module: str | None, instance: DagsterInstance) 
         # milliseconds) rather than run stale definitions; the pool replaces the zygote meanwhile.
         importlib.reload(sys.modules[code_module])
     _check_connections(instance)
+    # Tagged here, before the run starts, rather than by the launcher: Dagster stores a run's tags and status by
+    # rewriting its record, so the launcher's write raced this worker's first status change and could be lost.
+    instance.add_run_tags(order["run_id"], {WORKER_TAG: worker_tag()})
     try:
         return execute(instance, order["run_id"])
     finally:
