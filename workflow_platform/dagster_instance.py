@@ -25,7 +25,7 @@ from dagster import DagsterInstance
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
-from dagster_postgres.utils import create_pg_engine, set_pg_statement_timeout
+from dagster_postgres.utils import create_pg_engine
 from psycopg2 import sql
 from sqlalchemy import Engine, event, exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -124,11 +124,14 @@ def _pooled_engine(storage: PostgresStorage, size: int, name: str, ping_idle: bo
         pool_size=size,
         max_overflow=size,
         pool_recycle=POOL_RECYCLE_S,
-        # Without a timeout, connecting to a host that drops packets would hang the request instead of failing.
-        connect_args={"application_name": name, "connect_timeout": CONNECT_TIMEOUT_S},
-    )
-    event.listen(
-        engine, "connect", lambda connection, _: set_pg_statement_timeout(connection, STATEMENT_TIMEOUT_MS)
+        connect_args={
+            "application_name": name,
+            # Without a timeout, connecting to a host that drops packets would hang the request instead of failing.
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            # Dagster's statement timeout, sent with the connection request: dagster-postgres sets it with a
+            # transaction of three statements on every new connection.
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        },
     )
     if ping_idle:
         _ping_idle_connections(engine)

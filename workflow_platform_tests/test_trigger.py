@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import closing
 
 import dagster as dg
@@ -59,6 +60,13 @@ def payments(pg):
     fetch(pg, "DROP TABLE public.payments")
 
 
+def ticker(
+    sensor: dg.SensorDefinition, instance: dg.DagsterInstance
+) -> Callable[[str | None], dg.SensorResult]:
+    """The sensor evaluated on `instance` from a cursor, as the daemon's tick does."""
+    return lambda cursor: sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
+
+
 def sensor_and_job():
     spec, problems = check_document(WORKFLOW)
     assert problems == []
@@ -106,10 +114,7 @@ def test_a_row_committed_after_a_higher_id_is_processed_not_skipped(pg, stack_en
         dg.instance_for_test() as instance,
         closing(psycopg2.connect(stack_env["WFP_PG_ADMIN_DSN"])) as writer,
     ):
-
-        def tick(cursor: str | None) -> dg.SensorResult:
-            return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
-
+        tick = ticker(sensor, instance)
         first = tick(None)
         with writer.cursor() as a:
             a.execute("INSERT INTO public.payments (amount) VALUES (8)")  # id 8, not committed yet
@@ -189,10 +194,7 @@ def test_start_after_latest_on_an_empty_table_takes_the_first_load_as_history(pg
             dg.instance_for_test() as instance,
             closing(psycopg2.connect(stack_env["WFP_PG_ADMIN_DSN"])) as writer,
         ):
-
-            def tick(cursor: str | None) -> dg.SensorResult:
-                return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
-
+            tick = ticker(sensor, instance)
             first = tick(None)
             assert first.run_requests == [] and "public.payments is empty" in first.skip_message
             assert tick(first.cursor).cursor == first.cursor  # still empty: still waiting for the first rows

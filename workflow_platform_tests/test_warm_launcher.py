@@ -104,9 +104,7 @@ def test_what_a_run_prints_is_in_its_compute_logs(instance):
 def test_a_killed_worker_fails_its_run_at_once_and_the_next_run_gets_a_new_one(instance):
     run_id = launch(instance, seconds=60)
     run = wait_status(instance, run_id, [dg.DagsterRunStatus.STARTED])
-    while WORKER_TAG not in run.tags:  # the launcher tags the run right after the zygote answers
-        run = instance.get_run_by_id(run_id)
-    pid = worker_of(run)["pid"]
+    pid = worker_of(run)["pid"]  # the worker tags the run before it starts it
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     failed = wait_status(instance, run_id, FINISHED, timeout=30)
@@ -124,8 +122,6 @@ def test_a_killed_worker_fails_its_run_at_once_and_the_next_run_gets_a_new_one(i
 def test_when_the_zygote_dies_its_running_workers_are_still_watched(instance):
     run_id = launch(instance, seconds=60)
     run = wait_status(instance, run_id, [dg.DagsterRunStatus.STARTED])
-    while WORKER_TAG not in run.tags:
-        run = instance.get_run_by_id(run_id)
     worker = worker_of(run)
     os.kill(worker["zygote"], signal.SIGKILL)
     time.sleep(2)

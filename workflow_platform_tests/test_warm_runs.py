@@ -235,20 +235,25 @@ def test_a_workflow_changed_while_the_pool_is_warm_runs_its_new_code(warm, stack
         assert stored.read().decode() == text
 
 
-def test_a_run_started_with_wfp_run_is_recorded_where_wfp_up_shows_it(warm, tmp_path):
-    """One instance: `wfp run` on the same WFP_HOME records into the running platform's instance."""
-    workflow = demo_workflow("warm-from-the-cli")
-    path = tmp_path / "workflow.json"
-    path.write_text(json.dumps(workflow))
+def wfp_cli(warm: dict, *args: str) -> subprocess.CompletedProcess[str]:
+    """`wfp <args>` on the running platform's WFP_HOME (so on its Dagster instance)."""
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "workflow_platform.cli", "run", str(path), "--json"],
+    return subprocess.run(
+        [sys.executable, "-m", "workflow_platform.cli", *args],
         cwd=ROOT,
         env={**env, "WFP_HOME": str(warm["home"])},
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_a_run_started_with_wfp_run_is_recorded_where_wfp_up_shows_it(warm, tmp_path):
+    """One instance: `wfp run` on the same WFP_HOME records into the running platform's instance."""
+    workflow = demo_workflow("warm-from-the-cli")
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(workflow))
+    completed = wfp_cli(warm, "run", str(path), "--json")
     assert completed.returncode == 0, completed.stderr
     for step in ("compute", "store", "log"):  # progress reaches the terminal, not the run's captured output
         assert f"✔ {step}" in completed.stderr, completed.stderr
@@ -277,25 +282,7 @@ def test_a_wfp_backfill_is_recorded_where_wfp_up_shows_it(warm):
     Dagster UI show them, and the UI's partitions page counts the days as done (not missing, to run again)."""
     days = [str(TODAY - timedelta(days=5)), str(TODAY - timedelta(days=4))]
     path = warm["home"] / "submitted" / "warm-daily" / "workflow.json"
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workflow_platform.cli",
-            "backfill",
-            str(path),
-            "--from",
-            days[0],
-            "--to",
-            days[1],
-        ],
-        cwd=ROOT,
-        env={**env, "WFP_HOME": str(warm["home"])},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    completed = wfp_cli(warm, "backfill", str(path), "--from", days[0], "--to", days[1])
     assert completed.returncode == 0, completed.stderr
     assert "backfill of 2 days: 2 succeeded" in completed.stderr
     run_ids = dict(re.findall(r"(\d{4}-\d\d-\d\d): SUCCESS \(run ([0-9a-f-]+)\)", completed.stderr))

@@ -18,6 +18,7 @@ from workflow_platform.api.executions import RunEnds
 from workflow_platform.api.idempotency import IdempotencyKeys
 from workflow_platform.api.requests import MAX_BODY_BYTES
 from workflow_platform.api.runs import RunSubmitter
+from workflow_platform.dagster_instance import IDLE_PING_S
 from workflow_platform.resources.postgres import PostgresResource
 
 
@@ -36,6 +37,7 @@ class ApiConfig:
     run_ends: RunEnds = field(init=False, repr=False)
     _preflight: PostgresResource | None = field(default=None, init=False, repr=False)
     _preflight_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _preflight_used: float = field(default=0.0, init=False, repr=False)  # time.monotonic() of its last check
 
     def __post_init__(self) -> None:
         self.run_ends = RunEnds(self.instance)
@@ -47,12 +49,16 @@ class ApiConfig:
         with self._preflight_lock:
             if self._preflight is None:
                 self._preflight = PostgresResource(dsn=os.environ["WFP_PG_DSN"])
-            try:  # the server may have restarted since the last check: reconnect rather than report its error
-                with self._preflight.transaction() as cursor:
-                    cursor.execute("SELECT 1")
-            except psycopg2.Error:
-                self._preflight.close()
-            yield self._preflight
+            if time.monotonic() - self._preflight_used > IDLE_PING_S:
+                try:  # the server may have restarted since the last check: reconnect rather than report its error
+                    with self._preflight.transaction() as cursor:
+                        cursor.execute("SELECT 1")
+                except psycopg2.Error:
+                    self._preflight.close()
+            try:
+                yield self._preflight
+            finally:
+                self._preflight_used = time.monotonic()
 
 
 def config(request: Request) -> ApiConfig:

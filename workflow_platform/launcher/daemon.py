@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from threading import Event
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.workspace.context import IWorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogConsumerDaemon
@@ -54,7 +54,10 @@ class WarmQueueDaemon(QueuedRunCoordinatorDaemon):
                 wakeups.drain()  # this dequeue sees everything queued so far
                 yield SpanMarker.START_SPAN
                 try:
-                    yield from self.run_iteration(workspace_process_context)
+                    # Dagster's pass reads every in-progress run first; with nothing queued (a wake-up for a run
+                    # that ended, say) there is nothing to decide, and one query of ids says so.
+                    if _any_queued(instance):
+                        yield from self.run_iteration(workspace_process_context)
                 except Exception:
                     error_info = serializable_error_info_from_exc_info(sys.exc_info())
                     self._logger.error("Caught error:\n%s", error_info)
@@ -66,6 +69,10 @@ class WarmQueueDaemon(QueuedRunCoordinatorDaemon):
                         break
                     yield None
                 yield None
+
+
+def _any_queued(instance: DagsterInstance) -> bool:
+    return bool(instance.get_run_ids(RunsFilter(statuses=[DagsterRunStatus.QUEUED]), limit=1))
 
 
 class CurrentEventLogConsumerDaemon(EventLogConsumerDaemon):

@@ -76,12 +76,6 @@ class RunWorker:
     created: float | None = None
     interrupted_at: float | None = None
 
-    def tag(self) -> str:
-        host = socket.gethostname()
-        return json.dumps(
-            {"host": host, "pid": self.pid, "created": self.created, "zygote": self.zygote.process.pid}
-        )
-
     @property
     def orphaned(self) -> bool:
         """Its zygote died: nobody reports its exit; the pool watches the process itself."""

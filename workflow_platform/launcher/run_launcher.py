@@ -30,8 +30,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from workflow_platform.launcher.pool import PoolSettings, WorkerPool
-
-WORKER_TAG = "wfp/run-worker"
+from workflow_platform.launcher.worker import WORKER_TAG
 
 
 class WarmRunLauncher(RunLauncher, ConfigurableClass):
@@ -120,8 +119,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             run.job_code_origin, f"run {run.run_id} has no code origin to load its job from"
         )
         repository = origin.repository_origin
-        worker = self.pool().launch(run.run_id, repository.code_pointer, repository.executable_path)
-        self._instance.add_run_tags(run.run_id, {WORKER_TAG: worker.tag()})
+        # The worker tags the run with where it runs (worker.WORKER_TAG) before it starts it.
+        self.pool().launch(run.run_id, repository.code_pointer, repository.executable_path)
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)

@@ -12,38 +12,54 @@ import importlib
 import json
 import os
 import signal
+import socket
 import sys
 
+import psutil
 from dagster import DagsterInstance
 from dagster._cli.api import _execute_run_command_body
 from dagster._utils.interrupts import capture_interrupts
 from sqlalchemy.exc import DBAPIError
 
 from workflow_platform.dagster_instance import pool_storage_connections, storage_engines
+from workflow_platform.dagster_storage import learn_schema
+
+WORKER_TAG = "wfp/run-worker"
+
+
+def worker_tag() -> str:
+    """Where this worker runs: the launcher's health check finds the process by it (after a daemon restart too)."""
+    created = psutil.Process().create_time()
+    return json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "created": created, "zygote": os.getppid()}
+    )
 
 
 def prepare(instance: DagsterInstance) -> None:
     """In the zygote, before forking: the storages' pooled engines (one thread writes a run's events: a pool of
     one), initialized once for every worker (SQLAlchemy asks the server for its version and settings on an
-    engine's first connection), then that connection closed again, so none crosses the fork. A connection idle
-    for a while (a long step) is pinged before use, so a database restart during the run does not fail it."""
+    engine's first connection), and the storages' questions about the schema answered once
+    (`dagster_storage.learn_schema`); then the connections closed again, so none crosses the fork. A connection
+    idle for a while (a long step) is pinged before use, so a database restart during the run does not fail it."""
     pool_storage_connections(instance, size=1, name="wfp-run-worker")
-    _touch_storages(instance)
+    learn_schema(instance)
     for engine in storage_engines(instance):
         engine.dispose()
 
 
 def connect(instance: DagsterInstance) -> None:
-    """In the worker: a connection pool of this process's own (SQLAlchemy's way after a fork), opened now rather
-    than on the run's clock."""
+    """In the worker: a connection pool of this process's own (SQLAlchemy's way after a fork), its connection
+    opened now rather than on the run's clock."""
     for engine in storage_engines(instance):
         engine.dispose(close=False)
-    _touch_storages(instance)
+    _check_out(instance)
 
 
-def _touch_storages(instance: DagsterInstance) -> None:
-    instance.get_run_records(limit=1)
-    instance.event_log_storage.get_maximum_record_id()
+def _check_out(instance: DagsterInstance) -> None:
+    """A connection of each storage engine checked out and back: opened if the pool has none."""
+    for engine in storage_engines(instance):
+        with engine.connect():
+            pass
 
 
 def _check_connections(instance: DagsterInstance) -> None:
@@ -85,6 +101,9 @@ def serve(assignments: int, code_module: str | None, instance: DagsterInstance) 
         # milliseconds) rather than run stale definitions; the pool replaces the zygote meanwhile.
         importlib.reload(sys.modules[code_module])
     _check_connections(instance)
+    # Tagged here, before the run starts, rather than by the launcher: Dagster stores a run's tags and status by
+    # rewriting its record, so the launcher's write raced this worker's first status change and could be lost.
+    instance.add_run_tags(order["run_id"], {WORKER_TAG: worker_tag()})
     try:
         return execute(instance, order["run_id"])
     finally:

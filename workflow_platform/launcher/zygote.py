@@ -36,9 +36,12 @@ from dataclasses import dataclass
 
 import psutil
 import yaml
-from dagster import DagsterInstance, RepositoryDefinition, op
+from dagster import DagsterError, DagsterInstance, RepositoryDefinition, op
 from dagster import job as dagster_job
+from dagster._core.execution.api import create_execution_plan
+from dagster._core.snap import create_execution_plan_snapshot_id, snapshot_from_execution_plan
 
+from workflow_platform.dagster_storage import PostgresRunStorage
 from workflow_platform.launcher.worker import prepare, serve
 
 # An idle worker that dies at once (the database is down, say) is forked again after this pause, not in a loop.
@@ -194,9 +197,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pool decides when the zygote stops (retire / EOF)
     control = socket.socket(fileno=args.control_fd)
-    code_module = import_everything(args.pointer, args.preload)
+    code_module, repository = import_everything(args.pointer, args.preload)
     instance = instance_for_workers()
     prepare(instance)
+    if repository is not None:
+        remember_plan_snapshots(instance, repository)
     # Objects that exist now are shared with every worker; keep the collector from touching (copying) them.
     gc.collect()
     gc.freeze()
@@ -221,12 +226,15 @@ def instance_for_workers() -> DagsterInstance:
     return DagsterInstance.from_ref(ref._replace(**storages))
 
 
-def import_everything(serialized_pointer: str, preload: list[str]) -> str | None:
+def import_everything(
+    serialized_pointer: str, preload: list[str]
+) -> tuple[str | None, RepositoryDefinition | None]:
     """Import, before forking, what every worker would otherwise import after it: the classes
     the instance's dagster.yaml names (storage, launcher, compute logs), the modules steps import lazily, and
     the code location, as Dagster imports it. Nothing here connects to anything."""
     from dagster import Definitions
     from dagster._core.code_pointer import CodePointer, ModuleCodePointer
+    from dagster._core.definitions.reconstruct import def_from_pointer
     from dagster._core.instance.ref import InstanceRef
     from dagster._serdes import ConfigurableClassData, deserialize_value
 
@@ -237,10 +245,28 @@ def import_everything(serialized_pointer: str, preload: list[str]) -> str | None
     for module in preload:
         importlib.import_module(module)
     pointer = deserialize_value(serialized_pointer, CodePointer)
-    target = pointer.load_target()
-    if isinstance(target, Definitions):
-        warm_up(target.get_repository_def())
-    return pointer.module if isinstance(pointer, ModuleCodePointer) else None
+    # As a run worker loads it (def_from_pointer imports modules of its own on its first call).
+    target = def_from_pointer(pointer)
+    repository = target.get_repository_def() if isinstance(target, Definitions) else None
+    if repository is not None:
+        warm_up(repository)
+    return (pointer.module if isinstance(pointer, ModuleCodePointer) else None), repository
+
+
+def remember_plan_snapshots(instance: DagsterInstance, repository: RepositoryDefinition) -> None:
+    """Each job's execution plan snapshot for a run of the whole job, as the API and the UI record it with the run,
+    kept by the workers' run storage (`dagster_storage.PostgresRunStorage`, by its content hash): a worker whose
+    run has that plan need not read it back and decode it. Any other plan (a step selection, a job with required
+    config) is read from the database as before."""
+    storage = instance.run_storage
+    if not isinstance(storage, PostgresRunStorage):
+        return
+    for job in repository.get_all_jobs():
+        try:
+            snapshot = snapshot_from_execution_plan(create_execution_plan(job), job.get_job_snapshot_id())
+        except DagsterError:  # e.g. config without defaults: such runs' plans are read when needed
+            continue
+        storage.remember_snapshot(create_execution_plan_snapshot_id(snapshot), snapshot)
 
 
 def warm_up(repository: RepositoryDefinition) -> None:
