@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
@@ -76,6 +77,14 @@ def test_production_instance_keeps_logs_and_outputs_in_the_object_store(stack_en
     captured = next(e for e in result.all_events if e.event_type_value == "LOGS_CAPTURED")
     prefix = f"compute-logs/storage/{result.run_id}/compute_logs/{captured.event_specific_data.file_key}"
     assert {f"{prefix}.out", f"{prefix}.err"} <= objects, objects
+
+
+def test_production_instance_stores_as_the_local_one():
+    """The same storage classes as the root dagster.yaml (`wfp up`), which is where they are tuned."""
+    local = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    production = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    for storage in ("run_storage", "event_log_storage", "schedule_storage"):
+        assert production[storage] == local[storage], storage
 
 
 def test_op_outputs_use_dagsters_default_io_manager_unless_the_object_store_is_chosen(monkeypatch):
