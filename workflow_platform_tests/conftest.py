@@ -20,6 +20,33 @@ from minio import Minio
 
 from workflow_platform.settings import ENDPOINT_VARIABLES
 
+UI_JOBS = """
+{
+  repositoriesOrError { ... on RepositoryConnection { nodes { jobs { name description tags { key value } } } } }
+}"""
+
+
+def graphql(ui: str, query: str, variables: dict | None = None) -> dict:
+    """A query to the Dagster webserver's GraphQL (what its pages ask)."""
+    response = requests.post(f"{ui}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+    response.raise_for_status()
+    return response.json()["data"]
+
+
+def ui_jobs(ui: str) -> dict[str, dict]:
+    """The jobs the UI lists, less the hidden one Dagster adds for the declared assets (__ASSET_JOB)."""
+    nodes = graphql(ui, UI_JOBS)["repositoriesOrError"]["nodes"]
+    return {job["name"]: job for node in nodes for job in node["jobs"] if not job["name"].startswith("__")}
+
+
+def wait_for_ui_job(ui: str, name: str, timeout: float = 120.0) -> None:
+    """The API reloads the UI's code location in the background after a new workflow (its run does not wait
+    for it): wait until the UI lists the job, as a user would reload the page."""
+    deadline = time.monotonic() + timeout
+    while name not in ui_jobs(ui):
+        assert time.monotonic() < deadline, f"the Dagster UI never listed job {name}"
+        time.sleep(0.5)
+
 
 def require_tool(*names: str) -> str:
     """The path of the first of `names` on PATH. Missing: the test fails in CI (`CI` set, as `.ci/run` does,

@@ -21,6 +21,7 @@ from workflow_platform_tests.conftest import (
     require_tool,
     running_platform,
     wait_for,
+    wait_for_ui_job,
 )
 from workflow_platform_tests.test_cli import BAD_INPUTS, digest
 
@@ -258,6 +259,7 @@ def test_dagster_ui_shows_the_submitted_job_and_its_successful_run(platform):
     assert wait_for(platform["api"], execution_id)["status"] == "SUCCESS"
     ARTIFACTS.mkdir(exist_ok=True)
     ui = platform["dagster"]
+    wait_for_ui_job(ui, "api_browser")
     flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
     flags += ["--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--no-first-run"]
     with sync_playwright() as playwright:
@@ -266,8 +268,12 @@ def test_dagster_ui_shows_the_submitted_job_and_its_successful_run(platform):
         page.goto(f"{ui}/locations/workflows/jobs/api_browser", wait_until="networkidle")
         with contextlib.suppress(PlaywrightTimeout):  # Dagster's first-visit newsletter dialog
             page.get_by_role("button", name="Skip").click(timeout=15_000)
-        for op in ("compute", "store", "log"):  # the op graph
-            page.get_by_text(op, exact=True).first.wait_for(timeout=30_000)
+        try:
+            for op in ("compute", "store", "log"):  # the op graph
+                page.get_by_text(op, exact=True).first.wait_for(timeout=30_000)
+        except PlaywrightTimeout:
+            page.screenshot(path=ARTIFACTS / "dagster-ui-job-failed.png")  # what the page showed instead
+            raise
         page.screenshot(path=ARTIFACTS / "dagster-ui-job.png")
         page.goto(f"{ui}/runs/{execution_id}", wait_until="networkidle")
         page.get_by_text("RUN_SUCCESS").first.wait_for(timeout=30_000)

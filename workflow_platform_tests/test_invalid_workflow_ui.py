@@ -14,7 +14,7 @@ import requests
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from workflow_platform.up import free_port
-from workflow_platform_tests.conftest import require_tool
+from workflow_platform_tests.conftest import graphql, require_tool, ui_jobs
 
 ROOT = Path(__file__).parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -28,22 +28,6 @@ mutation($name: String!) {
     ... on WorkspaceLocationEntry { locationOrLoadError { __typename } }
   }
 }"""
-
-JOBS = """
-{
-  repositoriesOrError { ... on RepositoryConnection { nodes { jobs { name description tags { key value } } } } }
-}"""
-
-
-def graphql(ui: str, query: str, variables: dict | None = None) -> dict:
-    response = requests.post(f"{ui}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
-    response.raise_for_status()
-    return response.json()["data"]
-
-
-def jobs(ui: str) -> dict[str, dict]:
-    nodes = graphql(ui, JOBS)["repositoriesOrError"]["nodes"]
-    return {job["name"]: job for node in nodes for job in node["jobs"]}
 
 
 @contextlib.contextmanager
@@ -94,13 +78,13 @@ def test_an_invalid_workflow_shows_in_the_ui_with_its_problems(tmp_path):
     workflows = tmp_path / "workflows"
     shutil.copytree(ROOT / "workflows" / "minio-store-workflow", workflows / "minio-store-workflow")
     with webserver(workflows, tmp_path / "dagster_home") as ui:
-        assert set(jobs(ui)) == {"minio_store_workflow"}
+        assert set(ui_jobs(ui)) == {"minio_store_workflow"}
         # A user breaks a workflow and the location reloads (what the UI's "Reload" button does).
         (workflows / "broken-digest").mkdir()
         (workflows / "broken-digest" / "workflow.json").write_text(BROKEN)
         reloaded = graphql(ui, RELOAD, {"name": LOCATION})["reloadRepositoryLocation"]
         assert reloaded["locationOrLoadError"]["__typename"] == "RepositoryLocation", reloaded
-        loaded = jobs(ui)
+        loaded = ui_jobs(ui)
         assert set(loaded) == {"minio_store_workflow", "broken_digest"}  # the valid one still loads
         assert {"key": "wfp/invalid", "value": "true"} in loaded["broken_digest"]["tags"]
 
