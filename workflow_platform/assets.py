@@ -11,7 +11,7 @@ it. One asset per logical dataset:
   metadata, not part of the key;
 - the fraud model: `s3/models/fraud` (every version, the promoted one named in models/fraud/latest.json);
 - a step that writes none of these (a query, a Pathway pipeline, a rendered page): `<workflow>/<step>`, its
-  result observed once per run.
+  result observed when it is stored by reference (a result passed in memory is in the run's step output).
 
 Edges follow the data: a step's assets depend on what it reads and on the assets of the upstream steps its
 templates reference (its `needs` when it references none). Datasets of a partitioned workflow whose key carries
@@ -337,7 +337,9 @@ def asset_events(
     lineage: StepLineage, touched: Iterable[Touched], partition: str | None
 ) -> list[dg.AssetMaterialization | dg.AssetObservation]:
     """The step's touches as events of its stable assets: a dataset written is materialized, one read or the
-    step's own result is observed. Several touches of one asset (a model and latest.json) make one event."""
+    step's own result stored by reference is observed. Several touches of one asset (a model and latest.json)
+    make one event. A result passed in memory is not observed: the run's STEP_OUTPUT already records it, and an
+    event per step would cost each step ~2 ms of the warm worker's budget (bench/step_overhead.py)."""
     grouped: dict[tuple[dg.AssetKey, bool], list[tuple[Touched, Dataset | None]]] = defaultdict(list)
     for item in touched:
         dataset = _dataset_of(lineage, item)
@@ -361,15 +363,6 @@ def asset_events(
                 description=f"{description} by step {lineage.step} of {lineage.workflow}",
                 metadata=metadata,
                 partition=partition if partitioned else None,
-            )
-        )
-    if not lineage.writes and not any(key == lineage.result_key for key, _ in grouped):
-        events.append(
-            dg.AssetObservation(
-                asset_key=lineage.result_key,
-                description=f"result of step {lineage.step} of {lineage.workflow}",
-                metadata={"workflow": lineage.workflow, "step": lineage.step},
-                partition=partition if lineage.partitioned else None,
             )
         )
     return events
