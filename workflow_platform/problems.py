@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -22,19 +21,7 @@ class Problem:
         return {"file": self.file, "pointer": self.pointer, "message": self.message, "hint": self.hint}
 
 
-class WorkflowInvalid(Exception):
-    """A workflow failed validation; carries every problem found, not just the first."""
-
-    def __init__(self, problems: Sequence[Problem]):
-        self.problems = list(problems)
-        super().__init__("\n".join(p.render() for p in self.problems))
-
-
 def pointer(*parts: str | int) -> str:
     """Build a JSON pointer, escaping '~' and '/' as RFC 6901 requires."""
     escaped = (str(p).replace("~", "~0").replace("/", "~1") for p in parts)
     return "".join("/" + p for p in escaped)
-
-
-def join_pointer(base: str, parts: Iterable[str | int]) -> str:
-    return base + pointer(*parts)

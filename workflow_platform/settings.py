@@ -1,6 +1,6 @@
 """Where the platform's services are: one environment-variable scheme shared by every entry point.
 
-The embedded stack (`stack.py`) writes these variables for the servers it starts; in production they point at
+The embedded stack (`stack/embedded.py`) writes these variables for the servers it starts; in production they point at
 docker-compose services or managed ones. Secrets only ever come from here, never from workflow.json.
 """
 

@@ -6,6 +6,7 @@ Nothing here talks to a service (see `preflight.py` for the checks that need the
 from __future__ import annotations
 
 import contextlib
+import graphlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from workflow_platform import json_input
 from workflow_platform.plugins import Plugin, plugin_registry
-from workflow_platform.problems import Problem, WorkflowInvalid, pointer
+from workflow_platform.problems import Problem, pointer
 from workflow_platform.spec import ParamSpec, StepSpec, WorkflowSpec
 from workflow_platform.templates import analyze, contains_template
 
@@ -27,14 +28,6 @@ PARAM_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list,),
 }
-
-
-def load_workflow(path: Path | str, registry: Mapping[str, Plugin] | None = None) -> WorkflowSpec:
-    """Read and validate a workflow file; raise WorkflowInvalid listing every problem."""
-    spec, problems = check_file(Path(path), registry)
-    if problems or spec is None:
-        raise WorkflowInvalid(problems)
-    return spec
 
 
 def check_file(
@@ -222,25 +215,16 @@ def _check_graph(steps: list[tuple[int, StepSpec]]) -> list[Problem]:
 
 
 def find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
-    """A cycle in a needs graph (step -> the steps it needs), or None."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for need in graph.get(node, []):
-            if state.get(need) == 1:
-                return path[path.index(need) :]
-            if need not in state and (found := visit(need)):
-                return found
-        state[node] = 2
-        path.pop()
-        return None
-
-    for node in graph:
-        if node not in state and (found := visit(node)):
-            return found
+    """A cycle in a needs graph (step -> the steps it needs), each step followed by one it needs, starting with
+    the step that comes first in the graph (the file), or None."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as error:
+        # graphlib lists each node before the one that needs it, the first node again at the end.
+        cycle = error.args[1][:-1][::-1]
+        order = {node: index for index, node in enumerate(graph)}
+        first = cycle.index(min(cycle, key=order.__getitem__))
+        return cycle[first:] + cycle[:first]
     return None
 
 
