@@ -39,8 +39,8 @@ from pathlib import Path
 
 import requests
 
+from workflow_platform.cli.up import free_port, start_platform_process
 from workflow_platform.settings import wfp_home
-from workflow_platform.up import free_port, start_platform_process
 
 WORKFLOW = {
     "name": "bench-api-submit",

@@ -44,13 +44,13 @@ def main() -> int:
     parser.add_argument("--models", nargs="*", default=None)
     args = parser.parse_args()
 
-    from workflow_platform.fraud.features import transform_features
-    from workflow_platform.fraud.simulator import (
+    from workflow_platform.demo_data.fraud_simulator import (
         HANDBOOK_FRAUDS,
         HANDBOOK_TRANSACTIONS,
         simulate,
         write_cache,
     )
+    from workflow_platform.fraud.features import transform_features
 
     report: dict = {"simulator": {}}
     dataset = None
@@ -74,14 +74,14 @@ def main() -> int:
     _, report["features_full_dataset"] = timed(transform_features, transactions)
 
     if args.load:
-        from workflow_platform.fraud.load import load_transactions
+        from workflow_platform.demo_data.fraud_load import load_transactions
 
         first, first_times = timed(load_transactions, dataset)
         second, second_times = timed(load_transactions, dataset)
         report["postgres_load"] = {"first": {**first, **first_times}, "again": {**second, **second_times}}
 
     if not args.skip_eval:
-        from workflow_platform.fraud.evaluation import evaluate_handbook
+        from workflow_platform.demo_data.fraud_handbook import evaluate_handbook
 
         cache = Path(os.environ.get("WFP_HOME") or tempfile.mkdtemp(prefix="wfp-bench-")) / "cache" / "fraud"
         write_cache(dataset, cache)  # the evaluation reads the dataset simulated above

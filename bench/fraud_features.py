@@ -42,13 +42,13 @@ import pandas as pd
 import requests
 from pathway_pipelines import BUCKET, PeakRss, object_store, service_pid, services
 
+from workflow_platform.demo_data.fraud_simulator import simulate_cached
 from workflow_platform.fraud.features import (
     FEATURES,
     INPUT_COLUMNS,
     transform_features,
 )
 from workflow_platform.fraud.handbook_reference import in_time_order, per_card, per_terminal, time_flags
-from workflow_platform.fraud.simulator import simulate_cached
 
 TARGET_SECONDS = 60.0
 

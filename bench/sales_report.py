@@ -24,11 +24,11 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 
-from workflow_platform.seed_sales import SalesSeed, load
+from workflow_platform.demo_data.sales import SalesSeed, load
+from workflow_platform.orchestration.catalog import check_file
+from workflow_platform.orchestration.job import build_job, params_run_config
 from workflow_platform.settings import admin_dsn, wfp_home
 from workflow_platform.stack import EmbeddedStack, pg_server
-from workflow_platform.translate import build_job, params_run_config
-from workflow_platform.validate import check_file
 
 WORKFLOW = Path(__file__).parent.parent / "workflows" / "sales-report-workflow" / "workflow.json"
 DAY = date(2025, 10, 31)

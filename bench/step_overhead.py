@@ -99,7 +99,7 @@ def main() -> None:
         os.environ["WORKFLOWS_DIR"] = str(workflows)
         os.environ["DAGSTER_HOME"] = str(dagster_home)
         # Imported once the environment names the instance and the workflows.
-        from workflow_platform.dagster_instance import dagster_storage_url
+        from workflow_platform.instance.database import dagster_storage_url
         from workflow_platform.settings import admin_dsn
 
         os.environ["DAGSTER_PG_URL"] = dagster_storage_url(admin_dsn(env))
@@ -111,8 +111,8 @@ def measure(dsn: str, workflows: Path, steps: int, repeat: int) -> dict:
     import dagster as dg
 
     from workflow_platform.api.runs import LocationOrigins, RunSubmitter
-    from workflow_platform.launcher.worker import connect, execute, prepare
-    from workflow_platform.sources import load_workflows
+    from workflow_platform.instance.launcher.worker import connect, execute, prepare
+    from workflow_platform.orchestration.catalog import load_workflows
 
     with dg.DagsterInstance.get() as instance:  # creates the storage tables, as the daemon does
         pass

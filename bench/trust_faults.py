@@ -46,8 +46,8 @@ import psutil
 import psycopg2
 import requests
 
-from workflow_platform.s3_client import s3_client
-from workflow_platform.up import free_port, start_platform_process
+from workflow_platform.cli.up import free_port, start_platform_process
+from workflow_platform.resources.s3_client import s3_client
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATOR, VIEWER = secrets.token_hex(24), secrets.token_hex(24)
@@ -75,7 +75,7 @@ class Platform:
         self.http = requests.Session()
 
     def wfp(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "workflow_platform.cli", *args]
+        argv = [sys.executable, "-m", "workflow_platform.cli.main", *args]
         return subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def stack_up(self) -> str:

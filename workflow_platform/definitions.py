@@ -13,11 +13,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from workflow_platform.assets import asset_specs
-from workflow_platform.invalid_workflows import invalid_workflow_jobs
+from workflow_platform.orchestration.assets import asset_specs
+from workflow_platform.orchestration.catalog import load_workflows, workflows_dirs
+from workflow_platform.orchestration.invalid_workflows import invalid_workflow_jobs
+from workflow_platform.orchestration.job import build_job, build_schedule, build_sensor
 from workflow_platform.plugins import plugin_registry
-from workflow_platform.sources import load_workflows, workflows_dirs
-from workflow_platform.translate import build_job, build_schedule, build_sensor
 
 log = logging.getLogger("workflow_platform")
 

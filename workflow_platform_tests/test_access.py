@@ -146,7 +146,7 @@ def test_the_dagster_ui_needs_the_operator_token(guarded):
 
 def _wfp(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workflow_platform.cli", *args],
+        [sys.executable, "-m", "workflow_platform.cli.main", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,

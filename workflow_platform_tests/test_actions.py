@@ -19,8 +19,8 @@ import requests
 from minio import Minio
 from minio.error import S3Error
 
-from workflow_platform.translate import build_job
-from workflow_platform.validate import check_file
+from workflow_platform.orchestration.catalog import check_file
+from workflow_platform.orchestration.job import build_job
 
 WORKFLOWS = Path(__file__).parent / "fixtures" / "actions"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from workflow_platform.dagster_instance import IDLE_PING_S
+from workflow_platform.instance.database import IDLE_PING_S
 from workflow_platform.stack import pg_server
 from workflow_platform.stack.processes import ServiceHandle
 from workflow_platform_tests.conftest import running_platform, wait_for

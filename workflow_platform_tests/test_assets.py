@@ -15,11 +15,11 @@ import dagster as dg
 import pytest
 import requests
 
-from workflow_platform.assets import FRAUD_MODEL, asset_events, workflow_lineage
+from workflow_platform.demo_data.sales import SalesSeed, load
+from workflow_platform.orchestration.assets import FRAUD_MODEL, asset_events, workflow_lineage
+from workflow_platform.orchestration.catalog import check_document, check_file
+from workflow_platform.orchestration.job import build_job
 from workflow_platform.plugins import Touched
-from workflow_platform.seed_sales import SalesSeed, load
-from workflow_platform.translate import build_job
-from workflow_platform.validate import check_document, check_file
 from workflow_platform_tests.conftest import require_tool
 from workflow_platform_tests.test_cli import digest
 
@@ -218,7 +218,7 @@ def test_lineage_page_shows_the_asset_graph(stack_env, tmp_path):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    from workflow_platform.up import free_port
+    from workflow_platform.cli.up import free_port
 
     home = tmp_path / "dagster_home"
     home.mkdir()

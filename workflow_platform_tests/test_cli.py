@@ -16,7 +16,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def wfp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workflow_platform.cli", *args],
+        [sys.executable, "-m", "workflow_platform.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=300,

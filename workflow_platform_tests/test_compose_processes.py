@@ -22,7 +22,7 @@ import pytest
 import requests
 import yaml
 
-from workflow_platform.up import free_port
+from workflow_platform.cli.up import free_port
 
 ROOT = Path(__file__).parent.parent
 TOKEN = "operator-token-for-the-compose-test"

@@ -13,8 +13,8 @@ import pytest
 import requests
 import yaml
 
-from workflow_platform.translate import WORKFLOW_TAG, build_job
-from workflow_platform.validate import check_file
+from workflow_platform.orchestration.catalog import check_file
+from workflow_platform.orchestration.job import WORKFLOW_TAG, build_job
 from workflow_platform_tests.conftest import running_platform
 
 ROOT = Path(__file__).parent.parent

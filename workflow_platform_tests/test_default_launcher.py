@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import requests
 
-from workflow_platform.launcher.run_launcher import WORKER_TAG
+from workflow_platform.instance.launcher.run_launcher import WORKER_TAG
 from workflow_platform_tests.conftest import demo_workflow, running_platform, wait_for
 
 

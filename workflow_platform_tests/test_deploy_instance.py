@@ -14,10 +14,10 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
-from workflow_platform.launcher.run_launcher import WarmRunLauncher
+from workflow_platform.instance.launcher.run_launcher import WarmRunLauncher
+from workflow_platform.language.spec import WorkflowSpec
+from workflow_platform.orchestration.job import build_job
 from workflow_platform.resources.io_manager import OUTPUTS_PREFIX
-from workflow_platform.spec import WorkflowSpec
-from workflow_platform.translate import build_job
 
 ROOT = Path(__file__).parent.parent
 

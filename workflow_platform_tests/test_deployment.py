@@ -22,8 +22,8 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from workflow_platform.api.code_location import LOCATION
-from workflow_platform.launcher.run_launcher import WarmRunLauncher
-from workflow_platform.notifications import RUN_ENDS
+from workflow_platform.instance.launcher.run_launcher import WarmRunLauncher
+from workflow_platform.instance.notifications import RUN_ENDS
 from workflow_platform.settings import ENDPOINT_VARIABLES, ServiceSettings
 from workflow_platform_tests.conftest import require_tool
 
@@ -243,10 +243,10 @@ def test_images_leave_out_what_their_entry_points_never_import():
         f"{embedded},dagster_webserver,dagster_graphql": ["workflow_platform.pathway_service.__main__"],
         embedded: [
             "workflow_platform.definitions",
-            "workflow_platform.cli",
+            "workflow_platform.cli.main",
             "workflow_platform.api.serve",
             "workflow_platform.api.app",
-            "workflow_platform.launcher.daemon",
+            "workflow_platform.instance.launcher.daemon",
         ],
     }
     for left_out, modules in images.items():
@@ -264,7 +264,7 @@ def test_images_leave_out_what_their_entry_points_never_import():
 
 def test_wfp_api_serves_the_api_on_the_production_instance(stack_env, s3, tmp_path):
     """docker-compose's `api` service: `wfp api` with deploy/dagster.yaml reaches every service and the instance."""
-    from workflow_platform.up import free_port
+    from workflow_platform.cli.up import free_port
 
     bucket = "dagster-api-check"
     if not s3.bucket_exists(bucket):
@@ -281,7 +281,7 @@ def test_wfp_api_serves_the_api_on_the_production_instance(stack_env, s3, tmp_pa
         "WORKFLOWS_DIR": os.pathsep.join([str(ROOT / "workflows"), str(tmp_path / "submitted")]),
         "WFP_API_TOKEN": "operator-token-for-the-test",
     }
-    command = [sys.executable, "-m", "workflow_platform.cli", "api", "--port", str(port)]
+    command = [sys.executable, "-m", "workflow_platform.cli.main", "api", "--port", str(port)]
     log = tmp_path / "api.log"
     with open(log, "w") as output:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)

@@ -16,9 +16,9 @@ import pytest
 import requests
 from minio import Minio
 
+from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simulate
 from workflow_platform.fraud.features import FEATURES, transform_features
 from workflow_platform.fraud.handbook_reference import customer_spending_features, terminal_risk_features
-from workflow_platform.fraud.simulator import SimulationConfig, simulate
 
 PIPELINE = "fraud-features-pipeline"
 

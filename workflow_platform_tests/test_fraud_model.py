@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from workflow_platform.demo_data.fraud_handbook import evaluate_handbook
+from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simulate
 from workflow_platform.fraud.evaluation import (
     card_precision_top_k,
     card_precision_top_k_day,
-    evaluate_handbook,
     train_delay_test_split,
 )
 from workflow_platform.fraud.features import FEATURES, transform_features
-from workflow_platform.fraud.simulator import SimulationConfig, simulate
 from workflow_platform_tests.conftest import fetch, stream_messages
 
 # --- features ------------------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def test_model_round_trip_through_the_object_store(
 
 
 def test_load_into_postgres_is_idempotent(pg, tmp_path) -> None:
-    from workflow_platform.fraud.load import dataset_source, load_transactions
+    from workflow_platform.demo_data.fraud_load import dataset_source, load_transactions
 
     dataset = simulate(SimulationConfig(n_customers=150, n_terminals=300, nb_days=20))
     source = dataset_source(dataset)
@@ -303,7 +303,7 @@ def test_load_into_postgres_is_idempotent(pg, tmp_path) -> None:
 
 
 def test_seed_transactions_command(stack_env: dict[str, str], pg, tmp_path) -> None:
-    from workflow_platform.fraud.cli import seed_transactions
+    from workflow_platform.cli.fraud import seed_transactions
 
     args = ["--customers", "60", "--terminals", "120", "--days", "10", "--cache-dir", str(tmp_path)]
     first = CliRunner().invoke(seed_transactions, args)
@@ -317,7 +317,7 @@ def test_seed_transactions_command(stack_env: dict[str, str], pg, tmp_path) -> N
 
 
 def test_eval_command_refuses_unknown_models() -> None:
-    from workflow_platform.fraud.cli import eval_fraud
+    from workflow_platform.cli.fraud import eval_fraud
 
     result = CliRunner().invoke(eval_fraud, ["--models", "logistic_regression,deep_magic"])
     assert result.exit_code == 2
@@ -325,7 +325,7 @@ def test_eval_command_refuses_unknown_models() -> None:
 
 
 def test_nats_replay_puts_each_transaction_once(stack_env: dict[str, str]) -> None:
-    from workflow_platform.fraud.load import replay_to_nats
+    from workflow_platform.demo_data.fraud_load import replay_to_nats
 
     transactions = simulate(SimulationConfig(n_customers=40, n_terminals=80, nb_days=10)).transactions
     subject = f"transactions.test-{uuid.uuid4().hex[:8]}"

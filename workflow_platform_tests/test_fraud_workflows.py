@@ -14,13 +14,13 @@ import psycopg2.extras
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from workflow_platform.assets import FRAUD_MODEL, workflow_lineage
-from workflow_platform.fraud.load import load_transactions
+from workflow_platform.demo_data.fraud_load import load_transactions
+from workflow_platform.demo_data.fraud_simulator import SimulatedDataset, SimulationConfig, simulate_cached
 from workflow_platform.fraud.model import LATEST_KEY
-from workflow_platform.fraud.simulator import SimulatedDataset, SimulationConfig, simulate_cached
-from workflow_platform.row_cursor import RowCursor
-from workflow_platform.translate import build_job, build_sensor
-from workflow_platform.validate import check_file
+from workflow_platform.orchestration.assets import FRAUD_MODEL, workflow_lineage
+from workflow_platform.orchestration.catalog import check_file
+from workflow_platform.orchestration.job import build_job, build_sensor
+from workflow_platform.orchestration.row_cursor import RowCursor
 from workflow_platform_tests.conftest import fetch, read_json_object, stream_messages
 
 WORKFLOWS = Path(__file__).parent.parent / "workflows"

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
+from workflow_platform.orchestration.catalog import check_document
+from workflow_platform.orchestration.job import build_job
 from workflow_platform.plugins import plugin_registry
-from workflow_platform.translate import build_job
-from workflow_platform.validate import check_document
 
 
 class Scorer(BaseHTTPRequestHandler):

@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from workflow_platform.up import free_port
+from workflow_platform.cli.up import free_port
 from workflow_platform_tests.conftest import graphql, require_tool, ui_jobs
 
 ROOT = Path(__file__).parent.parent

@@ -25,11 +25,11 @@ import pytest
 import requests
 from minio import Minio
 
+from workflow_platform.orchestration.catalog import check_document
+from workflow_platform.orchestration.job import build_job
 from workflow_platform.pathway_service.pipelines.fraud import rules as fraud_rules
 from workflow_platform.pathway_service.pipelines.risk.report import ACTIONS
 from workflow_platform.pathway_service.pipelines.sales import rows as sales_rows
-from workflow_platform.translate import build_job
-from workflow_platform.validate import check_document
 from workflow_platform_tests.conftest import fetch, read_json_object, stream_messages
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import requests
 
-from workflow_platform.pathway_service.launcher import start_pathway_service, stop_pathway_service
 from workflow_platform.pathway_service.pipelines.sample import sample_records
+from workflow_platform.stack.pathway_launcher import start_pathway_service, stop_pathway_service
 
 # A result rounded to 2 decimals is within half a cent of the exact value (plus float noise).
 ROUNDING = 0.005 + 1e-9
@@ -264,7 +264,7 @@ def test_launcher_reports_a_service_that_cannot_start(tmp_path: Path) -> None:
 def test_launcher_and_registry_do_not_import_pathway() -> None:
     # The Dagster side imports these; pathway is a 1 s, 300 MB import it must never pay.
     code = (
-        "import sys, workflow_platform.pathway_service.launcher, workflow_platform.pathway_service.pipelines; "
+        "import sys, workflow_platform.stack.pathway_launcher, workflow_platform.pathway_service.pipelines; "
         "assert 'pathway' not in sys.modules, 'pathway was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -15,11 +15,11 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from workflow_platform.dagster_instance import DAGSTER_DATABASE, dagster_storage_url
+from workflow_platform.instance.database import DAGSTER_DATABASE, dagster_storage_url
+from workflow_platform.orchestration.catalog import check_document
+from workflow_platform.orchestration.job import build_job
 from workflow_platform.stack import EmbeddedStack, pg_server
 from workflow_platform.stack.pg_access import HBA_MARKER, WORKFLOWS_ROLE
-from workflow_platform.translate import build_job
-from workflow_platform.validate import check_document
 from workflow_platform_tests.conftest import fetch
 
 ROOT = Path(__file__).parent.parent

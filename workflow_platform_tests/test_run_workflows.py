@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from workflow_platform.translate import build_job
-from workflow_platform.validate import check_document
+from workflow_platform.orchestration.catalog import check_document
+from workflow_platform.orchestration.job import build_job
 from workflow_platform_tests.conftest import fetch, grant_to_workflows, read_json_object, stream_messages
 
 ROOT = Path(__file__).parent.parent
@@ -42,7 +42,7 @@ def test_minio_store_workflow_with_wfp_run(stack_env, pg, s3, tmp_path):
         [
             sys.executable,
             "-m",
-            "workflow_platform.cli",
+            "workflow_platform.cli.main",
             "run",
             "minio-store-workflow",
             "--json",

@@ -13,11 +13,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from workflow_platform.object_links import API_URL_VARIABLE
-from workflow_platform.runner import environment
-from workflow_platform.seed_sales import SalesSeed, generate, load
-from workflow_platform.translate import build_job, build_schedule
-from workflow_platform.validate import check_file
+from workflow_platform.cli.runner import environment
+from workflow_platform.demo_data.sales import SalesSeed, generate, load
+from workflow_platform.orchestration.catalog import check_file
+from workflow_platform.orchestration.job import build_job, build_schedule
+from workflow_platform.orchestration.object_links import API_URL_VARIABLE
 from workflow_platform_tests.conftest import fetch, read_json_object, require_tool, stream_messages
 
 ROOT = Path(__file__).parent.parent
@@ -193,7 +193,7 @@ def test_wfp_run_downloads_the_report_and_the_page_shows_its_charts(seeded, tmp_
         [
             sys.executable,
             "-m",
-            "workflow_platform.cli",
+            "workflow_platform.cli.main",
             "run",
             "sales-report-workflow",
             "-p",
@@ -243,7 +243,7 @@ def test_backfill_regenerates_a_date_range(seeded, stack_env, s3):
         [
             sys.executable,
             "-m",
-            "workflow_platform.cli",
+            "workflow_platform.cli.main",
             "backfill",
             "sales-report-workflow",
             "--from",

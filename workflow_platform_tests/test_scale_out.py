@@ -19,8 +19,8 @@ from dagster_docker import DockerRunLauncher
 from dagster_k8s import K8sRunLauncher
 
 from workflow_platform.api.runs import LocationOrigins
-from workflow_platform.translate import build_job
-from workflow_platform.validate import check_file
+from workflow_platform.orchestration.catalog import check_file
+from workflow_platform.orchestration.job import build_job
 from workflow_platform_tests.conftest import fetch, require_tool
 
 ROOT = Path(__file__).parent.parent

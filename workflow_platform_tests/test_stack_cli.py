@@ -20,7 +20,7 @@ ROOT = Path(__file__).parent.parent
 
 def wfp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workflow_platform.cli", *args],
+        [sys.executable, "-m", "workflow_platform.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=300,

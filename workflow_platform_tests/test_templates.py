@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from workflow_platform.templates import NOW, TemplateError, analyze, format_moment, render
+from workflow_platform.language.templates import NOW, TemplateError, analyze, format_moment, render
 
 CONTEXT = {
     "steps": {"fetch-orders": {"result": {"rows": [{"amount": 12.5, "id": 7}], "rowCount": 1}}},

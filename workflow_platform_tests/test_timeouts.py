@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
+from workflow_platform.orchestration.catalog import check_document
+from workflow_platform.orchestration.job import build_job
 from workflow_platform.resources import NatsResource
-from workflow_platform.translate import build_job
-from workflow_platform.validate import check_document
 from workflow_platform_tests.conftest import fetch
 from workflow_platform_tests.test_actions import responder
 

@@ -9,9 +9,8 @@ import dagster as dg
 import jsonschema
 
 from workflow_platform.definitions import build_definitions
-from workflow_platform.schema import workflow_schema
-from workflow_platform.translate import build_job, build_schedule
-from workflow_platform.validate import check_document
+from workflow_platform.orchestration.catalog import check_document, workflow_schema
+from workflow_platform.orchestration.job import build_job, build_schedule
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -10,9 +10,9 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from workflow_platform.row_cursor import RowCursor
-from workflow_platform.translate import TRIGGER_TAG, build_job, build_sensor
-from workflow_platform.validate import check_document
+from workflow_platform.orchestration.catalog import check_document
+from workflow_platform.orchestration.job import TRIGGER_TAG, build_job, build_sensor
+from workflow_platform.orchestration.row_cursor import RowCursor
 from workflow_platform_tests.conftest import fetch, grant_to_workflows
 
 WORKFLOW = {
@@ -229,7 +229,7 @@ def test_a_run_without_a_batch_fails_saying_how_to_give_one(pg, tmp_path):
 
     from click.testing import CliRunner
 
-    from workflow_platform.cli import main
+    from workflow_platform.cli.main import main
 
     sensor, job = sensor_and_job()
     with dg.instance_for_test() as instance:

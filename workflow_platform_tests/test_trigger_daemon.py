@@ -20,9 +20,9 @@ import psycopg2
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-from workflow_platform.dagster_instance import STORAGE_ONLY_YAML, dagster_storage_url
-from workflow_platform.runner import environment
-from workflow_platform.translate import TRIGGER_TAG
+from workflow_platform.cli.runner import environment
+from workflow_platform.instance.database import STORAGE_ONLY_YAML, dagster_storage_url
+from workflow_platform.orchestration.job import TRIGGER_TAG
 from workflow_platform_tests.conftest import fetch, grant_to_workflows, running_platform
 
 TWO_WRITERS = "public.sensed_two_writers"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_platform.validate import check_document, check_text
+from workflow_platform.orchestration.catalog import check_document, check_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WORKFLOWS = Path(__file__).parent.parent / "workflows"

@@ -18,9 +18,9 @@ import yaml
 from dagster._core.launcher import WorkerStatus
 
 from workflow_platform.api.runs import LocationOrigins
-from workflow_platform.dagster_instance import dagster_storage_url
-from workflow_platform.launcher.run_launcher import WORKER_TAG, WarmRunLauncher
-from workflow_platform.runner import environment
+from workflow_platform.cli.runner import environment
+from workflow_platform.instance.database import dagster_storage_url
+from workflow_platform.instance.launcher.run_launcher import WORKER_TAG, WarmRunLauncher
 from workflow_platform_tests.fixtures import warm_jobs
 
 ROOT = Path(__file__).parent.parent
@@ -88,7 +88,9 @@ def test_each_run_gets_a_fresh_worker_that_sees_nothing_of_the_runs_before(insta
     worker = worker_of(instance.get_run_by_id(second))
     assert worker["pid"] == seen[1]["pid"] != os.getpid()
     assert worker["host"] == socket.gethostname()
-    assert "workflow_platform.launcher.zygote" in " ".join(psutil.Process(worker["zygote"]).cmdline())
+    assert "workflow_platform.instance.launcher.zygote" in " ".join(
+        psutil.Process(worker["zygote"]).cmdline()
+    )
 
 
 def test_what_a_run_prints_is_in_its_compute_logs(instance):

@@ -21,7 +21,7 @@ import pytest
 import requests
 from dagster_graphql import DagsterGraphQLClient
 
-from workflow_platform.launcher.run_launcher import WORKER_TAG
+from workflow_platform.instance.launcher.run_launcher import WORKER_TAG
 from workflow_platform_tests.conftest import (
     demo_workflow,
     fetch,
@@ -239,7 +239,7 @@ def wfp_cli(warm: dict, *args: str) -> subprocess.CompletedProcess[str]:
     """`wfp <args>` on the running platform's WFP_HOME (so on its Dagster instance)."""
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     return subprocess.run(
-        [sys.executable, "-m", "workflow_platform.cli", *args],
+        [sys.executable, "-m", "workflow_platform.cli.main", *args],
         cwd=ROOT,
         env={**env, "WFP_HOME": str(warm["home"])},
         capture_output=True,

@@ -1,11 +1,11 @@
-"""The API's side of the access policy (workflow_platform/access.py): reads need the viewer or operator token,
+"""The API's side of the access policy (workflow_platform/api/access.py): reads need the viewer or operator token,
 everything else the operator token. Liveness (/api/health) and the API's own documentation are public."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
-from workflow_platform.access import Role
+from workflow_platform.api.access import Role
 from workflow_platform.api.config import config
 from workflow_platform.api.errors import ApiError
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from workflow_platform.sources import load_workflows, workflows_dirs, workflows_fingerprint
-from workflow_platform.spec import WorkflowSpec
+from workflow_platform.language.spec import WorkflowSpec
+from workflow_platform.orchestration.catalog import load_workflows, workflows_dirs, workflows_fingerprint
 
 
 class WorkflowCatalog:

@@ -12,13 +12,13 @@ import dagster as dg
 import psycopg2
 from fastapi import Request
 
-from workflow_platform.access import AccessPolicy
+from workflow_platform.api.access import AccessPolicy
 from workflow_platform.api.code_location import CodeLocationReloader
 from workflow_platform.api.executions import RunEnds
 from workflow_platform.api.idempotency import IdempotencyKeys
 from workflow_platform.api.requests import MAX_BODY_BYTES
 from workflow_platform.api.runs import RunSubmitter
-from workflow_platform.dagster_instance import IDLE_PING_S
+from workflow_platform.instance.database import IDLE_PING_S
 from workflow_platform.resources.postgres import PostgresResource
 
 

@@ -9,7 +9,7 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from workflow_platform.problems import Problem
+from workflow_platform.language.problems import Problem
 
 
 class ErrorDetail(BaseModel):

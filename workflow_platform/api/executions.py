@@ -14,8 +14,8 @@ import dagster as dg
 from dagster import DagsterEventType, DagsterRunStatus, EventLogEntry, RunsFilter
 
 from workflow_platform.api.catalog import CATALOG
-from workflow_platform.notifications import RUN_ENDS, Notifications
-from workflow_platform.translate import WORKFLOW_TAG, dagster_name
+from workflow_platform.instance.notifications import RUN_ENDS, Notifications
+from workflow_platform.orchestration.job import WORKFLOW_TAG, dagster_name
 
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 STEP_EVENTS = {
@@ -54,7 +54,7 @@ EVENTS = EventLogCache()
 
 class RunEnds:
     """Waiting for runs to end without clients polling them. One thread listens for the notification a run's
-    end sends (workflow_platform/dagster_storage.py) and wakes that run's waiters. It also asks the storage
+    end sends (workflow_platform/instance/storage.py) and wakes that run's waiters. It also asks the storage
     which awaited runs have finished when a waiter arrives (its run may have ended just before) and every
     `fallback_s` (a notification missed while reconnecting)."""
 
@@ -191,7 +191,7 @@ def _apply(step: dict[str, Any], event: Any, timestamp: float) -> None:
         metadata = event.event_specific_data.metadata
         if "result" in metadata:
             step["result"] = metadata["result"].value
-        elif "result_outline" in metadata:  # a long result with its long strings cut (translate.py)
+        elif "result_outline" in metadata:  # a long result with its long strings cut (orchestration/job.py)
             step["result"] = {"preview": json.dumps(metadata["result_outline"].value)}
         elif "result_preview" in metadata:
             step["result"] = {"preview": metadata["result_preview"].value}

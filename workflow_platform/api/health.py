@@ -17,8 +17,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from workflow_platform.api.config import config
+from workflow_platform.orchestration.catalog import load_workflows, workflows_dirs
 from workflow_platform.plugins import plugin_registry
-from workflow_platform.sources import load_workflows, workflows_dirs
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 3.0

@@ -24,7 +24,7 @@ MAX_OBJECT_BYTES = 256 * 1024 * 1024
 def _read(bucket: str, key: str) -> tuple[bytes, str]:
     from minio.error import S3Error
 
-    from workflow_platform.s3_client import settings_client
+    from workflow_platform.resources.s3_client import settings_client
     from workflow_platform.settings import ServiceSettings
 
     client = settings_client(ServiceSettings(), retries=1)

@@ -15,11 +15,11 @@ from workflow_platform.api.config import config
 from workflow_platform.api.errors import ERROR_RESPONSES, ApiError
 from workflow_platform.api.requests import json_body
 from workflow_platform.api.workflows import _write_atomically
-from workflow_platform.outbound import OutboundPolicy, OutboundRefused
+from workflow_platform.language.problems import Problem
+from workflow_platform.language.validate import pydantic_problems
 from workflow_platform.plugins import BUILTIN_IDS, Plugin, plugin_registry
 from workflow_platform.plugins.http import HttpPluginRegistration, load_registrations
-from workflow_platform.problems import Problem
-from workflow_platform.validate import pydantic_problems
+from workflow_platform.resources.outbound import OutboundPolicy, OutboundRefused
 
 router = APIRouter(prefix="/api", tags=["plugins"])
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import Request
 
-from workflow_platform import json_input
 from workflow_platform.api.errors import ApiError
+from workflow_platform.language import json_input
 
 MAX_BODY_BYTES = 1024 * 1024
 

@@ -21,10 +21,10 @@ from dagster._core.execution.api import create_execution_plan
 from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
+from workflow_platform.language.spec import WorkflowSpec
+from workflow_platform.orchestration.catalog import fingerprint
+from workflow_platform.orchestration.job import build_job, job_name
 from workflow_platform.plugins.http import registrations_file
-from workflow_platform.sources import fingerprint
-from workflow_platform.spec import WorkflowSpec
-from workflow_platform.translate import build_job, job_name
 
 REPOSITORY = "__repository__"  # the name Dagster gives the repository of a Definitions object
 

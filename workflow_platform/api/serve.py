@@ -37,14 +37,14 @@ def serve_api(host: str, port: int, workspace_file: Path, module: str) -> None:
     import dagster as dg
     import uvicorn
 
-    from workflow_platform.access import AccessPolicy
+    from workflow_platform.api.access import AccessPolicy
     from workflow_platform.api.app import create_app
     from workflow_platform.api.code_location import CodeLocationReloader
     from workflow_platform.api.config import ApiConfig
     from workflow_platform.api.idempotency import IdempotencyKeys
     from workflow_platform.api.runs import RunSubmitter
-    from workflow_platform.dagster_instance import pool_storage_connections
-    from workflow_platform.launcher.run_launcher import WarmRunLauncher
+    from workflow_platform.instance.database import pool_storage_connections
+    from workflow_platform.instance.launcher.run_launcher import WarmRunLauncher
 
     access = AccessPolicy.from_environment()
     access.check_listen(host)

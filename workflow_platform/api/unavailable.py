@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
 
 from workflow_platform.api.errors import ApiError
-from workflow_platform.dagster_instance import storage_engines
+from workflow_platform.instance.database import storage_engines
 
 RETRY_AFTER_S = 5
 

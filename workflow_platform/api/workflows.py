@@ -21,13 +21,13 @@ from workflow_platform.api.errors import ERROR_RESPONSES, ApiError
 from workflow_platform.api.executions import describe_run
 from workflow_platform.api.idempotency import digest
 from workflow_platform.api.requests import json_body
-from workflow_platform.preflight import preflight
-from workflow_platform.problems import Problem, pointer
-from workflow_platform.runner import InvalidParams, partition_params
-from workflow_platform.schema import workflow_schema
-from workflow_platform.spec import WorkflowSpec
-from workflow_platform.translate import WORKFLOW_TAG, job_name, params_run_config
-from workflow_platform.validate import check_document, check_param_values
+from workflow_platform.language.problems import Problem, pointer
+from workflow_platform.language.spec import WorkflowSpec
+from workflow_platform.language.validate import check_param_values
+from workflow_platform.orchestration.catalog import check_document, workflow_schema
+from workflow_platform.orchestration.job import WORKFLOW_TAG, job_name, params_run_config
+from workflow_platform.orchestration.partitions import InvalidParams, partition_params
+from workflow_platform.orchestration.preflight import preflight
 
 IDEMPOTENCY_TAG = "wfp/idempotency-key"
 SOURCE_TAG = "wfp/source"

@@ -1,6 +1,6 @@
 """The handbook's assessment protocol (chapters 3.5, 4.3): train / delay / test split and card precision@k.
 
-`evaluate_handbook()` reproduces the baseline experiment: features on the whole simulated dataset, a model
+`demo_data.fraud_handbook.evaluate_handbook()` reproduces the baseline experiment: features on the whole simulated dataset, a model
 trained on 2018-07-25..07-31, a week of delay (08-01..08-07) whose labels are not yet known, and a test week
 (08-08..08-14) from which each day drops the cards already known to be compromised (frauds in the training
 week, plus frauds up to test day - 8). Each model is scored by AUC ROC, average precision and card
@@ -13,14 +13,9 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-
-if TYPE_CHECKING:
-    from workflow_platform.fraud.simulator import SimulationConfig
 
 # Handbook, chapter 3.5 "Baseline fraud detection system", test-week performance.
 HANDBOOK_FIGURES: dict[str, dict[str, float]] = {
@@ -213,41 +208,3 @@ def evaluate_models(
         model.metrics = performance(predictions)
         results.append(ModelResult(name, model.metrics, HANDBOOK_FIGURES.get(name), trained, model))
     return results, train, test
-
-
-def evaluate_handbook(
-    models: Sequence[str] | None = None,
-    cache_dir: Path | None = None,
-    config: SimulationConfig | None = None,
-) -> HandbookEvaluation:
-    """Run the handbook's protocol on the simulated dataset (cached as parquet) for each model name.
-
-    `models` defaults to every available candidate (`model.available_models()`); `config` to the handbook's
-    dataset (a smaller one must still cover 2018-06-15..08-14 for the protocol's dates).
-    """
-    from workflow_platform.fraud.features import transform_features
-    from workflow_platform.fraud.model import available_models
-    from workflow_platform.fraud.simulator import SimulationConfig, simulate_cached
-
-    began = time.perf_counter()
-    dataset = simulate_cached(config or SimulationConfig(), cache_dir)
-    simulated = time.perf_counter()
-    # The handbook computes features on the whole dataset; only the evaluated weeks and the 37 days of
-    # history their windows reach are needed.
-    first = START_TRAINING - dt.timedelta(days=40)
-    last = START_TRAINING + dt.timedelta(days=DELTA_TRAIN + DELTA_DELAY + DELTA_TEST)
-    window = dataset.transactions[
-        (dataset.transactions["TX_DATETIME"] >= first) & (dataset.transactions["TX_DATETIME"] < last)
-    ]
-    features = transform_features(window)
-    featured = time.perf_counter()
-    results, train, test = evaluate_models(features, models or available_models())
-    return HandbookEvaluation(
-        results=results,
-        n_train=len(train),
-        n_test=len(test),
-        n_train_frauds=int(train["TX_FRAUD"].sum()),
-        n_test_frauds=int(test["TX_FRAUD"].sum()),
-        simulation_seconds=simulated - began,
-        features_seconds=featured - simulated,
-    )

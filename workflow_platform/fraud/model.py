@@ -214,7 +214,7 @@ def score(model: FraudModel, features_df: pd.DataFrame) -> np.ndarray:
 
 def object_store() -> tuple[Minio, str]:
     """A minio client and bucket from the WFP_S3_* variables; the bucket is created if missing."""
-    from workflow_platform.s3_client import settings_client
+    from workflow_platform.resources.s3_client import settings_client
     from workflow_platform.settings import ServiceSettings
 
     settings = ServiceSettings()

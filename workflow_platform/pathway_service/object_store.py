@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import urllib3
 from minio.error import S3Error
 
-from workflow_platform.s3_client import settings_client
+from workflow_platform.resources.s3_client import settings_client
 from workflow_platform.settings import ServiceSettings
 
 # S3 error codes that mean "this reference points at nothing readable" rather than "the store is down".

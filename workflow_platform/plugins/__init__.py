@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workflow_platform.plugins.base import Action, ActionError, ActionOutput, Plugin, StepContext, Touched
+from workflow_platform.language.actions import Action, ActionError, ActionOutput, Plugin, StepContext, Touched
 from workflow_platform.plugins.fraud import FRAUD
 from workflow_platform.plugins.http import HTTP, load_registrations, registered_plugin
 from workflow_platform.plugins.minio import MINIO

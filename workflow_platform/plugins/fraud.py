@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator
 
 from workflow_platform.fraud import LATEST_KEY, MODEL_NAMES, MODEL_PREFIX
-from workflow_platform.plugins.base import (
+from workflow_platform.language.actions import (
     Action,
     ActionError,
     ActionInput,

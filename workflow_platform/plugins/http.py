@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflow_platform.outbound import OutboundRefused
-from workflow_platform.plugins.base import (
+from workflow_platform.language.actions import (
     Action,
     ActionError,
     ActionInput,
@@ -21,6 +20,7 @@ from workflow_platform.plugins.base import (
     StepContext,
     plugin,
 )
+from workflow_platform.resources.outbound import OutboundRefused
 
 if TYPE_CHECKING:  # resources import dagster; validation must stay light
     from workflow_platform.resources.http import HttpResource

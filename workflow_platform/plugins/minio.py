@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from workflow_platform.plugins.base import (
+from workflow_platform.language.actions import (
     Action,
     ActionError,
     ActionInput,

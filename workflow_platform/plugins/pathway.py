@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from workflow_platform.plugins.base import (
+from workflow_platform.language.actions import (
     Action,
     ActionError,
     ActionInput,

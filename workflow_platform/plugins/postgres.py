@@ -12,7 +12,7 @@ import sqlparse
 from psycopg2 import sql
 from pydantic import Field, model_validator
 
-from workflow_platform.plugins.base import (
+from workflow_platform.language.actions import (
     Action,
     ActionError,
     ActionInput,

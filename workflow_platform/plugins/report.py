@@ -9,7 +9,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import Field
 
-from workflow_platform.plugins.base import Action, ActionInput, ActionOutput, StepContext, plugin
+from workflow_platform.language.actions import Action, ActionInput, ActionOutput, StepContext, plugin
 
 CHART_WIDTH = 640
 BAR_HEIGHT = 22
@@ -64,7 +64,7 @@ def line_chart(points: list[tuple[str, float]]) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def _templates() -> Environment:
     return Environment(
-        loader=PackageLoader("workflow_platform", "templates"), autoescape=select_autoescape(["html"])
+        loader=PackageLoader("workflow_platform.plugins", "templates"), autoescape=select_autoescape(["html"])
     )
 
 

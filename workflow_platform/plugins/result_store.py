@@ -9,7 +9,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from workflow_platform.plugins.base import ActionInput, StepContext, Touched, jsonable
+from workflow_platform.language.actions import ActionInput, StepContext, Touched, jsonable
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -7,15 +7,15 @@ import dagster as dg
 import requests
 from pydantic import PrivateAttr
 
-from workflow_platform.abortable_http import AbortableSession
-from workflow_platform.outbound import OutboundPolicy, OutboundRefused
+from workflow_platform.resources.abortable_http import AbortableSession
+from workflow_platform.resources.outbound import OutboundPolicy, OutboundRefused
 
 MAX_REDIRECTS = 5
 
 
 class HttpResource(dg.ConfigurableResource):
     """Outgoing HTTP for the `http` plugin and registered HTTP plugins, inside the WFP_HTTP_ALLOW policy
-    (workflow_platform/outbound.py): every URL, redirects included, is checked before it is requested."""
+    (workflow_platform/resources/outbound.py): every URL, redirects included, is checked before it is requested."""
 
     timeout_s: float = 60.0
     allow: str | None = None  # the policy; None: WFP_HTTP_ALLOW at run time, else "public"

@@ -36,8 +36,8 @@ class ObjectStoreResource(dg.ConfigurableResource):
 
     def client(self) -> Minio:
         if self._client is None:
-            from workflow_platform.abortable_http import Sockets
-            from workflow_platform.s3_client import s3_client
+            from workflow_platform.resources.abortable_http import Sockets
+            from workflow_platform.resources.s3_client import s3_client
 
             self._sockets = Sockets()
             self._client = s3_client(

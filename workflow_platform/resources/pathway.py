@@ -6,8 +6,8 @@ import dagster as dg
 import requests
 from pydantic import PrivateAttr
 
-from workflow_platform.abortable_http import AbortableSession
-from workflow_platform.plugins.base import ServiceHTTPError
+from workflow_platform.language.actions import ServiceHTTPError
+from workflow_platform.resources.abortable_http import AbortableSession
 
 
 class PathwayResource(dg.ConfigurableResource):

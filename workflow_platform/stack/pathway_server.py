@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import workflow_platform
-from workflow_platform.pathway_service.launcher import start_pathway_service
+from workflow_platform.stack.pathway_launcher import start_pathway_service
 from workflow_platform.stack.processes import (
     LOOPBACK,
     ProcessRef,

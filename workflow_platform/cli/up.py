@@ -1,0 +1,353 @@
+"""`wfp up`: the platform on one machine — services, Dagster webserver and daemon, and the HTTP API.
+
+The Dagster instance is the project's dagster.yaml (PostgreSQL storage, queued runs, run retries and monitoring)
+on the stack's PostgreSQL, in a database of its own. As in docker-compose, the code location is served by one
+`dagster code-server`, which the webserver and the daemon reach over gRPC: left to load workspace.yaml's
+python_module themselves, each would start its own code server and the daemon would restart its own every minute,
+each start importing the whole code location again. Ctrl-C stops everything this command started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import yaml
+
+from workflow_platform.api.access import AccessPolicy
+from workflow_platform.api.runs import LocationOrigins
+from workflow_platform.cli.runner import services
+from workflow_platform.instance.database import instance_environment, pool_storage_connections
+from workflow_platform.resources.outbound import OutboundPolicy
+from workflow_platform.settings import admin_dsn, wfp_home
+
+# How long a gRPC call to the code server may take, starting a run included (the run worker is a new Python
+# process that imports the code location). Dagster's 60 s default fails runs that are merely slow to start on a
+# loaded machine; this matches run_monitoring.start_timeout_seconds in dagster.yaml, which still catches runs that
+# never start.
+GRPC_TIMEOUT_SECONDS = "180"
+# The API's instance: a pool of storage connections for its request threads.
+API_DB_POOL_SIZE = 8
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    host: str = "127.0.0.1"
+    port: int = 3000  # the HTTP API
+    dagster_port: int = 3001  # the Dagster UI
+    project_dir: Path = Path.cwd()
+    # "warm": dagster.yaml as it is; "default": Dagster's DefaultRunLauncher (the baseline)
+    launcher: str = "warm"
+
+
+def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict[str, str]:
+    home = wfp_home()
+    submitted = home / "submitted"
+    submitted.mkdir(parents=True, exist_ok=True)
+    shipped = os.environ.get("WORKFLOWS_DIR") or str(options.project_dir / "workflows")
+    dagster_yaml = instance_yaml((options.project_dir / "dagster.yaml").read_text(), options.launcher)
+    return {
+        **service_env,
+        **instance_environment(admin_dsn({**os.environ, **service_env}), dagster_yaml),
+        "WORKFLOWS_DIR": os.pathsep.join([shipped, str(submitted)]),
+        "WFP_PLUGINS_FILE": os.environ.get("WFP_PLUGINS_FILE") or str(home / "plugins.json"),
+        # The links to stored objects in run metadata (api/objects.py); set it where the API has a public name.
+        "WFP_API_URL": os.environ.get("WFP_API_URL") or f"http://{_link_host(options.host)}:{options.port}",
+        "DAGSTER_GRPC_TIMEOUT_SECONDS": os.environ.get("DAGSTER_GRPC_TIMEOUT_SECONDS")
+        or GRPC_TIMEOUT_SECONDS,
+    }
+
+
+def _link_host(host: str) -> str:
+    """A host a link can name: a wildcard listening address is reached as localhost."""
+    host = "localhost" if host in ("0.0.0.0", "::", "") else host
+    return f"[{host}]" if ":" in host else host
+
+
+def instance_yaml(project_yaml: str, launcher: str) -> str:
+    """The project's dagster.yaml, or for `--launcher default` the same with Dagster's own run launcher and
+    queued coordinator (runs as Dagster starts them out of the box: a new process each)."""
+    if launcher == "warm":
+        return project_yaml
+    settings = yaml.safe_load(project_yaml)
+    settings.pop("run_launcher", None)
+    settings["run_coordinator"]["module"] = "dagster._core.run_coordinator"
+    settings["run_coordinator"]["class"] = "QueuedRunCoordinator"
+    return yaml.safe_dump(settings, sort_keys=False)
+
+
+@dataclass(frozen=True)
+class CodeLocation:
+    module: str
+    working_directory: Path
+    name: str
+
+
+def code_location(workspace_file: Path) -> CodeLocation:
+    """The python_module code location that workspace.yaml declares."""
+    entries = (yaml.safe_load(workspace_file.read_text()) or {}).get("load_from") or []
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(module := entry.get("python_module"), dict):
+            return CodeLocation(
+                module["module_name"],
+                (workspace_file.parent / module.get("working_directory", ".")).resolve(),
+                module.get("location_name") or module["module_name"],
+            )
+    raise RuntimeError(f"{workspace_file} declares no python_module code location")
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def dagster_processes(options: UpOptions, log_dir: Path, access: AccessPolicy) -> Iterator[LocationOrigins]:
+    """The code server, then the Dagster webserver and daemon, each in its own process group, stopped on exit.
+    Yields where the code location is, for the runs the API creates."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+    location = code_location(options.project_dir / "workspace.yaml")
+    code_host, code_port = "127.0.0.1", free_port("127.0.0.1")
+    # The code server wfp up runs (the project's workspace.yaml names the module; this one, its address).
+    workspace = log_dir.parent / "workspace.yaml"
+    grpc_server = {"host": code_host, "port": code_port, "location_name": location.name}
+    workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": grpc_server}]}))
+    commands = {
+        "code-server": [
+            str(bin_dir / "dagster"),
+            "code-server",
+            "start",
+            "-m",
+            location.module,
+            "-d",
+            str(location.working_directory),
+            "--location-name",
+            location.name,
+            "-h",
+            code_host,
+            "-p",
+            str(code_port),
+        ],
+        "webserver": [
+            str(bin_dir / "wfp"),
+            "webserver",
+            "-h",
+            options.host,
+            "-p",
+            str(options.dagster_port),
+            "-w",
+            str(workspace),
+        ],
+        "daemon": (
+            [str(bin_dir / "wfp"), "daemon", "-w", str(workspace)]
+            if options.launcher == "warm"
+            else [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)]
+        ),
+    }
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(name: str) -> None:
+        with open(log_dir / f"{name}.log", "ab") as log:
+            processes[name] = subprocess.Popen(
+                commands[name],
+                cwd=options.project_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    stopping = threading.Event()
+    try:
+        for name in commands:
+            start(name)
+            if name == "code-server":  # the webserver and daemon load the location from it when they start
+                _wait_code_server(code_host, code_port, processes[name], log_dir / f"{name}.log")
+        _wait_webserver(
+            f"http://{options.host}:{options.dagster_port}",
+            processes["webserver"],
+            log_dir / "webserver.log",
+            access.operator_headers(),
+        )
+        threading.Thread(target=_restart_dead, args=(processes, start, stopping), daemon=True).start()
+        yield LocationOrigins(
+            location.name, code_host, code_port, location.module, str(location.working_directory)
+        )
+    finally:
+        stopping.set()
+        for process in reversed(processes.values()):
+            _stop(process)
+
+
+def _restart_dead(
+    processes: dict[str, subprocess.Popen[bytes]], start: Callable[[str], None], stopping: threading.Event
+) -> None:
+    """A Dagster process that dies (killed, out of memory) is started again: without its daemon the platform
+    would queue runs that never start. The new daemon's run monitoring takes over the runs of the old one's
+    workers (they carry their pid)."""
+    while not stopping.wait(1.0):
+        for name, process in list(processes.items()):
+            if process.poll() is not None and not stopping.is_set():
+                print(f"the Dagster {name} exited ({process.returncode}); starting it again", file=sys.stderr)
+                start(name)
+
+
+def _wait_code_server(
+    host: str, port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 180.0
+) -> None:
+    """The code server listens once it has loaded the code location (or recorded why it could not)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Dagster code server exited ({process.returncode}); see {log}")
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"the Dagster code server did not listen within {timeout:g} s; see {log}")
+
+
+def _wait_webserver(
+    url: str, process: subprocess.Popen[bytes], log: Path, headers: dict[str, str], timeout: float = 120.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Dagster webserver exited ({process.returncode}); see {log}")
+        try:
+            if requests.get(f"{url}/server_info", headers=headers, timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the Dagster webserver did not answer within {timeout:g} s; see {log}")
+
+
+# The daemon lets running runs finish for a few seconds, then interrupts them (launcher/pool.py): ~25 s at most.
+STOP_TIMEOUT_S = 40
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
+    import dagster as dg
+    import uvicorn
+
+    from workflow_platform.api.app import create_app
+    from workflow_platform.api.code_location import CodeLocationReloader
+    from workflow_platform.api.config import ApiConfig
+    from workflow_platform.api.idempotency import IdempotencyKeys
+    from workflow_platform.api.runs import RunSubmitter
+    from workflow_platform.instance.launcher.run_launcher import WarmRunLauncher
+
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly on SIGTERM (kill, systemd) as on Ctrl-C
+    access = AccessPolicy.from_environment()
+    access.check_listen(options.host)
+    try:
+        OutboundPolicy.from_environment()  # a mistake in WFP_HTTP_ALLOW stops here, not in the first step
+    except ValueError as error:
+        raise RuntimeError(str(error)) from None
+    for required in ("dagster.yaml", "workspace.yaml"):
+        if not (options.project_dir / required).exists():
+            raise RuntimeError(
+                f"{required} not found in {options.project_dir}: run `wfp up` from the project folder"
+            )
+    with services(log) as service_env:
+        environment = prepare_environment(options, service_env)
+        os.environ.update(environment)
+        log(
+            f"starting the Dagster code server, webserver (http://{options.host}:{options.dagster_port}) and daemon ..."
+        )
+        with (
+            dagster_processes(options, wfp_home() / "logs", access) as origins,
+            dg.DagsterInstance.get() as instance,
+        ):
+            pool_storage_connections(instance, size=API_DB_POOL_SIZE, name="wfp-api")
+            api_config = ApiConfig(
+                instance=instance,
+                runs=RunSubmitter(instance, origins),
+                idempotency=IdempotencyKeys(environment["DAGSTER_PG_URL"]),
+                code_location=CodeLocationReloader(
+                    options.host,
+                    options.dagster_port,
+                    headers=access.operator_headers(),
+                    runs_need_code_server=not isinstance(instance.run_launcher, WarmRunLauncher),
+                ),
+                submitted_dir=Path(environment["WORKFLOWS_DIR"].split(os.pathsep)[-1]),
+                plugins_file=Path(environment["WFP_PLUGINS_FILE"]),
+                access=access,
+                service_env=service_env,
+            )
+            log(
+                f"API on http://{options.host}:{options.port}/api (OpenAPI: /api/docs); Dagster UI on http://{options.host}:{options.dagster_port}"
+            )
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    create_app(api_config), host=options.host, port=options.port, log_level="warning"
+                )
+            )
+            try:
+                server.run()  # returns on Ctrl-C / SIGTERM
+            finally:
+                log("stopping ...")
+
+
+def start_platform_process(
+    home: Path,
+    port: int,
+    dagster_port: int,
+    env: dict[str, str],
+    timeout: float = 180.0,
+    launcher: str = "warm",
+) -> subprocess.Popen[bytes]:
+    """`wfp up` in a subprocess (tests, benchmarks) with WFP_HOME=home, logging to home/up.log; returns once
+    its API answers /api/health. Raises RuntimeError with the log if it exits or is not healthy in time.
+    Stop it with SIGINT (Ctrl-C)."""
+    command = [sys.executable, "-m", "workflow_platform.cli.main", "up", "--port", str(port)]
+    command += ["--dagster-port", str(dagster_port), "--launcher", launcher]
+    log_path = home / "up.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=Path(__file__).parents[2],
+            env={**env, "WFP_HOME": str(home)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"wfp up exited ({process.returncode}):\n{log_path.read_text()}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200:
+                return process
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    raise RuntimeError(f"wfp up did not become healthy in {timeout:.0f} s:\n{log_path.read_text()}")
