@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from workflow_platform.demo_data import fraud_simulator as simulator
 from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simulate, simulate_cached
-from workflow_platform.fraud import simulator
 
 # 120 customers, 150 terminals (about a third of the customers have no terminal within r), 40 days.
 SMALL = SimulationConfig(n_customers=120, n_terminals=150, nb_days=40)

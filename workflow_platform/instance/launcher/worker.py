@@ -39,7 +39,7 @@ def prepare(instance: DagsterInstance) -> None:
     """In the zygote, before forking: the storages' pooled engines (one thread writes a run's events: a pool of
     one), initialized once for every worker (SQLAlchemy asks the server for its version and settings on an
     engine's first connection), and the storages' questions about the schema answered once
-    (`dagster_storage.learn_schema`); then the connections closed again, so none crosses the fork. A connection
+    (`instance.storage.learn_schema`); then the connections closed again, so none crosses the fork. A connection
     idle for a while (a long step) is pinged before use, so a database restart during the run does not fail it."""
     pool_storage_connections(instance, size=1, name="wfp-run-worker")
     learn_schema(instance)

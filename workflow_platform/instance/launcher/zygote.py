@@ -255,7 +255,7 @@ def import_everything(
 
 def remember_plan_snapshots(instance: DagsterInstance, repository: RepositoryDefinition) -> None:
     """Each job's execution plan snapshot for a run of the whole job, as the API and the UI record it with the run,
-    kept by the workers' run storage (`dagster_storage.PostgresRunStorage`, by its content hash): a worker whose
+    kept by the workers' run storage (`instance.storage.PostgresRunStorage`, by its content hash): a worker whose
     run has that plan need not read it back and decode it. Any other plan (a step selection, a job with required
     config) is read from the database as before."""
     storage = instance.run_storage
