@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jsonpointer import JsonPointer
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -22,6 +24,5 @@ class Problem:
 
 
 def pointer(*parts: str | int) -> str:
-    """Build a JSON pointer, escaping '~' and '/' as RFC 6901 requires."""
-    escaped = (str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-    return "".join("/" + p for p in escaped)
+    """The JSON pointer (RFC 6901) to a document node, from its keys and list indexes."""
+    return JsonPointer.from_parts(parts).path

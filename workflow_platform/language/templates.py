@@ -17,9 +17,12 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
+import pendulum
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes, pass_context
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pendulum.formatting.formatter import Formatter
+from pendulum.locales.locale import Locale
 
 ROOTS = ("steps", "params", "run", "workflow", "trigger")
 # run.id is the Dagster run; run.root_id the first run it re-executes (itself if none): the one for idempotent keys.
@@ -49,54 +52,22 @@ def _rewrite(expression: str) -> str:
 
 # ---- filters -------------------------------------------------------------------------------------------------
 
-_MOMENT_TOKEN = re.compile(
-    r"\[[^\]]*\]|YYYY|YY|MMMM|MMM|MM|M|DDDD|DD|Do|D|dddd|ddd|HH|H|hh|h|mm|m|ss|s|SSS|A|a|ZZ|Z|X|x"
-)
+
+class _MomentFormatter(Formatter):
+    """pendulum's formatter (moment.js tokens), plus the lowercase meridiem 'a' that pendulum 3 leaves as is."""
+
+    def _format_token(self, dt: pendulum.DateTime, token: str, locale: Locale) -> str:
+        if token == "a":
+            return "am" if dt.hour < 12 else "pm"
+        return super()._format_token(dt, token, locale)
+
+
+_FORMATTER = _MomentFormatter()
 
 
 def format_moment(moment: datetime, pattern: str) -> str:
     """Format a datetime with moment.js tokens (YYYY-MM-DD HH:mm:ss ...), as the original workflow files use."""
-    hour12 = moment.hour % 12 or 12
-    offset = moment.strftime("%z") or "+0000"
-    values = {
-        "YYYY": f"{moment.year:04d}",
-        "YY": f"{moment.year % 100:02d}",
-        "MMMM": moment.strftime("%B"),
-        "MMM": moment.strftime("%b"),
-        "MM": f"{moment.month:02d}",
-        "M": str(moment.month),
-        "DDDD": f"{moment.timetuple().tm_yday:03d}",
-        "DD": f"{moment.day:02d}",
-        "Do": f"{moment.day}{_ordinal_suffix(moment.day)}",
-        "D": str(moment.day),
-        "dddd": moment.strftime("%A"),
-        "ddd": moment.strftime("%a"),
-        "HH": f"{moment.hour:02d}",
-        "H": str(moment.hour),
-        "hh": f"{hour12:02d}",
-        "h": str(hour12),
-        "mm": f"{moment.minute:02d}",
-        "m": str(moment.minute),
-        "ss": f"{moment.second:02d}",
-        "s": str(moment.second),
-        "SSS": f"{moment.microsecond // 1000:03d}",
-        "A": "AM" if moment.hour < 12 else "PM",
-        "a": "am" if moment.hour < 12 else "pm",
-        "ZZ": offset,
-        "Z": f"{offset[:3]}:{offset[3:]}",
-        "X": str(int(moment.timestamp())),
-        "x": str(int(moment.timestamp() * 1000)),
-    }
-
-    def replace(match: re.Match[str]) -> str:
-        token = match.group(0)
-        return token[1:-1] if token.startswith("[") else values[token]
-
-    return _MOMENT_TOKEN.sub(replace, pattern)
-
-
-def _ordinal_suffix(day: int) -> str:
-    return "th" if 11 <= day <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return _FORMATTER.format(pendulum.instance(moment), pattern, locale="en")
 
 
 def to_datetime(value: Any, now: datetime | None = None) -> datetime:

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from jsonpointer import JsonPointer
 from pydantic import BaseModel, ValidationError
 
 from workflow_platform.language import json_input
@@ -81,7 +82,7 @@ def check_document(
 
 
 def _sort_key(json_pointer: str) -> list[tuple[int, int | str]]:
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in json_pointer.split("/")]
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in JsonPointer(json_pointer).parts]
 
 
 def _unique(problems: list[Problem]) -> Iterator[Problem]:
@@ -280,14 +281,7 @@ def check_input(model: type[BaseModel], value: dict[str, Any], base: str) -> lis
 
 
 def _holds_template(document: Any, json_pointer: str) -> bool:
-    node = document
-    for part in [p.replace("~1", "/").replace("~0", "~") for p in json_pointer.split("/")[1:]]:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return False
+    node = JsonPointer(json_pointer).resolve(document, None)
     return isinstance(node, str) and contains_template(node)
 
 

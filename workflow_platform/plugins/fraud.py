@@ -30,6 +30,7 @@ from workflow_platform.plugins.minio import object_asset_key, read_object
 if TYPE_CHECKING:  # resources import dagster and the clients; validation must stay light
     import pandas as pd
 
+    from workflow_platform.fraud.evaluation import ModelResult
     from workflow_platform.resources.object_store import ObjectStoreResource
 
 REQUIRED_COLUMNS = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TX_FRAUD")
@@ -91,12 +92,44 @@ def model_version(model_name: str, ctx: StepContext) -> str:
 
 
 def train_model(store: ObjectStoreResource, spec: TrainModelInput, ctx: StepContext) -> ActionOutput:
-    from workflow_platform.fraud.evaluation import HANDBOOK_BEST_TUNED, evaluate_models
+    from workflow_platform.fraud.evaluation import HANDBOOK_BEST_TUNED
     from workflow_platform.fraud.model import save_model
 
-    frame = feature_table(store, spec.features)
-    start = dt.datetime.combine(spec.trainStart, dt.time())
     window = f"{spec.trainStart}..+{spec.trainDays}d, delay {spec.delayDays}d, test {spec.testDays}d"
+    results, train, test = _evaluate(feature_table(store, spec.features), spec, window)
+    best = max(results, key=lambda r: (r.metrics["average_precision"], r.metrics["auc_roc"]))
+    model = best.model
+    model.trained_on.update(
+        {"protocol": window, "test_rows": len(test), "test_frauds": int(test["TX_FRAUD"].sum())}
+    )
+    client, bucket = store.client(), store.ensure_bucket()
+    version = save_model(model, client, bucket, promote=spec.promote, version=model_version(best.name, ctx))
+    metrics = {r.name: {k: round(float(v), 4) for k, v in r.metrics.items()} for r in results}
+    model_key = f"{MODEL_PREFIX}/{version}/model.joblib"
+    result = {
+        "version": version,
+        "model": best.name,
+        "bucket": bucket,
+        "key": model_key,
+        "promoted": spec.promote,
+        "metrics": metrics[best.name],
+        "candidates": metrics,
+        "handbook": {r.name: r.handbook for r in results if r.handbook} | {"best_tuned": HANDBOOK_BEST_TUNED},
+        "train": {"rows": len(train), "frauds": int(train["TX_FRAUD"].sum())},
+        "test": {"rows": len(test), "frauds": int(test["TX_FRAUD"].sum())},
+    }
+    touched = _stored_assets(bucket, model_key, version, best.name, metrics[best.name], spec.promote)
+    return ActionOutput(result, touched, preview_markdown=_comparison(version, window, metrics))
+
+
+def _evaluate(
+    frame: pd.DataFrame, spec: TrainModelInput, window: str
+) -> tuple[list[ModelResult], pd.DataFrame, pd.DataFrame]:
+    """Every candidate fitted on the training window and measured on the test window, which must hold both
+    labels."""
+    from workflow_platform.fraud.evaluation import evaluate_models
+
+    start = dt.datetime.combine(spec.trainStart, dt.time())
     train_rows = frame["TX_DATETIME"].between(
         start, start + dt.timedelta(days=spec.trainDays), inclusive="left"
     )
@@ -115,41 +148,21 @@ def train_model(store: ObjectStoreResource, spec: TrainModelInput, ctx: StepCont
         raise ActionError(
             f"the test window of {window} has no transactions with both labels: extend the data"
         )
-    best = max(results, key=lambda r: (r.metrics["average_precision"], r.metrics["auc_roc"]))
-    model = best.model
-    model.trained_on.update(
-        {"protocol": window, "test_rows": len(test), "test_frauds": int(test["TX_FRAUD"].sum())}
-    )
-    client, bucket = store.client(), store.ensure_bucket()
-    version = save_model(model, client, bucket, promote=spec.promote, version=model_version(best.name, ctx))
-    metrics = {r.name: {k: round(float(v), 4) for k, v in r.metrics.items()} for r in results}
-    result = {
-        "version": version,
-        "model": best.name,
-        "bucket": bucket,
-        "key": f"{MODEL_PREFIX}/{version}/model.joblib",
-        "promoted": spec.promote,
-        "metrics": metrics[best.name],
-        "candidates": metrics,
-        "handbook": {r.name: r.handbook for r in results if r.handbook} | {"best_tuned": HANDBOOK_BEST_TUNED},
-        "train": {"rows": len(train), "frauds": int(train["TX_FRAUD"].sum())},
-        "test": {"rows": len(test), "frauds": int(test["TX_FRAUD"].sum())},
-    }
-    model_key = f"{MODEL_PREFIX}/{version}/model.joblib"
+    return results, train, test
+
+
+def _stored_assets(
+    bucket: str, model_key: str, version: str, model_name: str, metrics: dict[str, float], promote: bool
+) -> list[Touched]:
+    """The stored model, and the `latest` pointer when it was promoted."""
     touched = [
         Touched(
             object_asset_key(bucket, model_key),
             "fraud model stored",
-            {
-                "version": version,
-                "model": best.name,
-                **metrics[best.name],
-                "bucket": bucket,
-                "key": model_key,
-            },
+            {"version": version, "model": model_name, **metrics, "bucket": bucket, "key": model_key},
         )
     ]
-    if spec.promote:
+    if promote:
         touched.append(
             Touched(
                 object_asset_key(bucket, LATEST_KEY),
@@ -157,7 +170,12 @@ def train_model(store: ObjectStoreResource, spec: TrainModelInput, ctx: StepCont
                 {"version": version, "bucket": bucket, "key": LATEST_KEY},
             )
         )
-    preview = "\n".join(
+    return touched
+
+
+def _comparison(version: str, window: str, metrics: dict[str, dict[str, float]]) -> str:
+    """The candidates' scores as a Markdown table, for the step's preview."""
+    return "\n".join(
         [
             f"**Fraud model {version}** ({window})",
             "",
@@ -169,7 +187,6 @@ def train_model(store: ObjectStoreResource, spec: TrainModelInput, ctx: StepCont
             ),
         ]
     )
-    return ActionOutput(result, touched, preview_markdown=preview)
 
 
 FRAUD = plugin(

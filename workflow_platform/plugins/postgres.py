@@ -422,7 +422,8 @@ def delete(resource: PostgresResource, spec: DeleteInput, ctx: StepContext) -> A
 def to_pyformat(statement: str, params: dict[str, Any]) -> str:
     """`:name` placeholders as psycopg2's `%(name)s`, found by sqlparse's SQL lexer: a `:name` inside a string
     literal, a quoted identifier or a comment stays text (rewriting it would paste a value into the literal:
-    `LIKE '%:v%'` -> SQL injection). Write `LIKE '%' || :v || '%'` to bind inside a pattern."""
+    `LIKE '%:v%'` -> SQL injection). Write `LIKE '%' || :v || '%'` to bind inside a pattern. Not SQLAlchemy's
+    `text()`: its placeholder regex also matches inside literals and comments, and skips `:v::int`."""
     parts, names = [], set()
     for kind, text in sqlparse.lexer.tokenize(statement):
         if kind in sqlparse.tokens.Name.Placeholder and text.startswith(":") and text[1:].isidentifier():
