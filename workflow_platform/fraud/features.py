@@ -1,4 +1,8 @@
-"""The handbook's baseline feature transformation (chapter 3.4), vectorised: the reference implementation.
+"""The handbook's baseline feature transformation (chapter 3.4): the one definition of the fraud features.
+
+Training and batch scoring call `transform_features` on a table; the Pathway pipelines (fraud-features and
+fraud-detection, `pathway_service/pipelines/fraud/windows.py`) call `calendar_flags`, `customer_spending` and
+`terminal_risk` on each card's and each terminal's history. The windows, the delay and the formulas are here only.
 
 `transform_features(transactions)` takes one row per transaction with the columns
 
@@ -49,22 +53,80 @@ def transform_features(transactions: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"transform_features needs columns {missing}")
     result = transactions.copy()
     when = pd.to_datetime(result["TX_DATETIME"])
-    result["TX_DURING_WEEKEND"] = (when.dt.weekday >= 5).astype(np.int64)
-    result["TX_DURING_NIGHT"] = (when.dt.hour <= 6).astype(np.int64)
-
     # Exact integer instants: comparisons below never round.
     instants = when.dt.tz_convert("UTC").dt.tz_localize(None) if when.dt.tz is not None else when
     t = instants.to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    tx_id = result["TRANSACTION_ID"].to_numpy()
-    amount = result["TX_AMOUNT"].to_numpy(dtype=np.float64)
-    fraud = result["TX_FRAUD"].to_numpy(dtype=np.float64)
     day_ns = int(DAY / np.timedelta64(1, "ns"))
-
-    for name, values in _customer_windows(result["CUSTOMER_ID"].to_numpy(), t, tx_id, amount, day_ns).items():
-        result[name] = values
-    for name, values in _terminal_windows(result["TERMINAL_ID"].to_numpy(), t, fraud, day_ns).items():
+    spending = customer_spending(
+        result["CUSTOMER_ID"].to_numpy(),
+        t,
+        result["TRANSACTION_ID"].to_numpy(),
+        result["TX_AMOUNT"].to_numpy(dtype=np.float64),
+        day_ns,
+    )
+    risk = terminal_risk(
+        result["TERMINAL_ID"].to_numpy(), t, result["TX_FRAUD"].to_numpy(dtype=np.float64), day_ns
+    )
+    for name, values in {**calendar_flags(when), **spending, **risk}.items():
         result[name] = values
     return result
+
+
+def calendar_flags(when: pd.Series) -> dict[str, np.ndarray]:
+    """TX_DURING_WEEKEND and TX_DURING_NIGHT of each transaction, in `when`'s time zone."""
+    return {
+        "TX_DURING_WEEKEND": (when.dt.weekday >= 5).to_numpy(dtype=np.int64),
+        "TX_DURING_NIGHT": (when.dt.hour <= 6).to_numpy(dtype=np.int64),
+    }
+
+
+def customer_spending(
+    customer: np.ndarray, t: np.ndarray, tie: np.ndarray, amount: np.ndarray, day: float
+) -> dict[str, np.ndarray]:
+    """CUSTOMER_ID_NB_TX/AVG_AMOUNT_{n}DAY_WINDOW of each transaction, in input order.
+
+    `t`: instants in any unit, `day`: one day in that unit; `tie` orders a card's transactions at one instant.
+    """
+    groups = _Groups(customer, t, tie, [n * day for n in WINDOWS_DAYS])
+    position = np.arange(len(t))
+    sorted_amount = amount[groups.order]
+    # Amounts in whole cents (the simulator's, and money in general) are summed exactly as integers, so an
+    # average does not depend on where the data starts; otherwise a running float sum restarted per customer.
+    cents = np.rint(sorted_amount * 100)
+    exact = bool(np.all(np.abs(cents - sorted_amount * 100) < 1e-6)) and bool(
+        np.all(np.abs(cents) < 2**53 / 1e4)
+    )
+    values, scale = (cents.astype(np.int64), 100.0) if exact else (sorted_amount, 1.0)
+    running = pd.Series(values).groupby(groups.group).cumsum().to_numpy()
+    first_of_group = np.searchsorted(groups.group, groups.group, side="left")
+    out: dict[str, np.ndarray] = {}
+    for n in WINDOWS_DAYS:
+        start = groups.first_after(n * day)
+        count = position - start + 1
+        before = np.where(start > first_of_group, running[np.maximum(start - 1, 0)], 0)
+        out[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = groups.unsort(count.astype(np.int64))
+        out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = groups.unsort((running - before) / (count * scale))
+    return out
+
+
+def terminal_risk(
+    terminal: np.ndarray, t: np.ndarray, fraud: np.ndarray, day: float
+) -> dict[str, np.ndarray]:
+    """TERMINAL_ID_NB_TX/RISK_{n}DAY_WINDOW of each transaction, in input order (`t`, `day`: as above)."""
+    bounds = [DELAY_DAYS * day, *((DELAY_DAYS + n) * day for n in WINDOWS_DAYS)]
+    # Ties need no tie-breaker here: both window ends are delayed, so rows at t itself never count.
+    groups = _Groups(terminal, t, np.zeros(len(t), dtype=np.int64), bounds)
+    frauds_before = np.concatenate([[0.0], np.cumsum(fraud[groups.order])])
+    delayed_end = groups.first_after(DELAY_DAYS * day)  # rows with time <= t - 7 days end here
+    out: dict[str, np.ndarray] = {}
+    for n in WINDOWS_DAYS:
+        start = groups.first_after((DELAY_DAYS + n) * day)
+        count = delayed_end - start
+        nb_fraud = frauds_before[delayed_end] - frauds_before[start]
+        risk = np.divide(nb_fraud, count, out=np.zeros(len(count)), where=count > 0)
+        out[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = groups.unsort(count.astype(np.int64))
+        out[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = groups.unsort(risk)
+    return out
 
 
 class _Groups:
@@ -96,47 +158,3 @@ class _Groups:
         out = np.empty_like(values)
         out[self.order] = values
         return out
-
-
-def _customer_windows(
-    customer: np.ndarray, t: np.ndarray, tx_id: np.ndarray, amount: np.ndarray, day_ns: int
-) -> dict[str, np.ndarray]:
-    groups = _Groups(customer, t, tx_id, [n * day_ns for n in WINDOWS_DAYS])
-    position = np.arange(len(t))
-    sorted_amount = amount[groups.order]
-    # Amounts in whole cents (the simulator's, and money in general) are summed exactly as integers, so an
-    # average does not depend on where the data starts; otherwise a running float sum restarted per customer.
-    cents = np.rint(sorted_amount * 100)
-    exact = bool(np.all(np.abs(cents - sorted_amount * 100) < 1e-6)) and bool(
-        np.all(np.abs(cents) < 2**53 / 1e4)
-    )
-    values, scale = (cents.astype(np.int64), 100.0) if exact else (sorted_amount, 1.0)
-    running = pd.Series(values).groupby(groups.group).cumsum().to_numpy()
-    first_of_group = np.searchsorted(groups.group, groups.group, side="left")
-    out: dict[str, np.ndarray] = {}
-    for n in WINDOWS_DAYS:
-        start = groups.first_after(n * day_ns)
-        count = position - start + 1
-        before = np.where(start > first_of_group, running[np.maximum(start - 1, 0)], 0)
-        out[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = groups.unsort(count.astype(np.int64))
-        out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = groups.unsort((running - before) / (count * scale))
-    return out
-
-
-def _terminal_windows(
-    terminal: np.ndarray, t: np.ndarray, fraud: np.ndarray, day_ns: int
-) -> dict[str, np.ndarray]:
-    bounds = [DELAY_DAYS * day_ns, *((DELAY_DAYS + n) * day_ns for n in WINDOWS_DAYS)]
-    # Ties need no tie-breaker here: both window ends are delayed, so rows at t itself never count.
-    groups = _Groups(terminal, t, np.zeros(len(t), dtype=np.int64), bounds)
-    frauds_before = np.concatenate([[0.0], np.cumsum(fraud[groups.order])])
-    delayed_end = groups.first_after(DELAY_DAYS * day_ns)  # rows with time <= t - 7 days end here
-    out: dict[str, np.ndarray] = {}
-    for n in WINDOWS_DAYS:
-        start = groups.first_after((DELAY_DAYS + n) * day_ns)
-        count = delayed_end - start
-        nb_fraud = frauds_before[delayed_end] - frauds_before[start]
-        risk = np.divide(nb_fraud, count, out=np.zeros(len(count)), where=count > 0)
-        out[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = groups.unsort(count.astype(np.int64))
-        out[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = groups.unsort(risk)
-    return out
