@@ -13,7 +13,7 @@ fraud-detection, `pathway_service/pipelines/fraud/windows.py`) call `calendar_fl
     TX_AMOUNT       float
     TX_FRAUD        0/1       the label, used only by the delayed terminal risk
 
-(any other column is passed through) and returns the same rows, in the same order, with 17 columns added:
+(any other column is passed through) and returns the same rows, in the same order, with 14 columns added:
 
     TX_DURING_WEEKEND                     int    1 if TX_DATETIME's weekday is Saturday or Sunday
     TX_DURING_NIGHT                       int    1 if TX_DATETIME's hour <= 6
