@@ -37,6 +37,7 @@ import pandas as pd
 WINDOWS_DAYS = (1, 7, 30)
 DELAY_DAYS = 7
 DAY = np.timedelta64(1, "D")
+NIGHT_END_HOUR = 7  # night: hours 0 to 6
 
 CUSTOMER_FEATURES = [
     f"CUSTOMER_ID_{kind}_{n}DAY_WINDOW" for n in WINDOWS_DAYS for kind in ("NB_TX", "AVG_AMOUNT")
@@ -53,8 +54,9 @@ def transform_features(transactions: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"transform_features needs columns {missing}")
     result = transactions.copy()
     when = pd.to_datetime(result["TX_DATETIME"])
-    # Exact integer instants: comparisons below never round.
+    # Exact integer instants: comparisons below never round. The calendar flags read the local wall clock.
     instants = when.dt.tz_convert("UTC").dt.tz_localize(None) if when.dt.tz is not None else when
+    wall_clock = when.dt.tz_localize(None) if when.dt.tz is not None else when
     t = instants.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     day_ns = int(DAY / np.timedelta64(1, "ns"))
     spending = customer_spending(
@@ -67,16 +69,22 @@ def transform_features(transactions: pd.DataFrame) -> pd.DataFrame:
     risk = terminal_risk(
         result["TERMINAL_ID"].to_numpy(), t, result["TX_FRAUD"].to_numpy(dtype=np.float64), day_ns
     )
-    for name, values in {**calendar_flags(when), **spending, **risk}.items():
+    flags = calendar_flags(wall_clock.to_numpy(dtype="datetime64[ns]").astype(np.int64), day_ns)
+    for name, values in {**flags, **spending, **risk}.items():
         result[name] = values
     return result
 
 
-def calendar_flags(when: pd.Series) -> dict[str, np.ndarray]:
-    """TX_DURING_WEEKEND and TX_DURING_NIGHT of each transaction, in `when`'s time zone."""
+def calendar_flags(wall_clock: np.ndarray, day: int) -> dict[str, np.ndarray]:
+    """TX_DURING_WEEKEND and TX_DURING_NIGHT of each transaction.
+
+    `wall_clock`: the time since 1970-01-01 00:00 on the clock of the transaction's zone, `day`: one day in its unit.
+    """
+    days = np.floor_divide(wall_clock, day)
+    # 1970-01-01 was a Thursday (weekday 3, Monday = 0).
     return {
-        "TX_DURING_WEEKEND": (when.dt.weekday >= 5).to_numpy(dtype=np.int64),
-        "TX_DURING_NIGHT": (when.dt.hour <= 6).to_numpy(dtype=np.int64),
+        "TX_DURING_WEEKEND": (np.mod(days + 3, 7) >= 5).astype(np.int64),
+        "TX_DURING_NIGHT": (wall_clock - days * day < day // 24 * NIGHT_END_HOUR).astype(np.int64),
     }
 
 
@@ -97,8 +105,8 @@ def customer_spending(
         np.all(np.abs(cents) < 2**53 / 1e4)
     )
     values, scale = (cents.astype(np.int64), 100.0) if exact else (sorted_amount, 1.0)
-    running = pd.Series(values).groupby(groups.group).cumsum().to_numpy()
     first_of_group = np.searchsorted(groups.group, groups.group, side="left")
+    running = _running_sums(values, groups.group, first_of_group)
     out: dict[str, np.ndarray] = {}
     for n in WINDOWS_DAYS:
         start = groups.first_after(n * day)
@@ -136,7 +144,7 @@ class _Groups:
     `time > t - b` is then searched among the small exact integer keys `group * span + r(time)`.
     """
 
-    def __init__(self, keys: np.ndarray, t: np.ndarray, tie: np.ndarray, bounds_ns: list[int]) -> None:
+    def __init__(self, keys: np.ndarray, t: np.ndarray, tie: np.ndarray, bounds: list[float]) -> None:
         group, _ = pd.factorize(keys, sort=True)
         self.order = np.lexsort((tie, t, group))
         self.group = group[self.order].astype(np.int64)
@@ -147,14 +155,24 @@ class _Groups:
         self.keys = self.group * self.span + np.searchsorted(instants, t, side="right")[self.order]
         self.limits = {
             b: self.group * self.span + np.searchsorted(instants, t - b, side="right")[self.order]
-            for b in bounds_ns
+            for b in bounds
         }
 
-    def first_after(self, bound_ns: int) -> np.ndarray:
+    def first_after(self, bound: float) -> np.ndarray:
         """For each sorted row i: the first sorted row of its group with time > t_i - bound."""
-        return np.searchsorted(self.keys, self.limits[bound_ns], side="right")
+        return np.searchsorted(self.keys, self.limits[bound], side="right")
 
     def unsort(self, values: np.ndarray) -> np.ndarray:
         out = np.empty_like(values)
         out[self.order] = values
         return out
+
+
+def _running_sums(values: np.ndarray, group: np.ndarray, first_of_group: np.ndarray) -> np.ndarray:
+    """Cumulative sums restarted at each group (rows sorted by group)."""
+    if values.dtype.kind == "i":
+        # Integers sum exactly, so one cumulative sum less each group's start is the same, and much faster on
+        # the many small groups the Pathway pipelines pass (one card's history at a time).
+        total = np.cumsum(values)
+        return total - (total - values)[first_of_group]
+    return pd.Series(values).groupby(group).cumsum().to_numpy()

@@ -10,7 +10,6 @@ seconds (UTC). Only the velocity rule's past hour, which is no model input, is c
 """
 
 import numpy as np
-import pandas as pd
 import pathway as pw
 
 from workflow_platform.fraud.features import (
@@ -43,7 +42,7 @@ def card_block(history: np.ndarray) -> np.ndarray:
     seconds, tie, position, amount = history.T
     features = {
         "TX_AMOUNT": amount,
-        **calendar_flags(pd.Series(pd.to_datetime(seconds, unit="s", utc=True))),
+        **calendar_flags(seconds, DAY_SECONDS),  # UTC: the seconds' wall clock
         **customer_spending(np.zeros(len(history)), seconds, tie, amount, DAY_SECONDS),
     }
     columns = [position, *(features[name] for name in CARD_BLOCK_FEATURES)]
