@@ -89,7 +89,7 @@ def calendar_flags(wall_clock: np.ndarray, day: int) -> dict[str, np.ndarray]:
 
 
 def customer_spending(
-    customer: np.ndarray, t: np.ndarray, tie: np.ndarray, amount: np.ndarray, day: float
+    customer: np.ndarray, t: np.ndarray, tie: np.ndarray, amount: np.ndarray, day: int
 ) -> dict[str, np.ndarray]:
     """CUSTOMER_ID_NB_TX/AVG_AMOUNT_{n}DAY_WINDOW of each transaction, in input order.
 
@@ -117,9 +117,7 @@ def customer_spending(
     return out
 
 
-def terminal_risk(
-    terminal: np.ndarray, t: np.ndarray, fraud: np.ndarray, day: float
-) -> dict[str, np.ndarray]:
+def terminal_risk(terminal: np.ndarray, t: np.ndarray, fraud: np.ndarray, day: int) -> dict[str, np.ndarray]:
     """TERMINAL_ID_NB_TX/RISK_{n}DAY_WINDOW of each transaction, in input order (`t`, `day`: as above)."""
     bounds = [DELAY_DAYS * day, *((DELAY_DAYS + n) * day for n in WINDOWS_DAYS)]
     # Ties need no tie-breaker here: both window ends are delayed, so rows at t itself never count.
@@ -144,7 +142,7 @@ class _Groups:
     `time > t - b` is then searched among the small exact integer keys `group * span + r(time)`.
     """
 
-    def __init__(self, keys: np.ndarray, t: np.ndarray, tie: np.ndarray, bounds: list[float]) -> None:
+    def __init__(self, keys: np.ndarray, t: np.ndarray, tie: np.ndarray, bounds: list[int]) -> None:
         group, _ = pd.factorize(keys, sort=True)
         self.order = np.lexsort((tie, t, group))
         self.group = group[self.order].astype(np.int64)
@@ -158,7 +156,7 @@ class _Groups:
             for b in bounds
         }
 
-    def first_after(self, bound: float) -> np.ndarray:
+    def first_after(self, bound: int) -> np.ndarray:
         """For each sorted row i: the first sorted row of its group with time > t_i - bound."""
         return np.searchsorted(self.keys, self.limits[bound], side="right")
 
