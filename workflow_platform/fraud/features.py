@@ -1,4 +1,8 @@
-"""The handbook's baseline feature transformation (chapter 3.4), vectorised: the reference implementation.
+"""The handbook's baseline feature transformation (chapter 3.4): the one definition of the fraud features.
+
+Training and batch scoring call `transform_features` on a table; the Pathway pipelines (fraud-features and
+fraud-detection, `pathway_service/pipelines/fraud/windows.py`) call `calendar_flags`, `customer_spending` and
+`terminal_risk` on each card's and each terminal's history. The windows, the delay and the formulas are here only.
 
 `transform_features(transactions)` takes one row per transaction with the columns
 
@@ -9,7 +13,7 @@
     TX_AMOUNT       float
     TX_FRAUD        0/1       the label, used only by the delayed terminal risk
 
-(any other column is passed through) and returns the same rows, in the same order, with 17 columns added:
+(any other column is passed through) and returns the same rows, in the same order, with 14 columns added:
 
     TX_DURING_WEEKEND                     int    1 if TX_DATETIME's weekday is Saturday or Sunday
     TX_DURING_NIGHT                       int    1 if TX_DATETIME's hour <= 6
@@ -33,6 +37,7 @@ import pandas as pd
 WINDOWS_DAYS = (1, 7, 30)
 DELAY_DAYS = 7
 DAY = np.timedelta64(1, "D")
+NIGHT_END_HOUR = 7  # night: hours 0 to 6
 
 CUSTOMER_FEATURES = [
     f"CUSTOMER_ID_{kind}_{n}DAY_WINDOW" for n in WINDOWS_DAYS for kind in ("NB_TX", "AVG_AMOUNT")
@@ -49,22 +54,85 @@ def transform_features(transactions: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"transform_features needs columns {missing}")
     result = transactions.copy()
     when = pd.to_datetime(result["TX_DATETIME"])
-    result["TX_DURING_WEEKEND"] = (when.dt.weekday >= 5).astype(np.int64)
-    result["TX_DURING_NIGHT"] = (when.dt.hour <= 6).astype(np.int64)
-
-    # Exact integer instants: comparisons below never round.
+    # Exact integer instants: comparisons below never round. The calendar flags read the local wall clock.
     instants = when.dt.tz_convert("UTC").dt.tz_localize(None) if when.dt.tz is not None else when
+    wall_clock = when.dt.tz_localize(None) if when.dt.tz is not None else when
     t = instants.to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    tx_id = result["TRANSACTION_ID"].to_numpy()
-    amount = result["TX_AMOUNT"].to_numpy(dtype=np.float64)
-    fraud = result["TX_FRAUD"].to_numpy(dtype=np.float64)
     day_ns = int(DAY / np.timedelta64(1, "ns"))
-
-    for name, values in _customer_windows(result["CUSTOMER_ID"].to_numpy(), t, tx_id, amount, day_ns).items():
-        result[name] = values
-    for name, values in _terminal_windows(result["TERMINAL_ID"].to_numpy(), t, fraud, day_ns).items():
+    spending = customer_spending(
+        result["CUSTOMER_ID"].to_numpy(),
+        t,
+        result["TRANSACTION_ID"].to_numpy(),
+        result["TX_AMOUNT"].to_numpy(dtype=np.float64),
+        day_ns,
+    )
+    risk = terminal_risk(
+        result["TERMINAL_ID"].to_numpy(), t, result["TX_FRAUD"].to_numpy(dtype=np.float64), day_ns
+    )
+    flags = calendar_flags(wall_clock.to_numpy(dtype="datetime64[ns]").astype(np.int64), day_ns)
+    for name, values in {**flags, **spending, **risk}.items():
         result[name] = values
     return result
+
+
+def calendar_flags(wall_clock: np.ndarray, day: int) -> dict[str, np.ndarray]:
+    """TX_DURING_WEEKEND and TX_DURING_NIGHT of each transaction.
+
+    `wall_clock`: the time since 1970-01-01 00:00 on the clock of the transaction's zone, `day`: one day in its unit.
+    """
+    days = np.floor_divide(wall_clock, day)
+    # 1970-01-01 was a Thursday (weekday 3, Monday = 0).
+    return {
+        "TX_DURING_WEEKEND": (np.mod(days + 3, 7) >= 5).astype(np.int64),
+        "TX_DURING_NIGHT": (wall_clock - days * day < day // 24 * NIGHT_END_HOUR).astype(np.int64),
+    }
+
+
+def customer_spending(
+    customer: np.ndarray, t: np.ndarray, tie: np.ndarray, amount: np.ndarray, day: int
+) -> dict[str, np.ndarray]:
+    """CUSTOMER_ID_NB_TX/AVG_AMOUNT_{n}DAY_WINDOW of each transaction, in input order.
+
+    `t`: instants in any unit, `day`: one day in that unit; `tie` orders a card's transactions at one instant.
+    """
+    groups = _Groups(customer, t, tie, [n * day for n in WINDOWS_DAYS])
+    position = np.arange(len(t))
+    sorted_amount = amount[groups.order]
+    # Amounts in whole cents (the simulator's, and money in general) are summed exactly as integers, so an
+    # average does not depend on where the data starts; otherwise a running float sum restarted per customer.
+    cents = np.rint(sorted_amount * 100)
+    exact = bool(np.all(np.abs(cents - sorted_amount * 100) < 1e-6)) and bool(
+        np.all(np.abs(cents) < 2**53 / 1e4)
+    )
+    values, scale = (cents.astype(np.int64), 100.0) if exact else (sorted_amount, 1.0)
+    first_of_group = np.searchsorted(groups.group, groups.group, side="left")
+    running = _running_sums(values, groups.group, first_of_group)
+    out: dict[str, np.ndarray] = {}
+    for n in WINDOWS_DAYS:
+        start = groups.first_after(n * day)
+        count = position - start + 1
+        before = np.where(start > first_of_group, running[np.maximum(start - 1, 0)], 0)
+        out[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = groups.unsort(count.astype(np.int64))
+        out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = groups.unsort((running - before) / (count * scale))
+    return out
+
+
+def terminal_risk(terminal: np.ndarray, t: np.ndarray, fraud: np.ndarray, day: int) -> dict[str, np.ndarray]:
+    """TERMINAL_ID_NB_TX/RISK_{n}DAY_WINDOW of each transaction, in input order (`t`, `day`: as above)."""
+    bounds = [DELAY_DAYS * day, *((DELAY_DAYS + n) * day for n in WINDOWS_DAYS)]
+    # Ties need no tie-breaker here: both window ends are delayed, so rows at t itself never count.
+    groups = _Groups(terminal, t, np.zeros(len(t), dtype=np.int64), bounds)
+    frauds_before = np.concatenate([[0.0], np.cumsum(fraud[groups.order])])
+    delayed_end = groups.first_after(DELAY_DAYS * day)  # rows with time <= t - 7 days end here
+    out: dict[str, np.ndarray] = {}
+    for n in WINDOWS_DAYS:
+        start = groups.first_after((DELAY_DAYS + n) * day)
+        count = delayed_end - start
+        nb_fraud = frauds_before[delayed_end] - frauds_before[start]
+        risk = np.divide(nb_fraud, count, out=np.zeros(len(count)), where=count > 0)
+        out[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = groups.unsort(count.astype(np.int64))
+        out[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = groups.unsort(risk)
+    return out
 
 
 class _Groups:
@@ -74,7 +142,7 @@ class _Groups:
     `time > t - b` is then searched among the small exact integer keys `group * span + r(time)`.
     """
 
-    def __init__(self, keys: np.ndarray, t: np.ndarray, tie: np.ndarray, bounds_ns: list[int]) -> None:
+    def __init__(self, keys: np.ndarray, t: np.ndarray, tie: np.ndarray, bounds: list[int]) -> None:
         group, _ = pd.factorize(keys, sort=True)
         self.order = np.lexsort((tie, t, group))
         self.group = group[self.order].astype(np.int64)
@@ -85,12 +153,12 @@ class _Groups:
         self.keys = self.group * self.span + np.searchsorted(instants, t, side="right")[self.order]
         self.limits = {
             b: self.group * self.span + np.searchsorted(instants, t - b, side="right")[self.order]
-            for b in bounds_ns
+            for b in bounds
         }
 
-    def first_after(self, bound_ns: int) -> np.ndarray:
+    def first_after(self, bound: int) -> np.ndarray:
         """For each sorted row i: the first sorted row of its group with time > t_i - bound."""
-        return np.searchsorted(self.keys, self.limits[bound_ns], side="right")
+        return np.searchsorted(self.keys, self.limits[bound], side="right")
 
     def unsort(self, values: np.ndarray) -> np.ndarray:
         out = np.empty_like(values)
@@ -98,45 +166,11 @@ class _Groups:
         return out
 
 
-def _customer_windows(
-    customer: np.ndarray, t: np.ndarray, tx_id: np.ndarray, amount: np.ndarray, day_ns: int
-) -> dict[str, np.ndarray]:
-    groups = _Groups(customer, t, tx_id, [n * day_ns for n in WINDOWS_DAYS])
-    position = np.arange(len(t))
-    sorted_amount = amount[groups.order]
-    # Amounts in whole cents (the simulator's, and money in general) are summed exactly as integers, so an
-    # average does not depend on where the data starts; otherwise a running float sum restarted per customer.
-    cents = np.rint(sorted_amount * 100)
-    exact = bool(np.all(np.abs(cents - sorted_amount * 100) < 1e-6)) and bool(
-        np.all(np.abs(cents) < 2**53 / 1e4)
-    )
-    values, scale = (cents.astype(np.int64), 100.0) if exact else (sorted_amount, 1.0)
-    running = pd.Series(values).groupby(groups.group).cumsum().to_numpy()
-    first_of_group = np.searchsorted(groups.group, groups.group, side="left")
-    out: dict[str, np.ndarray] = {}
-    for n in WINDOWS_DAYS:
-        start = groups.first_after(n * day_ns)
-        count = position - start + 1
-        before = np.where(start > first_of_group, running[np.maximum(start - 1, 0)], 0)
-        out[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = groups.unsort(count.astype(np.int64))
-        out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = groups.unsort((running - before) / (count * scale))
-    return out
-
-
-def _terminal_windows(
-    terminal: np.ndarray, t: np.ndarray, fraud: np.ndarray, day_ns: int
-) -> dict[str, np.ndarray]:
-    bounds = [DELAY_DAYS * day_ns, *((DELAY_DAYS + n) * day_ns for n in WINDOWS_DAYS)]
-    # Ties need no tie-breaker here: both window ends are delayed, so rows at t itself never count.
-    groups = _Groups(terminal, t, np.zeros(len(t), dtype=np.int64), bounds)
-    frauds_before = np.concatenate([[0.0], np.cumsum(fraud[groups.order])])
-    delayed_end = groups.first_after(DELAY_DAYS * day_ns)  # rows with time <= t - 7 days end here
-    out: dict[str, np.ndarray] = {}
-    for n in WINDOWS_DAYS:
-        start = groups.first_after((DELAY_DAYS + n) * day_ns)
-        count = delayed_end - start
-        nb_fraud = frauds_before[delayed_end] - frauds_before[start]
-        risk = np.divide(nb_fraud, count, out=np.zeros(len(count)), where=count > 0)
-        out[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = groups.unsort(count.astype(np.int64))
-        out[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = groups.unsort(risk)
-    return out
+def _running_sums(values: np.ndarray, group: np.ndarray, first_of_group: np.ndarray) -> np.ndarray:
+    """Cumulative sums restarted at each group (rows sorted by group)."""
+    if values.dtype.kind == "i":
+        # Integers sum exactly, so one cumulative sum less each group's start is the same, and much faster on
+        # the many small groups the Pathway pipelines pass (one card's history at a time).
+        total = np.cumsum(values)
+        return total - (total - values)[first_of_group]
+    return pd.Series(values).groupby(group).cumsum().to_numpy()

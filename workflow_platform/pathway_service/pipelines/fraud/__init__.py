@@ -5,7 +5,8 @@ Request body: `{"transactions": rows | {"rows": [...]} | reference, "customerPro
 "rules": {"velocityCheck": {...}, "geographicAnomaly": {...}, "amountAnomaly": {...}, "timePattern": {...}}}`.
 
 The fields read are in `rows.py` (rules) and `history.py` (features), the rules and the rule score in
-`rules.py`, the window features in `windows.py`, the model in `scoring.py`, the dataflow in `dataflow.py`. A
+`rules.py`, the window features in `windows.py` (the training's, from
+`workflow_platform.fraud.features`), the model in `scoring.py`, the dataflow in `dataflow.py`. A
 rule whose fields a transaction lacks does not fire for it: it is reported as not evaluable, with the reason.
 
 With `model`, each transaction's riskScore is the trained model's fraud probability on its window features

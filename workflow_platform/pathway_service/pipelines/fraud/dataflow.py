@@ -185,7 +185,17 @@ def analysis_of(
 
 
 def build(requests: pw.Table) -> pw.Table:
-    txns = (
+    txns = _transactions(requests)
+    featured = _with_profiles_and_sums(txns, _profiles(requests), _customer_sums(txns))
+    featured = _with_past_hour(featured, txns)
+    featured = _with_model_scores(featured, requests)
+    featured = _with_request_settings(featured, requests)
+    return _answers(requests, _summary(_scored(_judged(featured))))
+
+
+def _transactions(requests: pw.Table) -> pw.Table:
+    """One row per transaction of each request (rows.Transaction's fields)."""
+    return (
         requests.select(row=load_transactions(pw.this.key))
         .flatten(pw.this.row, origin_id="query_id")
         .select(
@@ -199,8 +209,11 @@ def build(requests: pw.Table) -> pw.Table:
             longitude=pw.this.row[6],
         )
     )
-    # One row per customer: the loader keeps each customer's first profile.
-    customer_profiles = (
+
+
+def _profiles(requests: pw.Table) -> pw.Table:
+    """One row per customer: the loader keeps each customer's first profile."""
+    return (
         requests.select(row=load_profiles(pw.this.key))
         .flatten(pw.this.row, origin_id="query_id")
         .select(
@@ -214,7 +227,11 @@ def build(requests: pw.Table) -> pw.Table:
             home_longitude=pw.this.row[6],
         )
     )
-    customer_sums = (
+
+
+def _customer_sums(txns: pw.Table) -> pw.Table:
+    """Per request and customer: the batch's count, sum and sum of squares of amounts (the amount rule's)."""
+    return (
         txns.filter(pw.this.customer.is_not_none() & pw.this.amount.is_not_none())
         .groupby(pw.this.query_id, pw.this.customer)
         .reduce(
@@ -225,9 +242,11 @@ def build(requests: pw.Table) -> pw.Table:
             squares=pw.reducers.sum(pw.unwrap(pw.this.amount) * pw.unwrap(pw.this.amount)),
         )
     )
-    past_hour = _past_hour(txns)
+
+
+def _with_profiles_and_sums(txns: pw.Table, customer_profiles: pw.Table, customer_sums: pw.Table) -> pw.Table:
     same_customer = (pw.left.query_id == pw.right.query_id, pw.left.customer == pw.right.customer)
-    features = (
+    return (
         txns.join_left(customer_profiles, *same_customer, id=pw.left.id)
         .select(
             *pw.left,
@@ -241,30 +260,43 @@ def build(requests: pw.Table) -> pw.Table:
         )
         .join_left(customer_sums, *same_customer, id=pw.left.id)
         .select(*pw.left, transactions=pw.right.transactions, total=pw.right.total, squares=pw.right.squares)
-        .join_left(past_hour, pw.left.id == pw.right.id, id=pw.left.id)
-        .select(*pw.left, in_hour=pw.right.transactions, amount_in_hour=pw.right.amount)
-        .join_left(
-            _model_scores(requests),
-            pw.left.query_id == pw.right.query_id,
-            pw.left.position == pw.right.position,
-            id=pw.left.id,
-        )
-        .select(
-            *pw.left.without("in_hour", "amount_in_hour"),
-            model_score=pw.right.model_score,
-            window_features=pw.right.features,
-            # With the card's history at hand the velocity rule counts it too, else the batch alone.
-            in_hour=pw.coalesce(pw.right.in_hour, pw.left.in_hour),
-            amount_in_hour=pw.coalesce(pw.right.amount_in_hour, pw.left.amount_in_hour),
-        )
-        .join(requests, pw.left.query_id == pw.right.id, id=pw.left.id)
-        .select(
-            *pw.left,
-            rules=pw.right.input["rules"],
-            threshold=pw.right.input["alertThreshold"].as_float(unwrap=True),
-        )
     )
-    judged = features.select(
+
+
+def _with_past_hour(joined: pw.Table, txns: pw.Table) -> pw.Table:
+    """The card's past hour in the batch alone (see `_with_model_scores` for the history's)."""
+    return joined.join_left(_past_hour(txns), pw.left.id == pw.right.id, id=pw.left.id).select(
+        *pw.left, in_hour=pw.right.transactions, amount_in_hour=pw.right.amount
+    )
+
+
+def _with_model_scores(joined: pw.Table, requests: pw.Table) -> pw.Table:
+    return joined.join_left(
+        _model_scores(requests),
+        pw.left.query_id == pw.right.query_id,
+        pw.left.position == pw.right.position,
+        id=pw.left.id,
+    ).select(
+        *pw.left.without("in_hour", "amount_in_hour"),
+        model_score=pw.right.model_score,
+        window_features=pw.right.features,
+        # With the card's history at hand the velocity rule counts it too, else the batch alone.
+        in_hour=pw.coalesce(pw.right.in_hour, pw.left.in_hour),
+        amount_in_hour=pw.coalesce(pw.right.amount_in_hour, pw.left.amount_in_hour),
+    )
+
+
+def _with_request_settings(joined: pw.Table, requests: pw.Table) -> pw.Table:
+    return joined.join(requests, pw.left.query_id == pw.right.id, id=pw.left.id).select(
+        *pw.left,
+        rules=pw.right.input["rules"],
+        threshold=pw.right.input["alertThreshold"].as_float(unwrap=True),
+    )
+
+
+def _judged(features: pw.Table) -> pw.Table:
+    """Each transaction with what the answer needs and every rule's outcome."""
+    return features.select(
         pw.this.query_id,
         pw.this.position,
         pw.this.has_profile,
@@ -304,7 +336,11 @@ def build(requests: pw.Table) -> pw.Table:
         ),
         time_of_day=time_of_day(pw.this.rules["timePattern"], pw.this.seconds),
     )
-    scored = judged.with_columns(fraud_score=_fraud_score(judged)).with_columns(
+
+
+def _scored(judged: pw.Table) -> pw.Table:
+    """The rule score, then each transaction's answer document."""
+    return judged.with_columns(fraud_score=_fraud_score(judged)).with_columns(
         document=transaction_of(
             pw.this.transaction_id,
             pw.this.customer,
@@ -318,7 +354,11 @@ def build(requests: pw.Table) -> pw.Table:
             *(pw.this[column] for column in RULE_COLUMNS.values()),
         )
     )
-    summary = scored.groupby(pw.this.query_id).reduce(
+
+
+def _summary(scored: pw.Table) -> pw.Table:
+    """Per request: the documents in input order, the rules' counts and the deciding scores."""
+    return scored.groupby(pw.this.query_id).reduce(
         pw.this.query_id,
         listing=pw.reducers.sorted_tuple(pw.make_tuple(pw.this.position, pw.this.document)),
         with_profile=pw.reducers.sum(pw.cast(int, pw.this.has_profile)),
@@ -330,6 +370,9 @@ def build(requests: pw.Table) -> pw.Table:
         average_score=pw.reducers.avg(pw.coalesce(pw.this.model_score, pw.this.fraud_score)),
         max_score=pw.reducers.max(pw.coalesce(pw.this.model_score, pw.this.fraud_score)),
     )
+
+
+def _answers(requests: pw.Table, summary: pw.Table) -> pw.Table:
     # A left join answers requests without transactions too; the answer keeps the request's id, which is how
     # the REST connector matches it to the waiting HTTP call.
     return requests.join_left(summary, pw.left.id == pw.right.query_id, id=pw.left.id).select(

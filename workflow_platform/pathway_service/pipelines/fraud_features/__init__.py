@@ -1,7 +1,8 @@
 """fraud-features-pipeline: the handbook's 15 model inputs for every transaction of a table.
 
 Request body: `{"transactions": rows | {"rows": [...]} | reference, "output": "s3://bucket/key.parquet" | "key"}`.
-The fields read are in `fraud/history.py`, the features in `fraud/windows.py`. The answer's `table` holds the
+The fields read are in `fraud/history.py`; the features are computed by `workflow_platform.fraud.features`
+(the training's own code) on each card's and terminal's history (`fraud/windows.py`). The answer's `table` holds the
 rows with the handbook's column names (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_FRAUD and the
 15 features): inline, or with `output`, a reference to the parquet object written there. Either form is a
 tabular input of the next step (the `fraud` plugin's trainModel, another pipeline).
