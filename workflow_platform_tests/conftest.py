@@ -125,12 +125,9 @@ def s3(stack_env: dict[str, str]) -> Minio:
 
 
 def read_json_object(client: Minio, bucket: str, key: str) -> object:
-    response = client.get_object(bucket, key)
-    try:
-        return json.loads(response.read())
-    finally:
-        response.close()
-        response.release_conn()
+    from workflow_platform.resources.s3_client import read_object
+
+    return json.loads(read_object(client, bucket, key)[0])
 
 
 def stream_messages(nats_url: str, stream: str, subject: str) -> list[tuple[int, dict, dict]]:
