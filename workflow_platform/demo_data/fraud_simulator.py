@@ -133,6 +133,8 @@ def terminals_within_radius(
     return result
 
 
+# Over 60 lines, the polar method written twice: kept inline on purpose, a tight draw loop over millions of
+# doubles where a function call per draw would cost more than the draw.
 def _customer_draws(
     rs: np.random.RandomState,
     customer_id: int,
