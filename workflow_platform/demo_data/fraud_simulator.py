@@ -133,8 +133,7 @@ def terminals_within_radius(
     return result
 
 
-# Over 60 lines, the polar method written twice: kept inline on purpose, a tight draw loop over millions of
-# doubles where a function call per draw would cost more than the draw.
+# Long and with the polar method twice on purpose: a tight draw loop, where a call per draw costs more than it.
 def _customer_draws(
     rs: np.random.RandomState,
     customer_id: int,
