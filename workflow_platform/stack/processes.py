@@ -214,7 +214,8 @@ def start_child(
     stop_grace: float = 10.0,
 ) -> subprocess.Popen[bytes]:
     """`spawn` and return once `ready()` holds. ServiceStartError, quoting the log, if it exits or is not
-    ready within `timeout` seconds; it is stopped first (see `stop_child`), so a failed start leaves nothing."""
+    ready within `timeout` seconds; it is stopped first (see `stop_child`), so a failed start leaves nothing.
+    A server the stack records (stack.json) outlives us: `ProcessRef.of(pid)` names it for `stop_process`."""
     process = spawn(argv, log_path=log_path, env=env, cwd=cwd, own_session=own_session)
     try:
         wait_until(ready, service=service, log_path=log_path, timeout=timeout, process=process)
@@ -222,20 +223,6 @@ def start_child(
         stop_child(process, stop_grace)
         raise
     return process
-
-
-def start_detached(
-    service: str,
-    argv: Sequence[str],
-    *,
-    log_path: Path,
-    ready: Callable[[], bool],
-    timeout: float,
-    env: Mapping[str, str] | None = None,
-) -> ProcessRef:
-    """A server that outlives us (the stack records it in stack.json; `stop_process` stops it), once ready."""
-    process = start_child(service, argv, log_path=log_path, ready=ready, timeout=timeout, env=env)
-    return ProcessRef.of(process.pid)
 
 
 def stop_child(process: subprocess.Popen[bytes], grace: float = 10.0) -> int:
