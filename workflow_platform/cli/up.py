@@ -137,7 +137,7 @@ def dagster_processes(options: UpOptions, log_dir: Path, access: AccessPolicy) -
     try:
         for name in commands:
             start(name)
-            if name == "code-server":  # it listens once it has loaded the code location (or recorded why not)
+            if name == "code-server":  # the webserver and daemon load the location from it when they start
                 listening = functools.partial(port_open, code_port, LOOPBACK)
                 _wait_for(name, processes, log_dir, listening, timeout=180.0)
         server_info = f"http://{options.host}:{options.dagster_port}/server_info"
@@ -178,6 +178,7 @@ def _wait_for(
     ready: Callable[[], bool],
     timeout: float,
 ) -> None:
+    """Until `ready()`: the code server listens once it has loaded the code location (or recorded why not)."""
     service = f"the Dagster {name.replace('-', ' ')}"
     wait_until(
         ready, service=service, log_path=log_dir / f"{name}.log", timeout=timeout, process=processes[name]
