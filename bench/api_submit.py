@@ -39,8 +39,9 @@ from pathlib import Path
 
 import requests
 
-from workflow_platform.cli.up import free_port, start_platform_process
+from workflow_platform.cli.up import start_platform_process
 from workflow_platform.settings import wfp_home
+from workflow_platform.stack.processes import free_ports
 
 WORKFLOW = {
     "name": "bench-api-submit",
@@ -104,9 +105,9 @@ def platform_up(launcher: str) -> Iterator[str]:
         return
     wfp_home().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=wfp_home()) as home:
-        port = free_port("127.0.0.1")
+        port, dagster_port = free_ports(2)
         env = {k: v for k, v in os.environ.items() if not k.startswith("WFP_") and k != "DAGSTER_HOME"}
-        process = start_platform_process(Path(home), port, free_port("127.0.0.1"), env, launcher=launcher)
+        process = start_platform_process(Path(home), port, dagster_port, env, launcher=launcher)
         try:
             yield f"http://127.0.0.1:{port}"
         finally:

@@ -46,8 +46,9 @@ import psutil
 import psycopg2
 import requests
 
-from workflow_platform.cli.up import free_port, start_platform_process
+from workflow_platform.cli.up import start_platform_process
 from workflow_platform.resources.s3_client import s3_client
+from workflow_platform.stack.processes import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATOR, VIEWER = secrets.token_hex(24), secrets.token_hex(24)
@@ -93,7 +94,7 @@ class Platform:
 
     def up(self) -> float:
         began = time.monotonic()
-        port, dagster_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+        port, dagster_port = free_ports(2)
         self.process = start_platform_process(self.home, port, dagster_port, self.env)
         self.api, self.ui = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{dagster_port}"
         return time.monotonic() - began

@@ -125,12 +125,9 @@ def s3(stack_env: dict[str, str]) -> Minio:
 
 
 def read_json_object(client: Minio, bucket: str, key: str) -> object:
-    response = client.get_object(bucket, key)
-    try:
-        return json.loads(response.read())
-    finally:
-        response.close()
-        response.release_conn()
+    from workflow_platform.resources.s3_client import read_object
+
+    return json.loads(read_object(client, bucket, key)[0])
 
 
 def stream_messages(nats_url: str, stream: str, subject: str) -> list[tuple[int, dict, dict]]:
@@ -160,9 +157,10 @@ def stream_messages(nats_url: str, stream: str, subject: str) -> list[tuple[int,
 def running_platform(home: Path, launcher: str = "warm", env: dict[str, str] | None = None) -> Iterator[dict]:
     """`wfp up` on the session's services with WFP_HOME=home, stopped with Ctrl-C (SIGINT) afterwards: it must
     exit 0 having said it stopped, and its API must be gone."""
-    from workflow_platform.cli.up import free_port, start_platform_process
+    from workflow_platform.cli.up import start_platform_process
+    from workflow_platform.stack.processes import free_ports
 
-    port, dagster_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    port, dagster_port = free_ports(2)
     environment = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"} | (env or {})
     try:
         process = start_platform_process(home, port, dagster_port, environment, launcher=launcher)

@@ -218,12 +218,12 @@ def test_lineage_page_shows_the_asset_graph(stack_env, tmp_path):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    from workflow_platform.cli.up import free_port
+    from workflow_platform.stack.processes import free_ports
 
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    port = free_port("127.0.0.1")
+    (port,) = free_ports()
     webserver = subprocess.Popen(
         [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml"]
         + ["-h", "127.0.0.1", "-p", str(port)],

@@ -22,7 +22,7 @@ import pytest
 import requests
 import yaml
 
-from workflow_platform.cli.up import free_port
+from workflow_platform.stack.processes import free_ports
 
 ROOT = Path(__file__).parent.parent
 TOKEN = "operator-token-for-the-compose-test"
@@ -50,7 +50,7 @@ def _answers(url: str, headers: dict[str, str] | None = None) -> bool:
 @contextmanager
 def compose_processes(stack_env: dict[str, str], s3, tmp_path: Path) -> Iterator[dict]:
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    ports = {name: free_port("127.0.0.1") for name in ("code-server", "webserver", "api")}
+    ports = dict(zip(("code-server", "webserver", "api"), free_ports(3), strict=True))
     compose_ports = {"code-server": "4000", "webserver": "3001", "api": "3000"}
     workspace = tmp_path / "workspace.yaml"
     grpc = {"host": "127.0.0.1", "port": ports["code-server"], "location_name": "workflows"}

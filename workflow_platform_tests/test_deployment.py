@@ -264,13 +264,13 @@ def test_images_leave_out_what_their_entry_points_never_import():
 
 def test_wfp_api_serves_the_api_on_the_production_instance(stack_env, s3, tmp_path):
     """docker-compose's `api` service: `wfp api` with deploy/dagster.yaml reaches every service and the instance."""
-    from workflow_platform.cli.up import free_port
+    from workflow_platform.stack.processes import free_ports
 
     bucket = "dagster-api-check"
     if not s3.bucket_exists(bucket):
         s3.make_bucket(bucket)
     shutil.copy(ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
-    port = free_port("127.0.0.1")
+    (port,) = free_ports()
     env = os.environ | {
         "DAGSTER_HOME": str(tmp_path),
         "DAGSTER_PG_URL": stack_env["WFP_PG_ADMIN_DSN"].replace("postgresql://", "postgresql+psycopg2://"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from workflow_platform.cli.up import free_port
+from workflow_platform.stack.processes import free_ports
 from workflow_platform_tests.conftest import graphql, require_tool, ui_jobs
 
 ROOT = Path(__file__).parent.parent
@@ -32,7 +32,7 @@ mutation($name: String!) {
 
 @contextlib.contextmanager
 def webserver(workflows: Path, home: Path):
-    port = free_port("127.0.0.1")
+    (port,) = free_ports()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WFP_")}
     env |= {"WORKFLOWS_DIR": str(workflows), "DAGSTER_HOME": str(home)}
     home.mkdir(exist_ok=True)

@@ -19,7 +19,8 @@ import pytest
 import requests
 
 from workflow_platform.pathway_service.pipelines.sample import sample_records
-from workflow_platform.stack.pathway_launcher import start_pathway_service, stop_pathway_service
+from workflow_platform.stack.pathway_launcher import start_pathway_service
+from workflow_platform.stack.processes import free_ports, stop_child
 
 # A result rounded to 2 decimals is within half a cent of the exact value (plus float noise).
 ROUNDING = 0.005 + 1e-9
@@ -32,21 +33,15 @@ PIPELINES = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a service started for this module, stopped (and checked to stop cleanly) at the end."""
-    port = free_port()
+    (port,) = free_ports()
     process = start_pathway_service("127.0.0.1", port, tmp_path_factory.mktemp("pathway") / "service.log")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        assert stop_pathway_service(process) == 0
+        assert stop_child(process) == 0
 
 
 def run_sample(service: str, body: Any) -> requests.Response:
@@ -241,12 +236,12 @@ def test_wrong_method_is_a_405(service: str) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stops_cleanly_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
     log_path = tmp_path / "service.log"
-    process = start_pathway_service("127.0.0.1", free_port(), log_path)
+    process = start_pathway_service("127.0.0.1", free_ports()[0], log_path)
     try:
         process.send_signal(signum)
         assert process.wait(timeout=30) == 0
     finally:
-        stop_pathway_service(process)
+        stop_child(process)
     log = log_path.read_text()
     assert f"received {signum.name}, stopping" in log
     assert "Traceback" not in log

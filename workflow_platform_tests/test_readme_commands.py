@@ -8,12 +8,13 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import requests
+
+from workflow_platform.stack.processes import ports_free
 
 ROOT = Path(__file__).parent.parent
 SECTION = "With Dagster's own tools:"
@@ -34,17 +35,6 @@ def port_of(dev_command: str) -> int:
     return int(found.group(1))
 
 
-def port_is_free(port: int) -> bool:
-    """Nothing listens on it (a server could bind it: connections in TIME_WAIT do not count)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def test_the_readme_dagster_commands_work_as_written(tmp_path):
     commands = readme_commands()
     assert commands[0].startswith(".venv/bin/wfp stack up"), commands
@@ -54,7 +44,7 @@ def test_the_readme_dagster_commands_work_as_written(tmp_path):
     [dev] = [c for c in commands if "dagster dev" in c]
     assert commands[-1] == dev, "dagster dev runs until stopped: the test expects it last"
     port = port_of(dev)
-    assert port_is_free(port), (
+    assert ports_free([port]), (
         f"port {port} (the README's `dagster dev -p {port}`) is taken on this machine: free it and run again"
     )
     # A fresh environment as a user's shell has it: nothing of the test session's stack or Dagster instance.
@@ -122,4 +112,4 @@ def test_the_readme_dagster_commands_work_as_written(tmp_path):
                 ["bash", "-c", stack_down], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
             )
     assert down.returncode == 0, down.stderr
-    assert port_is_free(port), f"dagster dev still holds port {port} after it was stopped"
+    assert ports_free([port]), f"dagster dev still holds port {port} after it was stopped"

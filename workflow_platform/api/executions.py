@@ -16,17 +16,9 @@ from dagster import DagsterEventType, DagsterRunStatus, EventLogEntry, RunsFilte
 from workflow_platform.api.catalog import CATALOG
 from workflow_platform.instance.notifications import RUN_ENDS, Notifications
 from workflow_platform.orchestration.job import WORKFLOW_TAG, dagster_name
+from workflow_platform.orchestration.step_status import STEP_EVENTS, StepStatus, apply_step_event
 
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
-STEP_EVENTS = {
-    DagsterEventType.STEP_START,
-    DagsterEventType.STEP_RESTARTED,
-    DagsterEventType.STEP_SUCCESS,
-    DagsterEventType.STEP_FAILURE,
-    DagsterEventType.STEP_UP_FOR_RETRY,
-    DagsterEventType.STEP_OUTPUT,
-    DagsterEventType.STEP_SKIPPED,
-}
 
 
 class EventLogCache:
@@ -136,7 +128,8 @@ def describe_run(instance: dg.DagsterInstance, record: Any, with_events: bool = 
     if not with_events:
         return summary
     step_ids = step_ids_for(workflow)
-    steps: dict[str, dict[str, Any]] = {}
+    steps: dict[str, StepStatus] = {}
+    results: dict[str, Any] = {}
     events = []
     for entry in EVENTS.entries(instance, run.run_id):
         event = entry.dagster_event
@@ -151,22 +144,37 @@ def describe_run(instance: dg.DagsterInstance, record: Any, with_events: bool = 
         )
         if event is None or step_key is None or event.event_type not in STEP_EVENTS:
             continue
-        step = steps.setdefault(
-            step_ids.get(step_key, step_key),
-            {
-                "status": "pending",
-                "attempts": 0,
-                "startedAt": None,
-                "endedAt": None,
-                "durationMs": None,
-                "result": None,
-                "error": None,
-            },
-        )
-        _apply(step, event, entry.timestamp)
+        step_id = step_ids.get(step_key, step_key)
+        apply_step_event(steps.setdefault(step_id, StepStatus()), event, entry.timestamp)
+        if event.event_type == DagsterEventType.STEP_OUTPUT:
+            results[step_id] = _result(event.event_specific_data.metadata, results.get(step_id))
+    shown = {step_id: _step(step, results.get(step_id)) for step_id, step in steps.items()}
     for step_id in step_ids.values():
-        steps.setdefault(step_id, {"status": "skipped" if run.is_finished else "pending", "attempts": 0})
-    return {**summary, "steps": steps, "events": events}
+        shown.setdefault(step_id, {"status": "skipped" if run.is_finished else "pending", "attempts": 0})
+    return {**summary, "steps": shown, "events": events}
+
+
+def _step(step: StepStatus, result: Any) -> dict[str, Any]:
+    return {
+        "status": step.status,
+        "attempts": step.attempts,
+        "startedAt": _iso(step.started_at),
+        "endedAt": _iso(step.ended_at),
+        "durationMs": step.duration_ms,
+        "result": result,
+        "error": step.error,
+    }
+
+
+def _result(metadata: dict[str, Any], previous: Any) -> Any:
+    """A step's result as its output's metadata shows it (the previous output's if this one shows none)."""
+    if "result" in metadata:
+        return metadata["result"].value
+    if "result_outline" in metadata:  # a long result with its long strings cut (orchestration/job.py)
+        return {"preview": json.dumps(metadata["result_outline"].value)}
+    if "result_preview" in metadata:
+        return {"preview": metadata["result_preview"].value}
+    return previous
 
 
 def _message(entry: EventLogEntry) -> str:
@@ -179,37 +187,6 @@ def _message(entry: EventLogEntry) -> str:
         if error is not None:
             message = f"{message} {error.message.strip()}"
     return message
-
-
-def _apply(step: dict[str, Any], event: Any, timestamp: float) -> None:
-    kind = event.event_type
-    if kind in (DagsterEventType.STEP_START, DagsterEventType.STEP_RESTARTED):
-        step["attempts"] += 1
-        step["status"] = "running"
-        step["startedAt"] = step["startedAt"] or _iso(timestamp)
-    elif kind == DagsterEventType.STEP_OUTPUT:
-        metadata = event.event_specific_data.metadata
-        if "result" in metadata:
-            step["result"] = metadata["result"].value
-        elif "result_outline" in metadata:  # a long result with its long strings cut (orchestration/job.py)
-            step["result"] = {"preview": json.dumps(metadata["result_outline"].value)}
-        elif "result_preview" in metadata:
-            step["result"] = {"preview": metadata["result_preview"].value}
-    elif kind == DagsterEventType.STEP_SUCCESS:
-        step["status"] = "succeeded"
-        step["endedAt"] = _iso(timestamp)
-        step["durationMs"] = round(event.event_specific_data.duration_ms, 1)
-    elif kind == DagsterEventType.STEP_UP_FOR_RETRY:
-        data = event.event_specific_data
-        step["error"] = data.error.message.strip() if data.error else None
-    elif kind == DagsterEventType.STEP_FAILURE:
-        data = event.event_specific_data
-        description = data.user_failure_data.description if data.user_failure_data else None
-        step["status"] = "failed"
-        step["endedAt"] = _iso(timestamp)
-        step["error"] = (description or (data.error.message if data.error else "failed")).strip()
-    elif kind == DagsterEventType.STEP_SKIPPED:
-        step["status"] = "skipped"
 
 
 def _iso(timestamp: Any) -> str | None:

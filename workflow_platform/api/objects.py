@@ -24,7 +24,7 @@ MAX_OBJECT_BYTES = 256 * 1024 * 1024
 def _read(bucket: str, key: str) -> tuple[bytes, str]:
     from minio.error import S3Error
 
-    from workflow_platform.resources.s3_client import settings_client
+    from workflow_platform.resources.s3_client import read_object, settings_client
     from workflow_platform.settings import ServiceSettings
 
     client = settings_client(ServiceSettings(), retries=1)
@@ -34,12 +34,8 @@ def _read(bucket: str, key: str) -> tuple[bytes, str]:
             raise ApiError(
                 413, "too_large", f"s3://{bucket}/{key} has {stat.size} bytes; the API serves up to 256 MiB"
             )
-        response = client.get_object(bucket, key)
-        try:
-            return response.read(), stat.content_type or "application/octet-stream"
-        finally:
-            response.close()
-            response.release_conn()
+        body, _ = read_object(client, bucket, key)
+        return body, stat.content_type or "application/octet-stream"
     except ValueError:  # the SDK refuses a name S3 cannot have
         raise ApiError(404, "not_found", f"no object s3://{bucket}/{key}") from None
     except S3Error as error:

@@ -25,6 +25,7 @@ from workflow_platform.language.spec import WorkflowSpec, dagster_name
 from workflow_platform.orchestration.catalog import workflow_files, workflows_dirs
 from workflow_platform.orchestration.job import build_job, params_run_config
 from workflow_platform.orchestration.partitions import partition_params
+from workflow_platform.orchestration.step_status import StepStatus, apply_step_event
 from workflow_platform.settings import admin_dsn, endpoints_configured, wfp_home
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -163,7 +164,7 @@ def execute(
     job = build_job(spec, source)
     run_id = str(uuid.uuid4())
     step_ids = {dagster_name(s.id): s.id for s in spec.steps}
-    report = RunReport(run_id, "STARTED", {s.id: StepReport() for s in spec.steps})
+    progress = {s.id: StepStatus() for s in spec.steps}
     params, partition = partition_params(spec, params)
     if partition is not None:
         tags = {**partition_tags(job.name), **(tags or {})}
@@ -190,7 +191,7 @@ def execute(
             alive = worker.is_alive()
             records = instance.all_logs(run_id)
             for record in records[cursor:]:
-                _apply_event(record, step_ids, report, on_event)
+                _follow(record, step_ids, progress, on_event)
             cursor = len(records)
             if not alive:
                 break
@@ -198,11 +199,8 @@ def execute(
         if "error" in outcome:
             raise outcome["error"]
         result = outcome["result"]
-        for step in spec.steps:
-            if report.steps[step.id].status == "succeeded":
-                report.steps[step.id].result = result.output_for_node(dagster_name(step.id))
-        report.status = "SUCCESS" if result.success else "FAILURE"
-    return report
+        steps = {s.id: _step_report(progress[s.id], result, dagster_name(s.id)) for s in spec.steps}
+        return RunReport(run_id, "SUCCESS" if result.success else "FAILURE", steps)
 
 
 def partition_tags(job_name: str) -> dict[str, str]:
@@ -233,31 +231,43 @@ def workspace_location_name() -> str:
     return DEFAULT_LOCATION_NAME
 
 
-def _apply_event(record: Any, step_ids: Mapping[str, str], report: RunReport, on_event: Callable) -> None:
+# What `on_event` hears of, by the event that says it.
+_PROGRESS = {
+    DagsterEventType.STEP_START: "start",
+    DagsterEventType.STEP_RESTARTED: "start",
+    DagsterEventType.STEP_SUCCESS: "success",
+    DagsterEventType.STEP_UP_FOR_RETRY: "retry",
+    DagsterEventType.STEP_FAILURE: "failure",
+}
+
+
+def _follow(
+    record: Any, step_ids: Mapping[str, str], progress: dict[str, StepStatus], on_event: Callable
+) -> None:
+    """Apply a step's event to its status, and tell `on_event` of a start, success, retry or failure."""
     event = record.dagster_event
     if event is None or event.step_key not in step_ids:
         return
     step_id = step_ids[event.step_key]
-    step = report.steps[step_id]
-    kind = event.event_type
-    if kind == DagsterEventType.STEP_START or kind == DagsterEventType.STEP_RESTARTED:
-        step.attempts += 1
-        step.status = "running"
-        on_event(step_id, "start", f"attempt {step.attempts}" if step.attempts > 1 else "")
-    elif kind == DagsterEventType.STEP_SUCCESS:
-        step.status = "succeeded"
-        step.duration_ms = round(event.event_specific_data.duration_ms, 1)
-        on_event(step_id, "success", f"{step.duration_ms:.0f} ms")
-    elif kind == DagsterEventType.STEP_UP_FOR_RETRY:
-        data = event.event_specific_data
-        step.error = data.error.message.strip() if data.error else None
-        on_event(step_id, "retry", f"{step.error} — retrying in {data.seconds_to_wait or 0:g} s")
-    elif kind == DagsterEventType.STEP_FAILURE:
-        data = event.event_specific_data
-        step.status = "failed"
-        description = data.user_failure_data.description if data.user_failure_data else None
-        step.error = (description or (data.error.message if data.error else "failed")).strip()
-        on_event(step_id, "failure", step.error)
+    step = progress[step_id]
+    apply_step_event(step, event, record.timestamp)
+    kind = _PROGRESS.get(event.event_type)
+    if kind == "start":
+        on_event(step_id, kind, f"attempt {step.attempts}" if step.attempts > 1 else "")
+    elif kind == "success":
+        on_event(step_id, kind, f"{step.duration_ms:.0f} ms")
+    elif kind == "retry":
+        wait_s = event.event_specific_data.seconds_to_wait or 0
+        on_event(step_id, kind, f"{step.error} — retrying in {wait_s:g} s")
+    elif kind == "failure":
+        on_event(step_id, kind, step.error)
+
+
+def _step_report(step: StepStatus, result: Any, node: str) -> StepReport:
+    """A step as the run ended; one that never started is skipped (an upstream step failed)."""
+    status = "skipped" if step.status == "pending" else step.status
+    value = result.output_for_node(node) if status == "succeeded" else None
+    return StepReport(status, step.attempts, step.duration_ms, value, step.error)
 
 
 def download_outputs(spec: WorkflowSpec, report: RunReport, outputs_dir: Path) -> list[str]:

@@ -9,13 +9,12 @@ each start importing the whole code location again. Ctrl-C stops everything this
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,17 @@ from workflow_platform.cli.runner import services
 from workflow_platform.instance.database import instance_environment, pool_storage_connections
 from workflow_platform.resources.outbound import OutboundPolicy
 from workflow_platform.settings import admin_dsn, wfp_home
+from workflow_platform.stack.processes import (
+    LOOPBACK,
+    free_ports,
+    http_ok,
+    port_open,
+    rotate_log,
+    spawn,
+    start_child,
+    stop_child,
+    wait_until,
+)
 
 # How long a gRPC call to the code server may take, starting a run included (the run worker is a new Python
 # process that imports the code location). Dagster's 60 s default fails runs that are merely slow to start on a
@@ -106,88 +116,80 @@ def code_location(workspace_file: Path) -> CodeLocation:
     raise RuntimeError(f"{workspace_file} declares no python_module code location")
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def dagster_processes(options: UpOptions, log_dir: Path, access: AccessPolicy) -> Iterator[LocationOrigins]:
     """The code server, then the Dagster webserver and daemon, each in its own process group, stopped on exit.
     Yields where the code location is, for the runs the API creates."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    bin_dir = Path(sys.executable).parent
     location = code_location(options.project_dir / "workspace.yaml")
-    code_host, code_port = "127.0.0.1", free_port("127.0.0.1")
+    (code_port,) = free_ports()
     # The code server wfp up runs (the project's workspace.yaml names the module; this one, its address).
     workspace = log_dir.parent / "workspace.yaml"
-    grpc_server = {"host": code_host, "port": code_port, "location_name": location.name}
+    grpc_server = {"host": LOOPBACK, "port": code_port, "location_name": location.name}
     workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": grpc_server}]}))
-    commands = {
-        "code-server": [
-            str(bin_dir / "dagster"),
-            "code-server",
-            "start",
-            "-m",
-            location.module,
-            "-d",
-            str(location.working_directory),
-            "--location-name",
-            location.name,
-            "-h",
-            code_host,
-            "-p",
-            str(code_port),
-        ],
-        "webserver": [
-            str(bin_dir / "wfp"),
-            "webserver",
-            "-h",
-            options.host,
-            "-p",
-            str(options.dagster_port),
-            "-w",
-            str(workspace),
-        ],
-        "daemon": (
-            [str(bin_dir / "wfp"), "daemon", "-w", str(workspace)]
-            if options.launcher == "warm"
-            else [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)]
-        ),
-    }
+    commands = _dagster_commands(options, location, code_port, workspace)
     processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(name: str) -> None:
-        with open(log_dir / f"{name}.log", "ab") as log:
-            processes[name] = subprocess.Popen(
-                commands[name],
-                cwd=options.project_dir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        processes[name] = spawn(commands[name], log_path=log_dir / f"{name}.log", cwd=options.project_dir)
 
     stopping = threading.Event()
     try:
         for name in commands:
             start(name)
             if name == "code-server":  # the webserver and daemon load the location from it when they start
-                _wait_code_server(code_host, code_port, processes[name], log_dir / f"{name}.log")
-        _wait_webserver(
-            f"http://{options.host}:{options.dagster_port}",
-            processes["webserver"],
-            log_dir / "webserver.log",
-            access.operator_headers(),
-        )
+                listening = functools.partial(port_open, code_port, LOOPBACK)
+                _wait_for(name, processes, log_dir, listening, timeout=180.0)
+        server_info = f"http://{options.host}:{options.dagster_port}/server_info"
+        answering = functools.partial(_answers, server_info, access.operator_headers())
+        _wait_for("webserver", processes, log_dir, answering, timeout=120.0)
         threading.Thread(target=_restart_dead, args=(processes, start, stopping), daemon=True).start()
         yield LocationOrigins(
-            location.name, code_host, code_port, location.module, str(location.working_directory)
+            location.name, LOOPBACK, code_port, location.module, str(location.working_directory)
         )
     finally:
         stopping.set()
         for process in reversed(processes.values()):
-            _stop(process)
+            stop_child(process, STOP_TIMEOUT_S)
+
+
+def _dagster_commands(
+    options: UpOptions, location: CodeLocation, code_port: int, workspace: Path
+) -> dict[str, list[str]]:
+    """The code server's, webserver's and daemon's command lines, in the order they start."""
+    bin_dir = Path(sys.executable).parent
+    code_server = [str(bin_dir / "dagster"), "code-server", "start", "-m", location.module]
+    code_server += ["-d", str(location.working_directory), "--location-name", location.name]
+    code_server += ["-h", LOOPBACK, "-p", str(code_port)]
+    webserver = [str(bin_dir / "wfp"), "webserver", "-h", options.host, "-p", str(options.dagster_port)]
+    webserver += ["-w", str(workspace)]
+    daemon = (
+        [str(bin_dir / "wfp"), "daemon", "-w", str(workspace)]
+        if options.launcher == "warm"
+        else [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)]
+    )
+    return {"code-server": code_server, "webserver": webserver, "daemon": daemon}
+
+
+def _wait_for(
+    name: str,
+    processes: dict[str, subprocess.Popen[bytes]],
+    log_dir: Path,
+    ready: Callable[[], bool],
+    timeout: float,
+) -> None:
+    """Until `ready()`: the code server listens once it has loaded the code location (or recorded why not)."""
+    service = f"the Dagster {name.replace('-', ' ')}"
+    wait_until(
+        ready, service=service, log_path=log_dir / f"{name}.log", timeout=timeout, process=processes[name]
+    )
+
+
+def _answers(url: str, headers: dict[str, str]) -> bool:
+    try:
+        return requests.get(url, headers=headers, timeout=2).ok
+    except requests.RequestException:
+        return False
 
 
 def _restart_dead(
@@ -203,51 +205,8 @@ def _restart_dead(
                 start(name)
 
 
-def _wait_code_server(
-    host: str, port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 180.0
-) -> None:
-    """The code server listens once it has loaded the code location (or recorded why it could not)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the Dagster code server exited ({process.returncode}); see {log}")
-        try:
-            socket.create_connection((host, port), timeout=2).close()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"the Dagster code server did not listen within {timeout:g} s; see {log}")
-
-
-def _wait_webserver(
-    url: str, process: subprocess.Popen[bytes], log: Path, headers: dict[str, str], timeout: float = 120.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the Dagster webserver exited ({process.returncode}); see {log}")
-        try:
-            if requests.get(f"{url}/server_info", headers=headers, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"the Dagster webserver did not answer within {timeout:g} s; see {log}")
-
-
 # The daemon lets running runs finish for a few seconds, then interrupts them (launcher/pool.py): ~25 s at most.
 STOP_TIMEOUT_S = 40
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -255,17 +214,21 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
-    import dagster as dg
-    import uvicorn
-
-    from workflow_platform.api.app import create_app
-    from workflow_platform.api.code_location import CodeLocationReloader
-    from workflow_platform.api.config import ApiConfig
-    from workflow_platform.api.idempotency import IdempotencyKeys
-    from workflow_platform.api.runs import RunSubmitter
-    from workflow_platform.instance.launcher.run_launcher import WarmRunLauncher
-
     signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly on SIGTERM (kill, systemd) as on Ctrl-C
+    access = _checked_setup(options)
+    with services(log) as service_env:
+        environment = prepare_environment(options, service_env)
+        os.environ.update(environment)
+        log(
+            f"starting the Dagster code server, webserver (http://{options.host}:{options.dagster_port}) and daemon ..."
+        )
+        with dagster_processes(options, wfp_home() / "logs", access) as origins:
+            _serve_api(options, origins, access, environment, service_env, log)
+
+
+def _checked_setup(options: UpOptions) -> AccessPolicy:
+    """The access policy, once the listening address, the outbound policy and the project folder are right:
+    a mistake stops `wfp up` before it starts anything."""
     access = AccessPolicy.from_environment()
     access.check_listen(options.host)
     try:
@@ -277,44 +240,55 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
             raise RuntimeError(
                 f"{required} not found in {options.project_dir}: run `wfp up` from the project folder"
             )
-    with services(log) as service_env:
-        environment = prepare_environment(options, service_env)
-        os.environ.update(environment)
-        log(
-            f"starting the Dagster code server, webserver (http://{options.host}:{options.dagster_port}) and daemon ..."
+    return access
+
+
+def _serve_api(
+    options: UpOptions,
+    origins: LocationOrigins,
+    access: AccessPolicy,
+    environment: dict[str, str],
+    service_env: dict[str, str],
+    log: Callable[[str], None],
+) -> None:
+    """The HTTP API on the platform's instance, until Ctrl-C or SIGTERM."""
+    import dagster as dg
+    import uvicorn
+
+    from workflow_platform.api.app import create_app
+    from workflow_platform.api.code_location import CodeLocationReloader
+    from workflow_platform.api.config import ApiConfig
+    from workflow_platform.api.idempotency import IdempotencyKeys
+    from workflow_platform.api.runs import RunSubmitter
+    from workflow_platform.instance.launcher.run_launcher import WarmRunLauncher
+
+    with dg.DagsterInstance.get() as instance:
+        pool_storage_connections(instance, size=API_DB_POOL_SIZE, name="wfp-api")
+        api_config = ApiConfig(
+            instance=instance,
+            runs=RunSubmitter(instance, origins),
+            idempotency=IdempotencyKeys(environment["DAGSTER_PG_URL"]),
+            code_location=CodeLocationReloader(
+                options.host,
+                options.dagster_port,
+                headers=access.operator_headers(),
+                runs_need_code_server=not isinstance(instance.run_launcher, WarmRunLauncher),
+            ),
+            submitted_dir=Path(environment["WORKFLOWS_DIR"].split(os.pathsep)[-1]),
+            plugins_file=Path(environment["WFP_PLUGINS_FILE"]),
+            access=access,
+            service_env=service_env,
         )
-        with (
-            dagster_processes(options, wfp_home() / "logs", access) as origins,
-            dg.DagsterInstance.get() as instance,
-        ):
-            pool_storage_connections(instance, size=API_DB_POOL_SIZE, name="wfp-api")
-            api_config = ApiConfig(
-                instance=instance,
-                runs=RunSubmitter(instance, origins),
-                idempotency=IdempotencyKeys(environment["DAGSTER_PG_URL"]),
-                code_location=CodeLocationReloader(
-                    options.host,
-                    options.dagster_port,
-                    headers=access.operator_headers(),
-                    runs_need_code_server=not isinstance(instance.run_launcher, WarmRunLauncher),
-                ),
-                submitted_dir=Path(environment["WORKFLOWS_DIR"].split(os.pathsep)[-1]),
-                plugins_file=Path(environment["WFP_PLUGINS_FILE"]),
-                access=access,
-                service_env=service_env,
-            )
-            log(
-                f"API on http://{options.host}:{options.port}/api (OpenAPI: /api/docs); Dagster UI on http://{options.host}:{options.dagster_port}"
-            )
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    create_app(api_config), host=options.host, port=options.port, log_level="warning"
-                )
-            )
-            try:
-                server.run()  # returns on Ctrl-C / SIGTERM
-            finally:
-                log("stopping ...")
+        log(
+            f"API on http://{options.host}:{options.port}/api (OpenAPI: /api/docs); Dagster UI on http://{options.host}:{options.dagster_port}"
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(api_config), host=options.host, port=options.port, log_level="warning")
+        )
+        try:
+            server.run()  # returns on Ctrl-C / SIGTERM
+        finally:
+            log("stopping ...")
 
 
 def start_platform_process(
@@ -326,28 +300,20 @@ def start_platform_process(
     launcher: str = "warm",
 ) -> subprocess.Popen[bytes]:
     """`wfp up` in a subprocess (tests, benchmarks) with WFP_HOME=home, logging to home/up.log; returns once
-    its API answers /api/health. Raises RuntimeError with the log if it exits or is not healthy in time.
-    Stop it with SIGINT (Ctrl-C)."""
+    its API answers /api/health. Raises ServiceStartError with the end of the log if it exits or is not healthy
+    in time (it is stopped first). Stop it with SIGINT (Ctrl-C)."""
     command = [sys.executable, "-m", "workflow_platform.cli.main", "up", "--port", str(port)]
     command += ["--dagster-port", str(dagster_port), "--launcher", launcher]
     log_path = home / "up.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=Path(__file__).parents[2],
-            env={**env, "WFP_HOME": str(home)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"wfp up exited ({process.returncode}):\n{log_path.read_text()}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200:
-                return process
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
-    raise RuntimeError(f"wfp up did not become healthy in {timeout:.0f} s:\n{log_path.read_text()}")
+    rotate_log(log_path)
+    return start_child(
+        "wfp up",
+        command,
+        log_path=log_path,
+        ready=functools.partial(http_ok, f"http://{LOOPBACK}:{port}/api/health", timeout=5.0),
+        timeout=timeout,
+        env={**env, "WFP_HOME": str(home)},
+        cwd=Path(__file__).parents[2],
+        own_session=False,  # a Ctrl-C for the caller stops it too
+        stop_grace=STOP_TIMEOUT_S * 3,  # it stops its Dagster processes (in sessions of their own) first
+    )

@@ -254,44 +254,14 @@ async def _replay(
 ) -> dict[str, Any]:
     import nats
 
-    from workflow_platform.plugins.nats import stream_name
-
     client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
     try:
         js = client.jetstream()
-        try:
-            stream = await js.find_stream_name_by_subject(subject)
-        except nats.js.errors.NotFoundError:
-            # Named and scoped as the nats plugin would create it, so workflows publishing there share it.
-            stream = stream or stream_name(subject)
-            root = subject.split(".")[0]
-            await js.add_stream(name=stream, subjects=[root, f"{root}.>"])
+        stream = await _stream_holding(js, subject, stream)
         done = await _published_up_to(js, stream, subject, source)
         pending = transactions[transactions["TRANSACTION_ID"] > done]
-        skipped = len(transactions) - len(pending)
-        # Paced replays send a burst every 50 ms (one message at a time below 20 messages/s).
-        batch = max(1, min(in_flight, int(rate / 20))) if rate and rate > 0 else in_flight
         began = time.perf_counter()
-        stored = duplicates = 0
-        # Encoded a chunk at a time: a full replay never holds 1.75M encoded bodies at once.
-        for chunk_start in range(0, len(pending), ENCODE_CHUNK_ROWS):
-            messages = transaction_messages(
-                pending.iloc[chunk_start : chunk_start + ENCODE_CHUNK_ROWS], source
-            )
-            for offset in range(0, len(messages), batch):
-                if rate and rate > 0:
-                    # Pace by the schedule, not by sleeps, so slow acks do not pile up extra delay.
-                    ahead = began + (chunk_start + offset) / rate - time.perf_counter()
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-                acks = await asyncio.gather(
-                    *(
-                        js.publish(subject, body, headers={"Nats-Msg-Id": msg_id}, timeout=10)
-                        for msg_id, body in messages[offset : offset + batch]
-                    )
-                )
-                duplicates += sum(1 for ack in acks if ack.duplicate)
-                stored += sum(1 for ack in acks if not ack.duplicate)
+        stored, duplicates = await _publish(js, pending, source, subject, rate, in_flight)
         elapsed = time.perf_counter() - began
     finally:
         await client.drain()
@@ -300,10 +270,55 @@ async def _replay(
         "subject": subject,
         "published": stored,
         "duplicates": duplicates,
-        "skipped_already_published": skipped,
+        "skipped_already_published": len(transactions) - len(pending),
         "seconds": round(elapsed, 2),
         "rate": round(stored / elapsed, 1) if elapsed > 0 else None,
     }
+
+
+async def _stream_holding(js: Any, subject: str, stream: str | None) -> str:
+    """The stream that holds `subject`; if none does, `stream` (default: named as the nats plugin names it, so
+    workflows publishing there share it) created for it."""
+    import nats
+
+    from workflow_platform.plugins.nats import ensure_stream, stream_name
+
+    try:
+        return await js.find_stream_name_by_subject(subject)
+    except nats.js.errors.NotFoundError:
+        stream = stream or stream_name(subject)
+        # JetStream's default duplicate window (0), not the plugin's day: a replay resumes after the last message
+        # on the subject anyway, and a day of remembered ids for 1.75M messages would cost hundreds of MB.
+        await ensure_stream(js, subject, stream, duplicate_window_s=0)
+        return stream
+
+
+async def _publish(
+    js: Any, pending: pd.DataFrame, source: str, subject: str, rate: float | None, in_flight: int
+) -> tuple[int, int]:
+    """Publish `pending` in order, paced to `rate`; returns (stored, acknowledged as duplicates)."""
+    # Paced replays send a burst every 50 ms (one message at a time below 20 messages/s).
+    batch = max(1, min(in_flight, int(rate / 20))) if rate and rate > 0 else in_flight
+    began = time.perf_counter()
+    stored = duplicates = 0
+    # Encoded a chunk at a time: a full replay never holds 1.75M encoded bodies at once.
+    for chunk_start in range(0, len(pending), ENCODE_CHUNK_ROWS):
+        messages = transaction_messages(pending.iloc[chunk_start : chunk_start + ENCODE_CHUNK_ROWS], source)
+        for offset in range(0, len(messages), batch):
+            if rate and rate > 0:
+                # Pace by the schedule, not by sleeps, so slow acks do not pile up extra delay.
+                ahead = began + (chunk_start + offset) / rate - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            acks = await asyncio.gather(
+                *(
+                    js.publish(subject, body, headers={"Nats-Msg-Id": msg_id}, timeout=10)
+                    for msg_id, body in messages[offset : offset + batch]
+                )
+            )
+            duplicates += sum(1 for ack in acks if ack.duplicate)
+            stored += sum(1 for ack in acks if not ack.duplicate)
+    return stored, duplicates
 
 
 async def _published_up_to(js: Any, stream: str, subject: str, source: str) -> int:

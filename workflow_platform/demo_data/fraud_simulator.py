@@ -133,6 +133,7 @@ def terminals_within_radius(
     return result
 
 
+# Long, the polar method twice, on purpose: a tight draw loop, where a call per draw costs more than it.
 def _customer_draws(
     rs: np.random.RandomState,
     customer_id: int,

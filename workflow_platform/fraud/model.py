@@ -264,11 +264,13 @@ def load_model(
     version: str | None = None, client: Minio | None = None, bucket: str | None = None
 ) -> FraudModel:
     """The stored model `version`, or the one `models/fraud/latest.json` names."""
+    from workflow_platform.resources.s3_client import read_object
+
     if client is None or bucket is None:
         client, bucket = object_store()
     if version is None:
-        version = json.loads(_get(client, bucket, LATEST_KEY))["version"]
-    return model_from_joblib(_get(client, bucket, model_key(version)))
+        version = json.loads(read_object(client, bucket, LATEST_KEY)[0])["version"]
+    return model_from_joblib(read_object(client, bucket, model_key(version))[0])
 
 
 def model_key(version: str) -> str:
@@ -294,12 +296,3 @@ def model_from_joblib(data: bytes) -> FraudModel:
 
 def _put(client: Minio, bucket: str, key: str, data: bytes, content_type: str) -> None:
     client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
-
-
-def _get(client: Minio, bucket: str, key: str) -> bytes:
-    response = client.get_object(bucket, key)
-    try:
-        return response.read()
-    finally:
-        response.close()
-        response.release_conn()

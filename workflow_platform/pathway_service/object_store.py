@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import urllib3
 from minio.error import S3Error
 
-from workflow_platform.resources.s3_client import settings_client
+from workflow_platform.resources.s3_client import read_object, settings_client
 from workflow_platform.settings import ServiceSettings
 
 # S3 error codes that mean "this reference points at nothing readable" rather than "the store is down".
@@ -47,12 +47,7 @@ class ObjectStore:
 
     def read(self, bucket: str, key: str) -> bytes:
         with self._errors():
-            response = self._client.get_object(bucket, key)
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+            return read_object(self._client, bucket, key)[0]
 
     def write(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
         with self._errors():

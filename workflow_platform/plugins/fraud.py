@@ -25,7 +25,7 @@ from workflow_platform.language.actions import (
     Touched,
     plugin,
 )
-from workflow_platform.plugins.minio import object_asset_key, read_object
+from workflow_platform.plugins.minio import object_asset_key, read_input_object
 
 if TYPE_CHECKING:  # resources import dagster and the clients; validation must stay light
     import pandas as pd
@@ -69,7 +69,7 @@ def feature_table(store: ObjectStoreResource, table: dict[str, Any]) -> pd.DataF
         frame = pd.DataFrame(table["rows"])
     elif isinstance(table.get("ref"), str) and table["ref"].startswith("s3://"):
         bucket, _, key = table["ref"].removeprefix("s3://").partition("/")
-        frame = pd.read_parquet(io.BytesIO(read_object(store, bucket, key)[0]))
+        frame = pd.read_parquet(io.BytesIO(read_input_object(store, bucket, key)[0]))
     else:
         raise ActionError('features must be {"ref": "s3://bucket/key.parquet"} or {"rows": [...]}')
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]

@@ -94,26 +94,23 @@ def _not_found(error: S3Error) -> bool:
     return error.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject")
 
 
-def read_object(store: ObjectStoreResource, bucket: str, key: str) -> tuple[bytes, str]:
+def read_input_object(store: ObjectStoreResource, bucket: str, key: str) -> tuple[bytes, str]:
     """An object's bytes and content type; a missing object (or bucket) is the step's input error."""
     from minio.error import S3Error
 
+    from workflow_platform.resources.s3_client import read_object
+
     try:
-        response = store.client().get_object(bucket, key)
+        return read_object(store.client(), bucket, key)
     except S3Error as error:
         if _not_found(error):
             raise ActionError(f"object s3://{bucket}/{key} does not exist") from None
         raise
-    try:
-        return response.read(), response.headers.get("Content-Type", "")
-    finally:
-        response.close()
-        response.release_conn()
 
 
 def get_object(store: ObjectStoreResource, spec: GetObjectInput, ctx: StepContext) -> ActionOutput:
     bucket = spec.bucket or store.bucket
-    body, content_type = read_object(store, bucket, spec.key)
+    body, content_type = read_input_object(store, bucket, spec.key)
     text = body.decode("utf-8", errors="replace")
     data: Any = text
     if spec.format == "json" or (spec.format == "auto" and "json" in content_type):

@@ -79,14 +79,19 @@ def stream_name(subject: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", subject.split(".")[0]).upper() or "WORKFLOWS"
 
 
-async def _ensure_stream(js: JetStreamContext, subject: str, name: str) -> None:
+async def ensure_stream(
+    js: JetStreamContext, subject: str, name: str, duplicate_window_s: float = DUPLICATE_WINDOW_S
+) -> None:
+    """Make stream `name` hold `subject`: created for the subject's first token and all below it
+    ('fraud.alerts': 'fraud' and 'fraud.>'), or given the subject if it exists without it.
+    `duplicate_window_s` applies to a stream created here (0: JetStream's default, 2 minutes)."""
     from nats.js.errors import NotFoundError
 
     root = subject.split(".")[0]
     try:
         info = await js.stream_info(name)
     except NotFoundError:
-        await js.add_stream(name=name, subjects=[root, f"{root}.>"], duplicate_window=DUPLICATE_WINDOW_S)
+        await js.add_stream(name=name, subjects=[root, f"{root}.>"], duplicate_window=duplicate_window_s)
         return
     if subject not in info.config.subjects and f"{root}.>" not in (info.config.subjects or []):
         info.config.subjects = [*(info.config.subjects or []), subject]
@@ -106,7 +111,7 @@ def publish(nats_resource: NatsResource, spec: PublishInput, ctx: StepContext) -
             return await js.publish(spec.subject, body, headers=headers, timeout=5)
         except (NoStreamResponseError, NoRespondersError):
             # No stream holds this subject yet: create one, as the original system did, and publish again.
-            await _ensure_stream(js, spec.subject, spec.stream or stream_name(spec.subject))
+            await ensure_stream(js, spec.subject, spec.stream or stream_name(spec.subject))
             return await js.publish(spec.subject, body, headers=headers, timeout=5)
 
     ack = nats_resource.run(work, ctx.timeout_s)
@@ -154,7 +159,7 @@ def publish_each(nats_resource: NatsResource, spec: PublishEachInput, ctx: StepC
             try:
                 acks.append(await js.publish(spec.subject, body, headers=headers, timeout=5))
             except (NoStreamResponseError, NoRespondersError):
-                await _ensure_stream(js, spec.subject, spec.stream or stream_name(spec.subject))
+                await ensure_stream(js, spec.subject, spec.stream or stream_name(spec.subject))
                 acks.append(await js.publish(spec.subject, body, headers=headers, timeout=5))
         return acks
 

@@ -1,5 +1,6 @@
-"""The one way the platform builds an S3 client (the minio SDK): for Dagster runs (ObjectStoreResource), the
-Pathway service and the fraud commands alike. Imported lazily by its callers: the SDK costs ~0.2 s to import."""
+"""The one way the platform builds an S3 client (the minio SDK) and reads a whole object: for Dagster runs
+(ObjectStoreResource), the Pathway service, the API and the fraud commands alike. Imported lazily by its callers:
+the SDK costs ~0.2 s to import."""
 
 from __future__ import annotations
 
@@ -48,3 +49,14 @@ def settings_client(settings: ServiceSettings, retries: int = 3, connect_timeout
         retries,
         connect_timeout_s,
     )
+
+
+def read_object(client: Minio, bucket: str, key: str) -> tuple[bytes, str]:
+    """A whole object's bytes and content type (empty if the store gave none); its connection goes back to the
+    pool. The SDK's S3Error (NoSuchKey, ...) reaches the caller, which knows what a missing object means."""
+    response = client.get_object(bucket, key)
+    try:
+        return response.read(), response.headers.get("Content-Type", "")
+    finally:
+        response.close()
+        response.release_conn()

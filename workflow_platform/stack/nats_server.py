@@ -9,11 +9,12 @@ from pathlib import Path
 
 from workflow_platform.stack.processes import (
     LOOPBACK,
+    ProcessRef,
     ServiceHandle,
     free_ports,
     http_ok,
     ports_free,
-    start_detached,
+    start_child,
     wheel_binary,
 )
 
@@ -41,7 +42,7 @@ def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = Non
     argv += ["-js", "-sd", str(store)]
     # Ready means JetStream is enabled, not just that the client port is open.
     ready = functools.partial(http_ok, f"http://{LOOPBACK}:{monitor_port}/healthz?js-enabled-only=true")
-    ref = start_detached(SERVICE, argv, log_path=log_path, ready=ready, timeout=30)
+    ref = ProcessRef.of(start_child(SERVICE, argv, log_path=log_path, ready=ready, timeout=30).pid)
     return ServiceHandle(
         name=SERVICE,
         process=ref,

@@ -7,17 +7,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import workflow_platform
-from workflow_platform.stack.pathway_launcher import start_pathway_service
+from workflow_platform.stack.pathway_launcher import SERVICE, start_pathway_service
 from workflow_platform.stack.processes import (
     LOOPBACK,
     ProcessRef,
     ServiceHandle,
-    ServiceStartError,
     free_ports,
     ports_free,
 )
 
-SERVICE = "pathway"
 # Importing pathway alone takes about a second; its engine needs a few more to serve.
 TIMEOUT = 60.0
 
@@ -34,11 +32,8 @@ def start(
     began = time.monotonic()
     previous = (ports or {}).get("http")
     (port,) = [previous] if previous and ports_free([previous]) else free_ports()
-    try:
-        # Starts the service in its own session and returns once GET /health answers 200.
-        process = start_pathway_service(LOOPBACK, port, log_path, timeout=TIMEOUT, env=env)
-    except RuntimeError as exc:  # the launcher's failure: it has stopped the process and quotes the log
-        raise ServiceStartError(SERVICE, str(exc)) from exc
+    # Starts the service in its own session and returns once GET /health answers 200.
+    process = start_pathway_service(LOOPBACK, port, log_path, timeout=TIMEOUT, env=env)
     return ServiceHandle(
         name=SERVICE,
         process=ProcessRef.of(process.pid),

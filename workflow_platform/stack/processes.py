@@ -1,4 +1,5 @@
-"""Process plumbing shared by the embedded services: free ports, detached children, readiness, teardown."""
+"""Process plumbing for the embedded services, `wfp up` and tests: free ports, starting a child (logged, in its
+own session) and waiting until it is ready, stopping it."""
 
 from __future__ import annotations
 
@@ -171,13 +172,36 @@ def wait_until(
     deadline = time.monotonic() + timeout
     while not ready():
         if process is not None and process.poll() is not None:
-            raise ServiceStartError(service, f"process exited with code {process.returncode}", log_path)
+            raise ServiceStartError(service, f"process exited with status {process.returncode}", log_path)
         if time.monotonic() > deadline:
             raise ServiceStartError(service, f"not ready after {timeout:.0f} s", log_path)
         time.sleep(0.05)
 
 
-def start_detached(
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    own_session: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start `argv` with stdin closed and stdout and stderr appended to `log_path`. In its own session (the
+    default) a Ctrl-C meant for us does not reach it, it may outlive us, and `stop_child` stops its group."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_session,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+        )
+
+
+def start_child(
     service: str,
     argv: Sequence[str],
     *,
@@ -185,28 +209,37 @@ def start_detached(
     ready: Callable[[], bool],
     timeout: float,
     env: Mapping[str, str] | None = None,
-) -> ProcessRef:
-    """Start `argv` in its own session (it outlives us and stops as a group) and wait until it is ready."""
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=dict(env) if env is not None else None,
-        )
-    ref = ProcessRef.of(process.pid)
+    cwd: Path | None = None,
+    own_session: bool = True,
+    stop_grace: float = 10.0,
+) -> subprocess.Popen[bytes]:
+    """`spawn` and return once `ready()` holds. ServiceStartError, quoting the log, if it exits or is not
+    ready within `timeout` seconds; it is stopped first (see `stop_child`), so a failed start leaves nothing.
+    A server the stack records (stack.json) outlives us: `ProcessRef.of(pid)` names it for `stop_process`."""
+    process = spawn(argv, log_path=log_path, env=env, cwd=cwd, own_session=own_session)
     try:
         wait_until(ready, service=service, log_path=log_path, timeout=timeout, process=process)
     except BaseException:
-        stop_process(ref)
+        stop_child(process, stop_grace)
         raise
-    return ref
+    return process
+
+
+def stop_child(process: subprocess.Popen[bytes], grace: float = 10.0) -> int:
+    """SIGTERM our child (its whole group if it leads one), SIGKILL after `grace` seconds; its exit status."""
+    if process.poll() is None:
+        _signal(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            _signal(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
 
 
 def stop_process(ref: ProcessRef, grace: float = 10.0) -> None:
-    """SIGTERM the process (its whole group if it leads one), then SIGKILL whatever is left after `grace`."""
+    """SIGTERM the process (its whole group if it leads one), then SIGKILL whatever is left after `grace`.
+    For a recorded server, which need not be our child (`stop_child` stops one we hold)."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         if not ref.alive():
             return

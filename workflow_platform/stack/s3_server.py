@@ -23,11 +23,12 @@ from typing import Any
 from workflow_platform.settings import ServiceSettings
 from workflow_platform.stack.processes import (
     LOOPBACK,
+    ProcessRef,
     ServiceHandle,
     ServiceStartError,
     free_ports,
     ports_free,
-    start_detached,
+    start_child,
     stop_process,
     wheel_binary,
 )
@@ -66,7 +67,7 @@ def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = Non
     bucket = ServiceSettings().s3_bucket
     probe = _Probe(chosen, access_key, secret_key, bucket)
     try:
-        ref = start_detached(SERVICE, argv, log_path=log_path, ready=probe, timeout=TIMEOUT)
+        ref = ProcessRef.of(start_child(SERVICE, argv, log_path=log_path, ready=probe, timeout=TIMEOUT).pid)
     except ServiceStartError as exc:
         reason = f"{exc.reason}; last S3 answer: {probe.last_error}"
         raise ServiceStartError(SERVICE, reason, exc.log_path) from exc
