@@ -15,7 +15,8 @@ from dagster import DagsterEventType, DagsterRunStatus, EventLogEntry, RunsFilte
 
 from workflow_platform.api.catalog import CATALOG
 from workflow_platform.instance.notifications import RUN_ENDS, Notifications
-from workflow_platform.orchestration.job import WORKFLOW_TAG, dagster_name
+from workflow_platform.language.spec import dagster_name
+from workflow_platform.orchestration.workflow_run import WORKFLOW_TAG
 
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 STEP_EVENTS = {

@@ -29,7 +29,7 @@ from workflow_platform.api.runs import LocationOrigins
 from workflow_platform.cli.runner import services
 from workflow_platform.instance.database import instance_environment, pool_storage_connections
 from workflow_platform.resources.outbound import OutboundPolicy
-from workflow_platform.settings import admin_dsn, wfp_home
+from workflow_platform.settings import ServiceSettings, admin_dsn, wfp_home
 
 # How long a gRPC call to the code server may take, starting a run included (the run worker is a new Python
 # process that imports the code location). Dagster's 60 s default fails runs that are merely slow to start on a
@@ -269,7 +269,9 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
     access = AccessPolicy.from_environment()
     access.check_listen(options.host)
     try:
-        OutboundPolicy.from_environment()  # a mistake in WFP_HTTP_ALLOW stops here, not in the first step
+        OutboundPolicy.from_settings(
+            ServiceSettings()
+        )  # a mistake in WFP_HTTP_ALLOW stops here, not in the first step
     except ValueError as error:
         raise RuntimeError(str(error)) from None
     for required in ("dagster.yaml", "workspace.yaml"):

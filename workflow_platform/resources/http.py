@@ -8,6 +8,7 @@ from pydantic import PrivateAttr
 
 from workflow_platform.resources.abortable_resource import AbortableSessionResource
 from workflow_platform.resources.outbound import OutboundPolicy, OutboundRefused
+from workflow_platform.settings import ServiceSettings
 
 MAX_REDIRECTS = 5
 
@@ -49,6 +50,6 @@ class HttpResource(AbortableSessionResource):
             self._policy = (
                 OutboundPolicy.parse(self.allow)
                 if self.allow is not None
-                else OutboundPolicy.from_environment()
+                else OutboundPolicy.from_settings(ServiceSettings())
             )
         return self._policy

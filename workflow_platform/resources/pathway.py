@@ -6,6 +6,7 @@ import requests
 
 from workflow_platform.language.actions import ServiceHTTPError
 from workflow_platform.resources.abortable_resource import AbortableSessionResource
+from workflow_platform.settings import ServiceSettings
 
 
 class PathwayResource(AbortableSessionResource):
@@ -13,6 +14,10 @@ class PathwayResource(AbortableSessionResource):
 
     url: str
     timeout_s: float = 300.0
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> PathwayResource:
+        return cls(url=settings.require("pathway_url"))
 
     def call(self, method: str, path: str, body: Any = None, timeout_s: float | None = None) -> Any:
         response = self.session().request(
