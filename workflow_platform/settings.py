@@ -62,6 +62,9 @@ class ServiceSettings(BaseSettings):
     io_manager: str = "filesystem"
     dagster_bucket: str | None = None
     http_allow: str | None = Field(None, description="outbound HTTP policy (resources/outbound.py)")
+    api_url: str | None = Field(
+        None, description="the API's address as readers reach it, for links in run metadata"
+    )
 
     @classmethod
     def of(cls, env: Mapping[str, str]) -> ServiceSettings:

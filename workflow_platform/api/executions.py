@@ -192,7 +192,7 @@ def _apply(step: dict[str, Any], event: Any, timestamp: float) -> None:
         metadata = event.event_specific_data.metadata
         if "result" in metadata:
             step["result"] = metadata["result"].value
-        elif "result_outline" in metadata:  # a long result with its long strings cut (orchestration/job.py)
+        elif "result_outline" in metadata:  # a long result with its long strings cut (orchestration/step.py)
             step["result"] = {"preview": json.dumps(metadata["result_outline"].value)}
         elif "result_preview" in metadata:
             step["result"] = {"preview": metadata["result_preview"].value}
