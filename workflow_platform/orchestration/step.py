@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import ValidationError
 
 from workflow_platform.language.spec import StepSpec, WorkflowSpec, dagster_name, job_name
-from workflow_platform.language.templates import NOW, TemplateError, render
+from workflow_platform.language.templates import NOW, TemplateAnalysis, TemplateError, render
 from workflow_platform.language.validate import pydantic_problems
 from workflow_platform.orchestration.assets import StepLineage, asset_events
 from workflow_platform.orchestration.object_links import object_url
@@ -47,7 +47,8 @@ def step_op(
     resource_keys = {PARAMS_RESOURCE, *action.uses} | (
         {plugin.resource_key} if plugin.resource_key else set()
     )
-    needs_batch = "trigger" in template_reads(step).roots
+    reads = template_reads(step)  # parsed once, when the job is built
+    needs_batch = "trigger" in reads.roots
 
     @dg.op(
         name=f"{job_name(spec)}__{dagster_name(step.id)}",
@@ -65,7 +66,7 @@ def step_op(
                 allow_retries=False,
             )
         steps = {input_steps[name]: {"result": value} for name, value in results.items()}
-        template_context, step_context = _contexts(context, spec, step, action, steps)
+        template_context, step_context = _contexts(context, spec, step, action, reads, steps)
         parsed = _render_input(step, action, template_context)
         resource = getattr(context.resources, plugin.resource_key) if plugin.resource_key else None
         started = time.perf_counter()
@@ -82,12 +83,16 @@ def step_op(
 
 
 def _contexts(
-    context: dg.OpExecutionContext, spec: WorkflowSpec, step: StepSpec, action: Action, steps: dict[str, Any]
+    context: dg.OpExecutionContext,
+    spec: WorkflowSpec,
+    step: StepSpec,
+    action: Action,
+    reads: TemplateAnalysis,
+    steps: dict[str, Any],
 ) -> tuple[dict[str, Any], StepContext]:
-    """What the step's templates render with, and what its action is called with."""
+    """What the step's templates render with (`reads`: what they use), and what its action is called with."""
     # Looking up a run's start costs a storage query: only steps whose templates use it pay for it ('now' in the
     # date filter is the start of the run's root).
-    reads = template_reads(step)
     root_id = execution_key(context.run)
     execution_started: Callable[[], str] = functools.cache(lambda: _run_started_at(context, root_id))
     template_context = {
