@@ -26,7 +26,8 @@ import psycopg2
 
 from workflow_platform.demo_data.sales import SalesSeed, load
 from workflow_platform.orchestration.catalog import check_file
-from workflow_platform.orchestration.job import build_job, params_run_config
+from workflow_platform.orchestration.job import build_job
+from workflow_platform.orchestration.workflow_run import params_run_config
 from workflow_platform.settings import admin_dsn, wfp_home
 from workflow_platform.stack import EmbeddedStack, pg_server
 

@@ -16,8 +16,10 @@ import dagster as dg
 from workflow_platform.orchestration.assets import asset_specs
 from workflow_platform.orchestration.catalog import load_workflows, workflows_dirs
 from workflow_platform.orchestration.invalid_workflows import invalid_workflow_jobs
-from workflow_platform.orchestration.job import build_job, build_schedule, build_sensor
+from workflow_platform.orchestration.job import build_job
+from workflow_platform.orchestration.triggers import build_schedule, build_sensor
 from workflow_platform.plugins import plugin_registry
+from workflow_platform.resources import service_resources
 
 log = logging.getLogger("workflow_platform")
 
@@ -40,7 +42,10 @@ def build_definitions(directories: Sequence[Path]) -> dg.Definitions:
     jobs += invalid_workflow_jobs(loaded.problems, taken=loaded.specs)
     # The workflows' datasets as assets, with edges across workflows: the Lineage page's graph.
     assets = asset_specs(spec for spec, _ in loaded.specs.values())
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)
+    # The services' resources, for the sensors (the jobs carry the same binding: `build_job`).
+    return dg.Definitions(
+        assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=service_resources()
+    )
 
 
 defs = build_definitions(workflows_dirs())

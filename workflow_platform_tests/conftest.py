@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import nats
 import psycopg2
 import pytest
@@ -104,6 +105,16 @@ def grant_to_workflows(
                 sql.SQL(privileges), sql.Identifier(*table.split(".")), sql.Identifier(WORKFLOWS_ROLE)
             )
         )
+
+
+def evaluate_sensor(
+    sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None = None
+) -> dg.SensorResult:
+    """One tick of the sensor from `cursor`, with the resources the code location binds (definitions.py)."""
+    from workflow_platform.resources import service_resources
+
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=service_resources()) as context:
+        return sensor.evaluate_tick(context)
 
 
 def fetch(connection: psycopg2.extensions.connection, query: str, *params: object) -> list[tuple]:

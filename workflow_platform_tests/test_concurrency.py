@@ -14,7 +14,8 @@ import requests
 import yaml
 
 from workflow_platform.orchestration.catalog import check_file
-from workflow_platform.orchestration.job import WORKFLOW_TAG, build_job
+from workflow_platform.orchestration.job import build_job
+from workflow_platform.orchestration.workflow_run import WORKFLOW_TAG
 from workflow_platform_tests.conftest import running_platform
 
 ROOT = Path(__file__).parent.parent

@@ -19,9 +19,10 @@ from workflow_platform.demo_data.fraud_simulator import SimulatedDataset, Simula
 from workflow_platform.fraud.model import LATEST_KEY
 from workflow_platform.orchestration.assets import FRAUD_MODEL, workflow_lineage
 from workflow_platform.orchestration.catalog import check_file
-from workflow_platform.orchestration.job import build_job, build_sensor
+from workflow_platform.orchestration.job import build_job
 from workflow_platform.orchestration.row_cursor import RowCursor
-from workflow_platform_tests.conftest import fetch, read_json_object, stream_messages
+from workflow_platform.orchestration.triggers import build_sensor
+from workflow_platform_tests.conftest import evaluate_sensor, fetch, read_json_object, stream_messages
 
 WORKFLOWS = Path(__file__).parent.parent / "workflows"
 TRAINING = WORKFLOWS / "fraud-model-training" / "workflow.json"
@@ -121,11 +122,11 @@ def test_new_transactions_are_scored_once_by_sensor_launched_runs(
     arrived = new_transactions(dataset, stack_env["WFP_PG_DSN"])
     instance = dg.DagsterInstance.get()
 
-    tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=str(cursor)))
+    tick = evaluate_sensor(sensor, instance, str(cursor))
     expected_batches = math.ceil(len(arrived) / 250)
     assert len(tick.run_requests) == expected_batches
     assert RowCursor.parse(tick.cursor) == RowCursor.start(int(arrived["id"].max()))
-    quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=tick.cursor))
+    quiet = evaluate_sensor(sensor, instance, tick.cursor)
     assert quiet.run_requests == []
 
     results = [

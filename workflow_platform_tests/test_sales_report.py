@@ -16,8 +16,9 @@ import pytest
 from workflow_platform.cli.runner import environment
 from workflow_platform.demo_data.sales import SalesSeed, generate, load
 from workflow_platform.orchestration.catalog import check_file
-from workflow_platform.orchestration.job import build_job, build_schedule
+from workflow_platform.orchestration.job import build_job
 from workflow_platform.orchestration.object_links import API_URL_VARIABLE
+from workflow_platform.orchestration.triggers import build_schedule
 from workflow_platform_tests.conftest import fetch, read_json_object, require_tool, stream_messages
 
 ROOT = Path(__file__).parent.parent

@@ -10,7 +10,8 @@ import jsonschema
 
 from workflow_platform.definitions import build_definitions
 from workflow_platform.orchestration.catalog import check_document, workflow_schema
-from workflow_platform.orchestration.job import build_job, build_schedule
+from workflow_platform.orchestration.job import build_job
+from workflow_platform.orchestration.triggers import build_schedule
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -11,9 +11,11 @@ import psycopg2
 import pytest
 
 from workflow_platform.orchestration.catalog import check_document
-from workflow_platform.orchestration.job import TRIGGER_TAG, build_job, build_sensor
+from workflow_platform.orchestration.job import build_job
 from workflow_platform.orchestration.row_cursor import RowCursor
-from workflow_platform_tests.conftest import fetch, grant_to_workflows
+from workflow_platform.orchestration.triggers import build_sensor
+from workflow_platform.orchestration.workflow_run import TRIGGER_TAG
+from workflow_platform_tests.conftest import evaluate_sensor, fetch, grant_to_workflows
 
 WORKFLOW = {
     "name": "score-new-payments",
@@ -64,7 +66,7 @@ def ticker(
     sensor: dg.SensorDefinition, instance: dg.DagsterInstance
 ) -> Callable[[str | None], dg.SensorResult]:
     """The sensor evaluated on `instance` from a cursor, as the daemon's tick does."""
-    return lambda cursor: sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
+    return lambda cursor: evaluate_sensor(sensor, instance, cursor)
 
 
 def sensor_and_job():
@@ -79,17 +81,17 @@ def test_new_rows_become_one_run_per_batch_and_every_row_is_scored_once(pg):
     sensor, job = sensor_and_job()
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 5
     with dg.instance_for_test() as instance:
-        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        first = evaluate_sensor(sensor, instance)
         assert [r.run_key for r in first.run_requests] == [
             "public.payments:0-3",
             "public.payments:3-6",
             "public.payments:6-7",
         ]
         assert RowCursor.parse(first.cursor) == RowCursor.start(7)
-        quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        quiet = evaluate_sensor(sensor, instance, first.cursor)
         assert quiet.run_requests == [] and "no rows" in quiet.skip_message
         fetch(pg, "INSERT INTO public.payments (amount) VALUES (8), (9)")
-        later = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        later = evaluate_sensor(sensor, instance, first.cursor)
         assert [r.run_key for r in later.run_requests] == ["public.payments:7-9"]
         assert RowCursor.parse(later.cursor) == RowCursor.start(9)
         # Real runs, one per request, as the daemon launches them.
@@ -171,11 +173,11 @@ def test_start_after_latest_leaves_the_backlog_and_takes_new_rows(pg):
     assert problems == []
     sensor = build_sensor(spec, build_job(spec))
     with dg.instance_for_test() as instance:
-        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        first = evaluate_sensor(sensor, instance)
         assert first.run_requests == [] and "> 7 will be processed" in first.skip_message
         assert RowCursor.parse(first.cursor) == RowCursor.start(7)
         fetch(pg, "INSERT INTO public.payments (amount) VALUES (8)")
-        later = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        later = evaluate_sensor(sensor, instance, first.cursor)
         assert [r.run_key for r in later.run_requests] == ["public.payments:7-8"]
 
 

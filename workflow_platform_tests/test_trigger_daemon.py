@@ -22,7 +22,7 @@ from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from workflow_platform.cli.runner import environment
 from workflow_platform.instance.database import STORAGE_ONLY_YAML, dagster_storage_url
-from workflow_platform.orchestration.job import TRIGGER_TAG
+from workflow_platform.orchestration.workflow_run import TRIGGER_TAG
 from workflow_platform_tests.conftest import fetch, grant_to_workflows, running_platform
 
 TWO_WRITERS = "public.sensed_two_writers"

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from workflow_platform.api.requests import MAX_BODY_BYTES
 from workflow_platform.api.runs import RunSubmitter
 from workflow_platform.instance.database import IDLE_PING_S
 from workflow_platform.resources.postgres import PostgresResource
+from workflow_platform.settings import ServiceSettings
 
 
 @dataclass
@@ -48,7 +48,7 @@ class ApiConfig:
         time (a new connection for every submission cost more than the check)."""
         with self._preflight_lock:
             if self._preflight is None:
-                self._preflight = PostgresResource(dsn=os.environ["WFP_PG_DSN"])
+                self._preflight = PostgresResource.from_settings(ServiceSettings())
             if time.monotonic() - self._preflight_used > IDLE_PING_S:
                 try:  # the server may have restarted since the last check: reconnect rather than report its error
                     with self._preflight.transaction() as cursor:

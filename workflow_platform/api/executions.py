@@ -15,8 +15,9 @@ from dagster import DagsterEventType, DagsterRunStatus, EventLogEntry, RunsFilte
 
 from workflow_platform.api.catalog import CATALOG
 from workflow_platform.instance.notifications import RUN_ENDS, Notifications
-from workflow_platform.orchestration.job import WORKFLOW_TAG, dagster_name
+from workflow_platform.language.spec import dagster_name
 from workflow_platform.orchestration.step_status import STEP_EVENTS, StepStatus, apply_step_event
+from workflow_platform.orchestration.workflow_run import WORKFLOW_TAG
 
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
@@ -170,7 +171,7 @@ def _result(metadata: dict[str, Any], previous: Any) -> Any:
     """A step's result as its output's metadata shows it (the previous output's if this one shows none)."""
     if "result" in metadata:
         return metadata["result"].value
-    if "result_outline" in metadata:  # a long result with its long strings cut (orchestration/job.py)
+    if "result_outline" in metadata:  # a long result with its long strings cut (orchestration/step.py)
         return {"preview": json.dumps(metadata["result_outline"].value)}
     if "result_preview" in metadata:
         return {"preview": metadata["result_preview"].value}

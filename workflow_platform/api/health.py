@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +18,7 @@ from prometheus_client.registry import Collector
 from workflow_platform.api.config import config
 from workflow_platform.orchestration.catalog import load_workflows, workflows_dirs
 from workflow_platform.plugins import plugin_registry
+from workflow_platform.settings import MissingSetting, ServiceSettings
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 3.0
@@ -28,16 +28,17 @@ STEP_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 def _postgres() -> None:
     import psycopg2
 
-    psycopg2.connect(os.environ["WFP_PG_DSN"], connect_timeout=int(CHECK_TIMEOUT_S)).close()
+    dsn = ServiceSettings().require("pg_dsn")
+    psycopg2.connect(dsn, connect_timeout=int(CHECK_TIMEOUT_S)).close()
 
 
 def _nats() -> None:
     import nats
 
+    url = ServiceSettings().require("nats_url")
+
     async def ping() -> None:
-        client = await nats.connect(
-            os.environ["WFP_NATS_URL"], connect_timeout=CHECK_TIMEOUT_S, allow_reconnect=False
-        )
+        client = await nats.connect(url, connect_timeout=CHECK_TIMEOUT_S, allow_reconnect=False)
         await client.jetstream().account_info()
         await client.close()
 
@@ -47,16 +48,15 @@ def _nats() -> None:
 def _object_store() -> None:
     from workflow_platform.resources.object_store import ObjectStoreResource
 
-    store = ObjectStoreResource.from_environment()
+    store = ObjectStoreResource.from_settings(ServiceSettings())
     store.client().list_buckets()
 
 
 def _pathway() -> None:
     import requests
 
-    requests.get(
-        os.environ["WFP_PATHWAY_URL"].rstrip("/") + "/health", timeout=CHECK_TIMEOUT_S
-    ).raise_for_status()
+    url = ServiceSettings().require("pathway_url")
+    requests.get(url.rstrip("/") + "/health", timeout=CHECK_TIMEOUT_S).raise_for_status()
 
 
 async def _check(name: str, probe: Callable[[], None]) -> tuple[str, dict[str, Any]]:
@@ -64,8 +64,8 @@ async def _check(name: str, probe: Callable[[], None]) -> tuple[str, dict[str, A
     try:
         await asyncio.wait_for(asyncio.to_thread(probe), CHECK_TIMEOUT_S + 1)
         status: dict[str, Any] = {"status": "ok"}
-    except KeyError as missing:
-        status = {"status": "unconfigured", "error": f"{missing.args[0]} is not set"}
+    except MissingSetting as missing:
+        status = {"status": "unconfigured", "error": str(missing)}
     except Exception as error:
         status = {"status": "down", "error": f"{type(error).__name__}: {error}"[:300]}
     return name, {**status, "latencyMs": round((time.perf_counter() - started) * 1000, 1)}

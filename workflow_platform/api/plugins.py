@@ -20,6 +20,7 @@ from workflow_platform.language.validate import pydantic_problems
 from workflow_platform.plugins import BUILTIN_IDS, Plugin, plugin_registry
 from workflow_platform.plugins.http import HttpPluginRegistration, load_registrations
 from workflow_platform.resources.outbound import OutboundPolicy, OutboundRefused
+from workflow_platform.settings import ServiceSettings
 
 router = APIRouter(prefix="/api", tags=["plugins"])
 
@@ -73,7 +74,7 @@ async def register_plugin(request: Request) -> JSONResponse:
     if registration.id in BUILTIN_IDS:
         raise ApiError(409, "name_taken", f"'{registration.id}' is a built-in plugin; choose another id")
     try:  # its calls go to baseUrl from then on, so baseUrl must be a place steps may reach
-        await run_in_threadpool(OutboundPolicy.from_environment().check, registration.baseUrl)
+        await run_in_threadpool(OutboundPolicy.from_settings(ServiceSettings()).check, registration.baseUrl)
     except OutboundRefused as refused:
         problem = Problem("/baseUrl", str(refused), "register a URL WFP_HTTP_ALLOW allows, or extend it")
         raise ApiError(400, "invalid_plugin", "the plugin's baseUrl is not allowed", [problem]) from None

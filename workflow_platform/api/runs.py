@@ -21,9 +21,9 @@ from dagster._core.execution.api import create_execution_plan
 from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
-from workflow_platform.language.spec import WorkflowSpec
+from workflow_platform.language.spec import WorkflowSpec, job_name
 from workflow_platform.orchestration.catalog import fingerprint
-from workflow_platform.orchestration.job import build_job, job_name
+from workflow_platform.orchestration.job import build_job
 from workflow_platform.plugins.http import registrations_file
 
 REPOSITORY = "__repository__"  # the name Dagster gives the repository of a Definitions object

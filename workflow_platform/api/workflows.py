@@ -22,12 +22,13 @@ from workflow_platform.api.executions import describe_run
 from workflow_platform.api.idempotency import digest
 from workflow_platform.api.requests import json_body
 from workflow_platform.language.problems import Problem, pointer
-from workflow_platform.language.spec import WorkflowSpec
+from workflow_platform.language.spec import WorkflowSpec, job_name
 from workflow_platform.language.validate import check_param_values
 from workflow_platform.orchestration.catalog import check_document, workflow_schema
-from workflow_platform.orchestration.job import WORKFLOW_TAG, job_name, params_run_config
 from workflow_platform.orchestration.partitions import InvalidParams, partition_params
 from workflow_platform.orchestration.preflight import preflight
+from workflow_platform.orchestration.workflow_run import WORKFLOW_TAG, params_run_config
+from workflow_platform.settings import ServiceSettings
 
 IDEMPOTENCY_TAG = "wfp/idempotency-key"
 SOURCE_TAG = "wfp/source"
@@ -164,7 +165,7 @@ def _submit(request: Request, body: Any, key: str | None) -> JSONResponse:
                 f"'{job_name(spec)}'; rename yours",
             )
     problems = check_param_values(spec, params)
-    if not problems and "WFP_PG_DSN" in os.environ:
+    if not problems and ServiceSettings().pg_dsn:
         with config(request).preflight_database() as postgres:
             problems = preflight(spec, postgres)
     if problems:

@@ -157,7 +157,7 @@ def _load_workflow(target: str) -> tuple[Path, WorkflowSpec]:
 
 def _batch_bounds(spec: WorkflowSpec, rows: str | None) -> tuple[int, int] | None:
     """`--rows AFTER:THROUGH` checked against the workflow; exits 2 when a trigger workflow gets no batch."""
-    from workflow_platform.orchestration.job import no_batch_message, reads_trigger
+    from workflow_platform.orchestration.workflow_run import no_batch_message, reads_trigger
 
     if rows is None:
         if spec.trigger is not None and reads_trigger(spec):
@@ -195,17 +195,20 @@ def run(
 ) -> None:
     """Run a workflow (file, folder or name) through Dagster; exit 0 success, 1 run failed, 2 invalid."""
     from workflow_platform.cli.runner import download_outputs, execute, platform_environment
-    from workflow_platform.orchestration.job import TRIGGER_TAG, rows_batch
     from workflow_platform.orchestration.partitions import InvalidParams
     from workflow_platform.orchestration.preflight import preflight
+    from workflow_platform.orchestration.row_cursor import rows_batch
+    from workflow_platform.orchestration.workflow_run import TRIGGER_TAG
     from workflow_platform.resources.postgres import PostgresResource
+    from workflow_platform.settings import ServiceSettings
 
     path, spec = _load_workflow(target)
     params = _parse_params(param_values, spec.params)
     batch_bounds = _batch_bounds(spec, rows)
 
     with platform_environment(_err):
-        with contextlib.closing(PostgresResource(dsn=os.environ["WFP_PG_DSN"])) as postgres:
+        postgres = PostgresResource.from_settings(ServiceSettings())
+        with contextlib.closing(postgres):
             problems = preflight(spec, postgres, str(path))
         if problems:
             _report_problems(problems)
@@ -217,7 +220,7 @@ def run(
 
         tags = {}
         if batch_bounds is not None:
-            batch = rows_batch(os.environ["WFP_PG_DSN"], spec.trigger, *batch_bounds)
+            batch = rows_batch(postgres, spec.trigger, *batch_bounds)
             tags[TRIGGER_TAG] = json.dumps(batch)
             _err(
                 f"batch: {batch['count']} rows of {batch['table']} with {batch['column']} in ({rows.replace(':', ', ')}]"

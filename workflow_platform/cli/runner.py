@@ -23,10 +23,11 @@ from dagster import DagsterEventType
 from workflow_platform.instance.database import instance_environment
 from workflow_platform.language.spec import WorkflowSpec, dagster_name
 from workflow_platform.orchestration.catalog import workflow_files, workflows_dirs
-from workflow_platform.orchestration.job import build_job, params_run_config
+from workflow_platform.orchestration.job import build_job
 from workflow_platform.orchestration.partitions import partition_params
 from workflow_platform.orchestration.step_status import StepStatus, apply_step_event
-from workflow_platform.settings import admin_dsn, endpoints_configured, wfp_home
+from workflow_platform.orchestration.workflow_run import params_run_config
+from workflow_platform.settings import ServiceSettings, admin_dsn, endpoints_configured, wfp_home
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -281,7 +282,7 @@ def download_outputs(spec: WorkflowSpec, report: RunReport, outputs_dir: Path) -
     ]
     if not written:
         return []
-    store = ObjectStoreResource.from_environment()
+    store = ObjectStoreResource.from_settings(ServiceSettings())
     paths = []
     for item in written:
         # outputs/<workflow>/result.json lands as <workflow folder>/outputs/result.json

@@ -28,7 +28,7 @@ from workflow_platform.api.runs import LocationOrigins
 from workflow_platform.cli.runner import services
 from workflow_platform.instance.database import instance_environment, pool_storage_connections
 from workflow_platform.resources.outbound import OutboundPolicy
-from workflow_platform.settings import admin_dsn, wfp_home
+from workflow_platform.settings import ServiceSettings, admin_dsn, wfp_home
 from workflow_platform.stack.processes import (
     LOOPBACK,
     free_ports,
@@ -232,7 +232,9 @@ def _checked_setup(options: UpOptions) -> AccessPolicy:
     access = AccessPolicy.from_environment()
     access.check_listen(options.host)
     try:
-        OutboundPolicy.from_environment()  # a mistake in WFP_HTTP_ALLOW stops here, not in the first step
+        OutboundPolicy.from_settings(
+            ServiceSettings()
+        )  # a mistake in WFP_HTTP_ALLOW stops here, not in the first step
     except ValueError as error:
         raise RuntimeError(str(error)) from None
     for required in ("dagster.yaml", "workspace.yaml"):

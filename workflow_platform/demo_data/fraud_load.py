@@ -238,7 +238,7 @@ def replay_to_nats(
     """
     from workflow_platform.settings import ServiceSettings
 
-    url = nats_url or ServiceSettings().nats_url
+    url = nats_url or ServiceSettings().require("nats_url")
     ordered = transactions.sort_values("TRANSACTION_ID")
     return asyncio.run(_replay(ordered, source, rate, url, subject, stream, in_flight))
 

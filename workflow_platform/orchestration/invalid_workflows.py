@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from workflow_platform.language.problems import Problem
-from workflow_platform.orchestration.job import dagster_name
+from workflow_platform.language.spec import dagster_name
 
 INVALID_TAG = "wfp/invalid"
 

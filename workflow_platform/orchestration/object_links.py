@@ -7,10 +7,11 @@ carries nothing secret and takes the API's credentials like every read.
 
 from __future__ import annotations
 
-import os
 from urllib.parse import quote
 
-API_URL_VARIABLE = "WFP_API_URL"  # the API's address as readers reach it; `wfp up` sets it for its runs
+from workflow_platform.settings import ServiceSettings, variable
+
+API_URL_VARIABLE = variable("api_url")  # the API's address as readers reach it; `wfp up` sets it for its runs
 DEFAULT_API_URL = "http://127.0.0.1:3000"  # `wfp up`'s, as the CLI assumes (runs of `wfp run`, `dagster dev`)
 
 
@@ -20,5 +21,5 @@ def object_path(bucket: str, key: str) -> str:
 
 def object_url(bucket: str, key: str) -> str:
     """The API link to an object."""
-    base = (os.environ.get(API_URL_VARIABLE) or DEFAULT_API_URL).rstrip("/")
+    base = (ServiceSettings().api_url or DEFAULT_API_URL).rstrip("/")
     return f"{base}{object_path(bucket, key)}"

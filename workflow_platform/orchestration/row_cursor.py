@@ -30,11 +30,13 @@ cached per session, or chosen by the application, can still be committed below a
 from __future__ import annotations
 
 import json
-from contextlib import closing
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workflow_platform.language.spec import TriggerSpec
+
+if TYPE_CHECKING:
+    from workflow_platform.resources.postgres import PostgresResource
 
 MAX_BATCHES_PER_TICK = 20
 
@@ -191,17 +193,11 @@ def batch_payload(trigger: TriggerSpec, after: int, through: int, count: int) ->
     }
 
 
-def connect(dsn: str) -> Any:
-    import psycopg2
-
-    connection = psycopg2.connect(dsn, connect_timeout=10)
-    connection.autocommit = True  # each statement its own snapshot; the sensor holds no transaction open
-    return closing(connection)
-
-
-def next_batches(dsn: str, trigger: TriggerSpec, state: RowCursor) -> tuple[RowCursor, list[dict[str, Any]]]:
+def next_batches(
+    postgres: PostgresResource, trigger: TriggerSpec, state: RowCursor
+) -> tuple[RowCursor, list[dict[str, Any]]]:
     """The batches of settled rows not yet handed to runs, and the cursor after them."""
-    with connect(dsn) as connection, connection.cursor() as cursor:
+    with postgres.autocommit() as cursor:
         if state.starting:
             return first_rows_settled(cursor, trigger, state), []
         state = settle(cursor, trigger, state)
@@ -209,20 +205,25 @@ def next_batches(dsn: str, trigger: TriggerSpec, state: RowCursor) -> tuple[RowC
     return (replace(state, after=batches[-1]["through"]) if batches else state), batches
 
 
-def start_at_latest(dsn: str, trigger: TriggerSpec) -> RowCursor:
+def start_at_latest(postgres: PostgresResource, trigger: TriggerSpec) -> RowCursor:
     """After the latest committed row; on an empty table, a cursor waiting for the first rows (see `starting`)."""
-    with connect(dsn) as connection, connection.cursor() as cursor:
+    with postgres.autocommit() as cursor:
         latest = latest_value(cursor, trigger)
     return RowCursor.start(latest) if latest else replace(RowCursor.start(0), starting=True)
 
 
-def count_rows(dsn: str, trigger: TriggerSpec, after: int, through: int) -> int:
+def count_rows(postgres: PostgresResource, trigger: TriggerSpec, after: int, through: int) -> int:
     from psycopg2 import sql
 
     name, column = table_and_column(trigger)
-    with connect(dsn) as connection, connection.cursor() as cursor:
+    with postgres.autocommit() as cursor:
         cursor.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE {} > %s AND {} <= %s").format(name, column, column),
             (after, through),
         )
         return int(cursor.fetchone()[0])
+
+
+def rows_batch(postgres: PostgresResource, trigger: TriggerSpec, after: int, through: int) -> dict[str, Any]:
+    """The trigger payload of a batch named by hand (`wfp run --rows AFTER:THROUGH`), its rows counted."""
+    return batch_payload(trigger, after, through, count_rows(postgres, trigger, after, through))

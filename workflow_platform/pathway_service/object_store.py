@@ -40,7 +40,7 @@ class ObjectStore:
     """Whole-object reads and writes on the S3 endpoint the WFP_S3_* variables name."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        self.endpoint = settings.s3_endpoint
+        self.endpoint = settings.require("s3_endpoint")
         self.bucket = settings.s3_bucket  # where the platform keeps its objects (models, for one)
         # Fewer retries and a shorter connect timeout than a Dagster step's: the caller is waiting on a request.
         self._client = settings_client(settings, retries=2, connect_timeout_s=5)

@@ -1,4 +1,4 @@
-"""Dagster resources wrapping the services the plugins talk to; endpoints come from WFP_* variables."""
+"""Dagster resources wrapping the services the plugins talk to; their variables are named in settings.py."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from workflow_platform.resources.nats import NatsResource
 from workflow_platform.resources.object_store import ObjectStoreResource
 from workflow_platform.resources.pathway import PathwayResource
 from workflow_platform.resources.postgres import PostgresResource
+from workflow_platform.settings import ServiceSettings, variable
 
 __all__ = [
     "HttpResource",
@@ -21,20 +22,26 @@ __all__ = [
 ]
 
 
-def service_resources() -> dict[str, dg.ConfigurableResource]:
-    """The resources every workflow job gets, configured from the environment at run time (the IO manager:
-    Dagster's default unless WFP_IO_MANAGER selects the object store)."""
+def service_resources(settings: ServiceSettings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The resources the code location binds for every job, sensor and schedule. Endpoints and secrets are
+    Dagster EnvVars, resolved in the run (the UI shows the variable's name, never its value); the choices that
+    have a default (region, bucket, IO manager) are read from `settings` (default: the environment) now."""
+    settings = ServiceSettings() if settings is None else settings
+
+    def env(field: str) -> dg.EnvVar:
+        return dg.EnvVar(variable(field))
+
     return {
-        **io_manager_resources(),
-        "postgres": PostgresResource(dsn=dg.EnvVar("WFP_PG_DSN")),
+        **io_manager_resources(settings),
+        "postgres": PostgresResource(dsn=env("pg_dsn")),
         "object_store": ObjectStoreResource(
-            endpoint=dg.EnvVar("WFP_S3_ENDPOINT"),
-            access_key=dg.EnvVar("WFP_S3_ACCESS_KEY"),
-            secret_key=dg.EnvVar("WFP_S3_SECRET_KEY"),
-            region=dg.EnvVar("WFP_S3_REGION"),
-            bucket=dg.EnvVar("WFP_S3_BUCKET"),
+            endpoint=env("s3_endpoint"),
+            access_key=env("s3_access_key"),
+            secret_key=env("s3_secret_key"),
+            region=settings.s3_region,
+            bucket=settings.s3_bucket,
         ),
-        "nats": NatsResource(url=dg.EnvVar("WFP_NATS_URL")),
-        "pathway": PathwayResource(url=dg.EnvVar("WFP_PATHWAY_URL")),
+        "nats": NatsResource(url=env("nats_url")),
+        "pathway": PathwayResource(url=env("pathway_url")),
         "http": HttpResource(),
     }

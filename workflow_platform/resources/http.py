@@ -3,31 +3,30 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urljoin
 
-import dagster as dg
 import requests
 from pydantic import PrivateAttr
 
-from workflow_platform.resources.abortable_http import AbortableSession
+from workflow_platform.resources.abortable_resource import AbortableSessionResource
 from workflow_platform.resources.outbound import OutboundPolicy, OutboundRefused
+from workflow_platform.settings import ServiceSettings
 
 MAX_REDIRECTS = 5
 
 
-class HttpResource(dg.ConfigurableResource):
+class HttpResource(AbortableSessionResource):
     """Outgoing HTTP for the `http` plugin and registered HTTP plugins, inside the WFP_HTTP_ALLOW policy
     (workflow_platform/resources/outbound.py): every URL, redirects included, is checked before it is requested."""
 
     timeout_s: float = 60.0
     allow: str | None = None  # the policy; None: WFP_HTTP_ALLOW at run time, else "public"
 
-    _session: AbortableSession | None = PrivateAttr(default=None)
     _policy: OutboundPolicy | None = PrivateAttr(default=None)
 
     def request(
         self, method: str, url: str, timeout_s: float | None = None, *, checked: bool = False, **kwargs: Any
     ) -> requests.Response:
         """`checked`: the URL was already allowed (a registered plugin's base URL, checked at registration)."""
-        session = self._session = self._session or AbortableSession()  # cancel() may drop self._session
+        session = self.session()
         policy = self.policy()
         if not checked:
             policy.check(url)
@@ -51,18 +50,6 @@ class HttpResource(dg.ConfigurableResource):
             self._policy = (
                 OutboundPolicy.parse(self.allow)
                 if self.allow is not None
-                else OutboundPolicy.from_environment()
+                else OutboundPolicy.from_settings(ServiceSettings())
             )
         return self._policy
-
-    def cancel(self) -> None:
-        """Abort the request in flight, if any (from another thread: a step that timed out, a run being
-        terminated); the next request opens a new session."""
-        session, self._session = self._session, None
-        if session is not None:
-            session.abort()
-            session.close()
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._session is not None:
-            self._session.close()

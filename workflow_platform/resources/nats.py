@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, TypeVar
 import dagster as dg
 from pydantic import PrivateAttr
 
+from workflow_platform.settings import ServiceSettings
+
 if TYPE_CHECKING:  # nats-py (with aiohttp) costs ~0.3 s to import: only runs that publish pay it
     from nats.aio.client import Client
     from nats.js import JetStreamContext
@@ -25,6 +27,10 @@ class NatsResource(dg.ConfigurableResource):
     # The calls in flight, each an asyncio task in its own loop (asyncio.run in the calling thread).
     _calls: set[tuple[asyncio.AbstractEventLoop, asyncio.Task]] = PrivateAttr(default_factory=set)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> NatsResource:
+        return cls(url=settings.require("nats_url"))
 
     def run(
         self, work: Callable[[Client, JetStreamContext], Awaitable[T]], timeout_s: float | None = None

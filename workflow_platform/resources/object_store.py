@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
+
+from workflow_platform.settings import ServiceSettings
 
 if TYPE_CHECKING:  # the minio SDK costs ~0.2 s to import: only runs that touch the store pay it
     from minio import Minio
@@ -24,14 +25,14 @@ class ObjectStoreResource(dg.ConfigurableResource):
     _buckets: set[str] = PrivateAttr(default_factory=set)
 
     @classmethod
-    def from_environment(cls) -> ObjectStoreResource:
-        """Outside a Dagster run (CLI downloads, health checks): the WFP_S3_* variables directly."""
+    def from_settings(cls, settings: ServiceSettings) -> ObjectStoreResource:
+        """Outside a Dagster run (CLI downloads, health checks)."""
         return cls(
-            endpoint=os.environ["WFP_S3_ENDPOINT"],
-            access_key=os.environ["WFP_S3_ACCESS_KEY"],
-            secret_key=os.environ["WFP_S3_SECRET_KEY"],
-            region=os.environ.get("WFP_S3_REGION", "us-east-1"),
-            bucket=os.environ["WFP_S3_BUCKET"],
+            endpoint=settings.require("s3_endpoint"),
+            access_key=settings.require("s3_access_key"),
+            secret_key=settings.require("s3_secret_key"),
+            region=settings.s3_region,
+            bucket=settings.s3_bucket,
         )
 
     def client(self) -> Minio:

@@ -16,13 +16,14 @@ then go to their base URL. Every redirect is checked again.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from workflow_platform.settings import ServiceSettings, variable
+
 DEFAULT_POLICY = "public"
-ENV_VAR = "WFP_HTTP_ALLOW"
+ENV_VAR = variable("http_allow")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -62,8 +63,8 @@ class OutboundPolicy:
         return cls(public, frozenset(hosts), tuple(domains), frozenset(origins), tuple(networks), text)
 
     @classmethod
-    def from_environment(cls) -> OutboundPolicy:
-        return cls.parse(os.environ.get(ENV_VAR, DEFAULT_POLICY))
+    def from_settings(cls, settings: ServiceSettings) -> OutboundPolicy:
+        return cls.parse(DEFAULT_POLICY if settings.http_allow is None else settings.http_allow)
 
     def check(self, url: str) -> None:
         """Raise OutboundRefused unless `url` may be requested."""

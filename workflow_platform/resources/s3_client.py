@@ -42,9 +42,9 @@ def s3_client(
 def settings_client(settings: ServiceSettings, retries: int = 3, connect_timeout_s: float = 10) -> Minio:
     """A client for the store the WFP_S3_* settings name."""
     return s3_client(
-        settings.s3_endpoint,
-        settings.s3_access_key,
-        settings.s3_secret_key,
+        settings.require("s3_endpoint"),
+        settings.require("s3_access_key"),
+        settings.require("s3_secret_key"),
         settings.s3_region,
         retries,
         connect_timeout_s,
