@@ -31,6 +31,15 @@ from workflow_platform.orchestration.workflow_run import (
 from workflow_platform.plugins import Action, ActionError, ActionOutput, Plugin, StepContext
 
 PREVIEW_CHARS = 4000
+
+# What a step hands its dependents: the action's result, a JSON value (actions return what `jsonable` makes of
+# their clients' answers). Named, so the UI shows what flows along each edge and a plugin returning something
+# else fails its step at once instead of a dependent failing to render it.
+STEP_RESULT = dg.DagsterType(
+    name="StepResult",
+    description="a step's result: a JSON value (object, array, string, number, boolean or null)",
+    type_check_fn=lambda _context, value: isinstance(value, dict | list | str | int | float | bool | type(None)),
+)
 CANCEL_GRACE_S = 5.0  # how long a cancelled action gets to end before the step fails without it
 
 
@@ -53,8 +62,8 @@ def step_op(
     @dg.op(
         name=f"{job_name(spec)}__{dagster_name(step.id)}",
         description=step.description or f"{step.plugin}.{step.action} ({action.description})",
-        ins={name: dg.In(dg.Any) for name in input_steps},
-        out=dg.Out(dg.Any),
+        ins={name: dg.In(STEP_RESULT) for name in input_steps},
+        out=dg.Out(STEP_RESULT),
         required_resource_keys=resource_keys,
         retry_policy=_retry_policy(spec, step),
         tags={"plugin": step.plugin, "action": step.action, STEP_TAG: step.id, **step.tags},
