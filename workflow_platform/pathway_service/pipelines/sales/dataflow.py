@@ -10,7 +10,7 @@ Each operator costs a little CPU on every tick of the dataflow, busy or idle, so
 
 import pathway as pw
 
-from ...staging import STAGED
+from ...staging import StagedRequest
 from .report import metric_document, report_document
 from .rows import Partial, partials
 
@@ -18,10 +18,10 @@ SUMS = ("rows", "revenue", "units", "refunds", "refund_amount")
 
 
 # No `from __future__ import annotations` here: Pathway reads the UDFs' annotations as types.
-# Not deterministic: Pathway keeps the rows to retract them later, when the request has left the staging area.
+# Not deterministic: Pathway keeps the rows to retract them later instead of computing them again.
 @pw.udf
-def load_partials(key: str) -> list[Partial]:
-    staged = STAGED.get(key)
+def load_partials(request: pw.PyObjectWrapper[StagedRequest]) -> list[Partial]:
+    staged = request.value
     return partials(staged.tables["salesData"], staged.input["includeMetrics"])
 
 
@@ -42,7 +42,7 @@ def report_of(request: pw.Json, metrics: tuple | None) -> pw.Json:
 
 def build(requests: pw.Table) -> pw.Table:
     parts = (
-        requests.select(part=load_partials(pw.this.key))
+        requests.select(part=load_partials(pw.this.request))
         .flatten(pw.this.part, origin_id="query_id")
         .select(
             pw.this.query_id,
