@@ -99,7 +99,7 @@ def build(requests: pw.Table) -> pw.Table:
         skipped=pw.make_tuple(*(pw.reducers.sum(_count_if(pw.this.skip, reason)) for reason in SKIP_REASONS)),
     )
     # Every request is answered, with or without transactions; the answer keeps the request's id, which is
-    # how the REST connector matches it to the waiting HTTP call.
+    # how the service matches it to the waiting HTTP call.
     return requests.join_left(per_request, pw.left.id == pw.right.query_id, id=pw.left.id).select(
         result=risk_of(
             pw.left.input, pw.right.assessments, pw.right.alerts, pw.right.counts, pw.right.skipped
