@@ -3,6 +3,10 @@
 Routes: `GET /health`, `GET /pipelines`, `POST /pipelines/<id>/run` (statuses in `pipeline_requests`). A request
 still without an answer after the request timeout gets a 504; its computation goes on, and its row leaves the
 dataflow once answered.
+
+Not `pw.io.http.PathwayWebserver`: it has no public hook for any of this (its `rest_connector` answers a
+validator's rejection with a plain-text 400 and every result with a 200, and waits without limit), so the
+service serves its own aiohttp app and feeds the dataflow through `connector`.
 """
 
 from __future__ import annotations
