@@ -38,7 +38,9 @@ PREVIEW_CHARS = 4000
 STEP_RESULT = dg.DagsterType(
     name="StepResult",
     description="a step's result: a JSON value (object, array, string, number, boolean or null)",
-    type_check_fn=lambda _context, value: isinstance(value, dict | list | str | int | float | bool | type(None)),
+    type_check_fn=lambda _context, value: isinstance(
+        value, dict | list | str | int | float | bool | type(None)
+    ),
 )
 CANCEL_GRACE_S = 5.0  # how long a cancelled action gets to end before the step fails without it
 

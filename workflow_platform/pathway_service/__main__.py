@@ -30,12 +30,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _without_request_bodies(record: logging.LogRecord) -> bool:
-    # Pathway's REST connector logs every request body at INFO: inline tables of up to a megabyte, which may
-    # hold personal data. The access log line says enough.
-    return not (isinstance(record.msg, str) and record.msg.startswith('{"_type": "request_payload"'))
-
-
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     # Pathway's engine unwinds cleanly from KeyboardInterrupt (Ctrl-C); raising it for SIGTERM too gives
     # `docker stop` and the launcher the same clean stop, with exit status 0.
@@ -50,18 +44,19 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Pathway logs every request itself (`http_access`, with status and duration); aiohttp's line would repeat it.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_without_request_bodies)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        from .app import serve  # imports pathway (~1 s): only once the arguments are known to be good
+        # These import pathway (~1 s): only once the arguments are known to be good.
+        from .app import serve
+        from .http_server import PortInUse
 
         serve(args.host, args.port, args.request_timeout)
     except KeyboardInterrupt:
         pass
+    except PortInUse as exc:
+        log.error("%s", exc.strerror)
+        return 1
     log.info("stopped")
     return 0
 

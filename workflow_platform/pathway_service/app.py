@@ -1,8 +1,7 @@
-"""The Pathway application: one webserver, one REST connector per route, one dataflow for all of them.
+"""The Pathway application: one webserver, one input connector per route, one dataflow for all of them.
 
-Routes: `GET /health`, `GET /pipelines`, `POST /pipelines/<id>/run` for each registered pipeline. Every answer,
-health included, is computed by the running dataflow, so a 200 from `/health` means requests really flow
-through Pathway.
+Every answer, health included, is computed by the running dataflow, so a 200 from `/health` means requests
+really flow through Pathway.
 """
 
 from __future__ import annotations
@@ -14,11 +13,12 @@ from typing import Any
 
 import pathway as pw
 
-from .http_errors import json_errors_middleware
+from . import http_server
+from .connector import RequestsConnector
 from .object_store import ObjectStoreUnavailable, object_store
-from .pipeline_requests import failure_result, pipeline_requests_middleware, request_validator
+from .pipeline_requests import failure_result
 from .pipelines import PIPELINES, Pipeline
-from .staging import STAGED, UnreadableReference, read_tables
+from .staging import StagedRequest, UnreadableReference, stage
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +29,16 @@ AUTOCOMMIT_MS = 50
 
 
 def serve(host: str, port: int, request_timeout: float) -> None:
-    """Build the dataflow and run it until the process is interrupted."""
+    """Build the dataflow, listen on host:port (http_server.PortInUse if taken), run until interrupted."""
     _check_no_phone_home()
-    # No `/_schema`: Pathway would describe the raw-body connectors as taking text; `/pipelines` publishes the
-    # real input schemas.
-    webserver = pw.io.http.PathwayWebserver(host=host, port=port, with_schema_endpoint=False)
-    # The middlewares must be in place before the webserver starts; PathwayWebserver has no public hook for it.
-    webserver._app.middlewares.insert(0, json_errors_middleware(request_timeout))
-    webserver._app.middlewares.insert(1, pipeline_requests_middleware(PIPELINES))
-    _serve_document(webserver, "/health", {"status": "ok", "pipelines": list(PIPELINES)})
-    _serve_document(webserver, "/pipelines", {"pipelines": [p.describe() for p in PIPELINES.values()]})
-    for pipeline in PIPELINES.values():
-        _serve_pipeline(webserver, pipeline)
+    routes = http_server.Routes(
+        health=_serve_document("/health", {"status": "ok", "pipelines": list(PIPELINES)}).answer,
+        pipelines=_serve_document(
+            "/pipelines", {"pipelines": [p.describe() for p in PIPELINES.values()]}
+        ).answer,
+        runs={pipeline.id: (pipeline, _serve_pipeline(pipeline).answer) for pipeline in PIPELINES.values()},
+    )
+    http_server.start(http_server.application(routes, request_timeout), host, port)
     log.info("serving %s on http://%s:%d", ", ".join(PIPELINES), host, port)
     # Flagged experimental, but it is what keeps one failing request from stopping the whole service.
     warnings.filterwarnings("ignore", message="terminate_on_error=False mode is experimental")
@@ -52,60 +50,52 @@ def serve(host: str, port: int, request_timeout: float) -> None:
     )
 
 
-def _serve_document(webserver: pw.io.http.PathwayWebserver, route: str, document: Any) -> None:
-    requests, respond = pw.io.http.rest_connector(
-        webserver=webserver,
-        route=route,
-        methods=("GET",),
-        autocommit_duration_ms=AUTOCOMMIT_MS,
-        delete_completed_queries=True,
+def _serve_document(route: str, document: Any) -> RequestsConnector:
+    connector = RequestsConnector(route, AUTOCOMMIT_MS)
+    connector.respond(
+        connector.requests.select(
+            result=pw.apply_with_type(lambda _body: pw.Json(document), pw.Json, pw.this.body)
+        )
     )
-    respond(
-        requests.select(result=pw.apply_with_type(lambda _body: pw.Json(document), pw.Json, pw.this.query))
-    )
+    return connector
 
 
-def _serve_pipeline(webserver: pw.io.http.PathwayWebserver, pipeline: Pipeline) -> None:
-    # The connector takes the raw body (its validator parses and stages it): with a schema it would read
-    # invalid JSON as `{}` and fail with a 500 on a body that is JSON but not an object.
-    requests, respond = pw.io.http.rest_connector(
-        webserver=webserver,
-        route=pipeline.route,
-        methods=("POST",),
-        autocommit_duration_ms=AUTOCOMMIT_MS,
-        delete_completed_queries=True,
-        request_validator=request_validator(pipeline),
-    )
+def _serve_pipeline(pipeline: Pipeline) -> RequestsConnector:
+    connector = RequestsConnector(pipeline.route, AUTOCOMMIT_MS)
 
-    # Not deterministic (the default): Pathway remembers what these returned instead of calling them again to
-    # retract the request, by which time it has left the staging area.
+    # Not deterministic (the default): Pathway keeps what it returned to retract the request later, instead of
+    # reading the tables again. Returns the StagedRequest, or the failure result (a dict) if they cannot be read.
     @pw.udf
-    def read(key: str) -> pw.Json | None:
+    def staged(body: str) -> pw.PyObjectWrapper:
         try:
-            staged = STAGED.get(key)
-            read_tables(staged, object_store())
-            if pipeline.prepare is not None:
-                pipeline.prepare(staged, object_store())
+            return pw.wrap_py_object(stage(pipeline, body, object_store()))
         except UnreadableReference as exc:
             error = f"invalid input for {pipeline.id}: {exc}"
-            return pw.Json(failure_result(422, error, field=exc.field, ref=exc.ref))
+            return pw.wrap_py_object(failure_result(422, error, field=exc.field, ref=exc.ref))
         except ObjectStoreUnavailable as exc:
-            return pw.Json(failure_result(503, str(exc)))
-        return None
+            return pw.wrap_py_object(failure_result(503, str(exc)))
 
-    @pw.udf
-    def staged_input(key: str) -> pw.Json:
-        return pw.Json(STAGED.get(key).input)
-
-    staged = requests.select(
-        key=pw.apply_with_type(lambda body: STAGED.key_of(pipeline.id, body), str, pw.this.query)
+    checked = connector.requests.select(request=staged(pw.this.body)).with_columns(
+        failure=_failure_of(pw.this.request)
     )
-    read_out = staged.select(pw.this.key, failure=read(pw.this.key))
-    inputs = read_out.filter(pw.this.failure.is_none()).select(pw.this.key, input=staged_input(pw.this.key))
-    failures = read_out.filter(pw.this.failure.is_not_none()).select(result=pw.unwrap(pw.this.failure))
+    inputs = checked.filter(pw.this.failure.is_none()).select(
+        pw.this.request, input=_input_of(pw.this.request)
+    )
+    failures = checked.filter(pw.this.failure.is_not_none()).select(result=pw.unwrap(pw.this.failure))
     answers = pipeline.build(inputs)
     pw.universes.promise_are_pairwise_disjoint(answers, failures)
-    respond(pw.Table.concat(answers, failures))
+    connector.respond(pw.Table.concat(answers, failures))
+    return connector
+
+
+@pw.udf(deterministic=True)
+def _failure_of(staged: pw.PyObjectWrapper) -> pw.Json | None:
+    return pw.Json(staged.value) if isinstance(staged.value, dict) else None
+
+
+@pw.udf(deterministic=True)
+def _input_of(staged: pw.PyObjectWrapper[StagedRequest]) -> pw.Json:
+    return pw.Json(staged.value.input)
 
 
 def _check_no_phone_home() -> None:

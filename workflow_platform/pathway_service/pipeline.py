@@ -45,9 +45,9 @@ class Pipeline:
     `extra="forbid", strict=True`; tabular fields use `tabular.TabularInput`); its JSON Schema is what
     `GET /pipelines` publishes. `build` receives a table with one row per request and two columns: `input`
     (Json), the body as `input_model` dumps it, defaults filled in and every tabular input replaced by a
-    description of it; and `key` (str), which `staging.STAGED.tables(key)` turns into the request's tables,
-    already read. It returns a table with a Json `result` column whose rows keep the ids of the requests they
-    answer: that is how Pathway's REST connector finds the HTTP call waiting for each answer.
+    description of it; and `request` (pw.PyObjectWrapper[staging.StagedRequest]), whose `tables` are the
+    request's tables, already read. It returns a table with a Json `result` column whose rows keep the ids of
+    the requests they answer: that is how `connector.RequestsConnector` finds the HTTP call waiting for each.
     """
 
     id: str

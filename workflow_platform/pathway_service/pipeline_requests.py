@@ -1,108 +1,50 @@
-"""The gate of `POST /pipelines/<id>/run`: status codes that say what is wrong, and staging of valid requests.
+"""`POST /pipelines/<id>/run`: status codes that say what is wrong with a request, or what the dataflow found.
 
 - unknown pipeline id: 404 `{"error", "pipelines": [known ids]}` (before anything is read);
 - body that is not JSON (or not UTF-8): 400 `{"error"}`;
 - JSON body that is not a valid input: 422 `{"error", "problems": [{"field", "message"}]}`;
 - tabular input by reference that cannot be read: 422 `{"error", "field", "ref"}`; 503 if the store is down.
 
-Pathway's REST connector reads the body itself (it refuses a request whose body was read before) and answers
-its validator's rejections with a 400, the dataflow's results with a 200. So the connector's validator
-(`request_validator`) parses and stages the body and leaves its verdict in a per-request `_Gate` that this
-middleware reads to pick the status; and a failure the dataflow finds (an unreadable reference) comes back as
-a result marked with `STATUS_KEY`, which the middleware turns into that status.
+The first three are decided at the door, before the request enters the dataflow. A failure the dataflow finds
+(an unreadable reference) comes back as its result, marked with `STATUS_KEY`: `answer_status` takes it out.
 """
 
 from __future__ import annotations
 
-import contextvars
-import json
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from .http_errors import Handler, Middleware, error_response
+from .http_errors import error_response
 from .pipeline import BadRequest, InvalidInput, Pipeline
-from .staging import STAGED
 
 STATUS_KEY = "__status__"
-_MARKED = b'{"' + STATUS_KEY.encode() + b'":'
-_RUN_ROUTE = re.compile(r"/pipelines/(?P<id>[^/]+)/run")
-
-
-@dataclass
-class _Gate:
-    """What the validator decided about the request being handled."""
-
-    rejection: BadRequest | InvalidInput | None = None
-    key: str | None = None
-
-
-_GATE: contextvars.ContextVar[_Gate] = contextvars.ContextVar("pipeline_request_gate")
-
-
-def request_validator(pipeline: Pipeline) -> Callable[[dict[str, Any], Mapping[str, str]], str | None]:
-    """The connector's validator for `pipeline`: None (and the request staged) or the rejection message."""
-
-    def validate(payload: dict[str, Any], _headers: Mapping[str, str]) -> str | None:
-        gate = _GATE.get()  # set by the middleware, which runs in the same task
-        body = payload["query"]
-        try:
-            model = pipeline.parse_body(body)
-        except (BadRequest, InvalidInput) as exc:
-            gate.rejection = exc
-            return str(exc)
-        gate.key = STAGED.key_of(pipeline.id, body)
-        STAGED.hold(gate.key, model)
-        return None
-
-    return validate
 
 
 def failure_result(status: int, error: str, **details: Any) -> dict[str, Any]:
-    """A result the dataflow gives instead of an answer; the middleware sends it with `status`."""
+    """A result the dataflow gives instead of an answer; it is sent with `status`."""
     return {STATUS_KEY: status, "error": error, **details}
 
 
-def pipeline_requests_middleware(pipelines: Mapping[str, Pipeline]) -> Middleware:
-    @web.middleware
-    async def pipeline_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-        match = _RUN_ROUTE.fullmatch(request.path)
-        if match is None:
-            return await handler(request)
-        if match["id"] not in pipelines:
-            known = list(pipelines)
-            message = f"unknown pipeline {match['id']!r}; the pipelines are: {', '.join(known)}"
-            return web.json_response({"error": message, "pipelines": known}, status=404)
-        gate = _Gate()
-        _GATE.set(gate)
-        try:
-            response = await handler(request)
-        except web.HTTPBadRequest:
-            if gate.rejection is None:
-                raise
-            return _rejected(gate.rejection)
-        finally:
-            if gate.key is not None:
-                STAGED.release(gate.key)
-        return _with_marked_status(response)
-
-    return pipeline_requests
+def answer_status(result: Any) -> tuple[int, Any]:
+    """The status a result of the dataflow is sent with, and the document to send."""
+    if isinstance(result, dict) and STATUS_KEY in result:
+        document = dict(result)
+        return document.pop(STATUS_KEY), document
+    return 200, result
 
 
-def _rejected(rejection: BadRequest | InvalidInput) -> web.Response:
-    if isinstance(rejection, InvalidInput):
-        return web.json_response({"error": str(rejection), "problems": rejection.problems}, status=422)
-    return error_response(400, str(rejection))
+def unknown_pipeline(pipeline_id: str, known: list[str]) -> web.Response:
+    message = f"unknown pipeline {pipeline_id!r}; the pipelines are: {', '.join(known)}"
+    return web.json_response({"error": message, "pipelines": known}, status=404)
 
 
-def _with_marked_status(response: web.StreamResponse) -> web.StreamResponse:
-    if not (isinstance(response, web.Response) and response.status == 200):
-        return response
-    body = response.body
-    if not (isinstance(body, bytes) and body.startswith(_MARKED)):
-        return response
-    document = json.loads(body)
-    return web.json_response(document, status=document.pop(STATUS_KEY))
+def rejection(pipeline: Pipeline, body: str) -> web.Response | None:
+    """The 400 or 422 answer to a body that is not a valid input of `pipeline`; None if it is one."""
+    try:
+        pipeline.parse_body(body)
+    except InvalidInput as exc:
+        return web.json_response({"error": str(exc), "problems": exc.problems}, status=422)
+    except BadRequest as exc:
+        return error_response(400, str(exc))
+    return None

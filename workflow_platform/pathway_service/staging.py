@@ -1,18 +1,17 @@
-"""Requests validated at the door, held for the dataflow while they run, their tables read once.
+"""A pipeline request staged for the dataflow: its input validated, its tables read once.
 
-The webserver validates a pipeline request before it enters the dataflow and stages it here under a key
-derived from the pipeline and the request body (which the REST connector passes into the dataflow unchanged). In the dataflow,
-`read_tables` reads the request's tabular inputs (inline rows, or objects from the store) once, and the
-pipelines' UDFs look them up by key. Pathway would pickle a DataFrame carried in a column (0.25 s per million
-rows), so only the key travels through the dataflow.
+The webserver validates a request before it enters the dataflow; there, the first step of every pipeline
+(`stage`) validates the body again (the dataflow only carries the body), reads its tabular inputs (inline rows,
+or objects from the store) and lets the pipeline prepare what it needs. The result travels with the request's
+row, wrapped (`pw.PyObjectWrapper`), to the pipeline's UDFs. The engine pickles a wrapped value once per row (one
+`dumps`, never a `loads`: it handles the row by those bytes): for a million-row sales table by reference, that
+took the answer from 0.45 s to 0.9 s here (pickling 0.1 s, the 68 MB of bytes the rest).
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pydantic import BaseModel
@@ -21,10 +20,13 @@ from .object_store import ObjectStore, UnreadableObject
 from .table_formats import UnreadableFormat, inline_frame, parse_table
 from .tabular import InlineRows, TableReference, tabular_fields
 
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
 
 @dataclass
 class StagedRequest:
-    """A validated request: its input as JSON (tables described, not included) and, once read, its tables."""
+    """A validated request: its input as JSON (tables described, not included) and its tables."""
 
     model: BaseModel
     input: dict[str, Any]
@@ -33,41 +35,18 @@ class StagedRequest:
     derived: dict[str, Any] = field(default_factory=dict)
 
 
-class Staging:
-    """Staged requests by key, counted so that identical concurrent requests share one entry."""
+def stage(pipeline: Pipeline, body: str, store: ObjectStore) -> StagedRequest:
+    """The request `body` (a valid input of `pipeline`) staged: tables read, then `pipeline.prepare` run.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[str, tuple[int, StagedRequest]] = {}
-
-    @staticmethod
-    def key_of(pipeline_id: str, body: str) -> str:
-        return hashlib.sha256(f"{pipeline_id}\n{body}".encode()).hexdigest()
-
-    def hold(self, key: str, model: BaseModel) -> None:
-        with self._lock:
-            count, staged = self._held.get(key, (0, None))
-            if staged is None:
-                staged = StagedRequest(model=model, input=model.model_dump(mode="json"))
-            self._held[key] = (count + 1, staged)
-
-    def release(self, key: str) -> None:
-        with self._lock:
-            count, staged = self._held[key]
-            if count > 1:
-                self._held[key] = (count - 1, staged)
-            else:
-                del self._held[key]
-
-    def get(self, key: str) -> StagedRequest:
-        with self._lock:
-            return self._held[key][1]
-
-    def tables(self, key: str) -> dict[str, pd.DataFrame]:
-        return self.get(key).tables
-
-
-STAGED = Staging()
+    Raises UnreadableReference for the first reference that cannot be read, ObjectStoreUnavailable if the
+    store does not answer.
+    """
+    model = pipeline.parse_body(body)
+    staged = StagedRequest(model=model, input=model.model_dump(mode="json"))
+    _read_tables(staged, store)
+    if pipeline.prepare is not None:
+        pipeline.prepare(staged, store)
+    return staged
 
 
 class UnreadableReference(ValueError):
@@ -79,12 +58,8 @@ class UnreadableReference(ValueError):
         self.ref = ref
 
 
-def read_tables(staged: StagedRequest, store: ObjectStore) -> None:
-    """Read every tabular input of the request, completing its description with the row count.
-
-    Raises UnreadableReference for the first reference that cannot be read, ObjectStoreUnavailable if the
-    store does not answer.
-    """
+def _read_tables(staged: StagedRequest, store: ObjectStore) -> None:
+    """Read every tabular input of the request, completing its description with the row count."""
     for path, table in tabular_fields(staged.model).items():
         staged.tables[path] = _read(path, table, store)
         _description(staged.input, path)["rows"] = len(staged.tables[path])

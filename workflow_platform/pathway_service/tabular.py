@@ -6,7 +6,7 @@ A field typed `TabularInput` accepts
 - a reference `{"ref": "s3://bucket/key", "format": "csv" | "jsonl" | "parquet"}` (what those steps return for
   large results; extra keys such as `rowCount` and `columns` are ignored; without `format`, the key's suffix
   decides).
-Validation only checks the shape; `staging.prepare` reads the rows. Dumped to JSON, the field becomes a short
+Validation only checks the shape; `staging.stage` reads the rows. Dumped to JSON, the field becomes a short
 description of where the rows came from, so the dataflow never carries the table inside its `input` column.
 """
 

@@ -124,7 +124,7 @@ def build(inputs: "pw.Table") -> "pw.Table":
         .with_columns(overall=pw.make_tuple(pw.this.count, pw.this.total, pw.this.total / pw.this.count))
     )
     # A left join keeps requests without records (count=0); the answer keeps the request's id, which is how
-    # the REST connector matches it to the waiting HTTP call.
+    # the service matches it to the waiting HTTP call.
     return requests.join_left(per_query, pw.left.id == pw.right.query_id, id=pw.left.id).select(
         result=answer(pw.left.source, pw.left.count, pw.right.overall, pw.right.categories)
     )

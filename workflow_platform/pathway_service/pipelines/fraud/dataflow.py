@@ -13,7 +13,7 @@ The rules' logic lives in `rules.py`, the features in `windows.py`, the model in
 import numpy as np
 import pathway as pw
 
-from ...staging import STAGED
+from ...staging import StagedRequest
 from . import rules
 from .history import History, feature_input, histories
 from .report import analysis_document, transaction_document
@@ -25,28 +25,28 @@ RULE_COLUMNS = dict(zip(rules.RULE_NAMES, ("velocity", "geography", "deviation",
 
 
 # No `from __future__ import annotations` here: Pathway reads the UDFs' annotations as types.
-# Not deterministic: Pathway keeps the rows to retract them later, when the request has left the staging area.
+# Not deterministic: Pathway keeps the rows to retract them later instead of computing them again.
 @pw.udf
 def load_transactions(
-    key: str,
+    request: pw.PyObjectWrapper[StagedRequest],
 ) -> list[tuple[int, pw.Json, str | None, float | None, float | None, float | None, float | None]]:
     return [
         (position, pw.Json(transaction_id), *rest)
-        for position, transaction_id, *rest in transactions(STAGED.tables(key)["transactions"])
+        for position, transaction_id, *rest in transactions(request.value.tables["transactions"])
     ]
 
 
 @pw.udf
 def load_profiles(
-    key: str,
+    request: pw.PyObjectWrapper[StagedRequest],
 ) -> list[tuple[str, float, float | None, float | None, float | None, float | None, float | None]]:
-    return profiles(STAGED.tables(key)["customerProfiles"])
+    return profiles(request.value.tables["customerProfiles"])
 
 
 @pw.udf
-def load_histories(key: str) -> list[History]:
+def load_histories(request: pw.PyObjectWrapper[StagedRequest]) -> list[History]:
     """The card and terminal histories of the transactions (positions first) and of their history."""
-    staged = STAGED.get(key)
+    staged = request.value
     batch = feature_input(staged.tables["transactions"])
     earlier = feature_input(staged.tables["history"], frozenset(batch.ids) - {None})
     staged.derived["featured"] = batch
@@ -54,10 +54,12 @@ def load_histories(key: str) -> list[History]:
 
 
 @pw.udf
-def model_rows(key: str, features: np.ndarray) -> list[tuple[int, float | None, tuple, int, float]]:
+def model_rows(
+    request: pw.PyObjectWrapper[StagedRequest], features: np.ndarray
+) -> list[tuple[int, float | None, tuple, int, float]]:
     """Per featured transaction: position in the input, model score (None without a model), the 15 features,
     and the card's transactions and amount in the past hour (history included)."""
-    staged = STAGED.get(key)
+    staged = request.value
     batch = staged.derived["featured"]
     mine = features[: len(batch), : len(FEATURES)]
     past_hour = features[: len(batch), len(FEATURES) :]
@@ -72,8 +74,8 @@ def model_rows(key: str, features: np.ndarray) -> list[tuple[int, float | None, 
 
 
 @pw.udf
-def model_of(key: str) -> pw.Json:
-    return pw.Json(describe(STAGED.get(key).derived.get("model")))
+def model_of(request: pw.PyObjectWrapper[StagedRequest]) -> pw.Json:
+    return pw.Json(describe(request.value.derived.get("model")))
 
 
 # The rules as UDFs: JSON null when the request does not configure the rule (its settings are null).
@@ -196,7 +198,7 @@ def build(requests: pw.Table) -> pw.Table:
 def _transactions(requests: pw.Table) -> pw.Table:
     """One row per transaction of each request (rows.Transaction's fields)."""
     return (
-        requests.select(row=load_transactions(pw.this.key))
+        requests.select(row=load_transactions(pw.this.request))
         .flatten(pw.this.row, origin_id="query_id")
         .select(
             pw.this.query_id,
@@ -214,7 +216,7 @@ def _transactions(requests: pw.Table) -> pw.Table:
 def _profiles(requests: pw.Table) -> pw.Table:
     """One row per customer: the loader keeps each customer's first profile."""
     return (
-        requests.select(row=load_profiles(pw.this.key))
+        requests.select(row=load_profiles(pw.this.request))
         .flatten(pw.this.row, origin_id="query_id")
         .select(
             pw.this.query_id,
@@ -378,7 +380,7 @@ def _answers(requests: pw.Table, summary: pw.Table) -> pw.Table:
     return requests.join_left(summary, pw.left.id == pw.right.query_id, id=pw.left.id).select(
         result=analysis_of(
             pw.left.input,
-            model_of(pw.left.key),
+            model_of(pw.left.request),
             pw.right.listing,
             pw.right.with_profile,
             pw.right.fired,
@@ -391,10 +393,10 @@ def _answers(requests: pw.Table, summary: pw.Table) -> pw.Table:
 
 def _model_scores(requests: pw.Table) -> pw.Table:
     """Per featured transaction: query_id, position (in the input), model_score (None without a model), features."""
-    features = window_features(requests.select(histories=load_histories(pw.this.key)))
+    features = window_features(requests.select(histories=load_histories(pw.this.request)))
     return (
         requests.join(features, pw.left.id == pw.right.query_id)
-        .select(query_id=pw.left.id, row=model_rows(pw.left.key, pw.right.features))
+        .select(query_id=pw.left.id, row=model_rows(pw.left.request, pw.right.features))
         .flatten(pw.this.row)
         .select(
             pw.this.query_id,

@@ -8,7 +8,7 @@ import pathway as pw
 
 from ...object_store import ObjectStoreUnavailable, UnreadableObject, object_store
 from ...pipeline_requests import failure_result
-from ...staging import STAGED
+from ...staging import StagedRequest
 from ..fraud.history import FeatureInput, History, feature_input, histories
 from ..fraud.windows import FEATURES, window_features
 from . import PIPELINE_ID
@@ -18,18 +18,18 @@ MAX_INLINE_ROWS = 10_000
 
 
 # No `from __future__ import annotations` here: Pathway reads the UDFs' annotations as types.
-# Not deterministic: Pathway keeps the rows to retract them later, when the request has left the staging area.
+# Not deterministic: Pathway keeps the rows to retract them later instead of computing them again.
 @pw.udf
-def load_histories(key: str) -> list[History]:
-    staged = STAGED.get(key)
+def load_histories(request: pw.PyObjectWrapper[StagedRequest]) -> list[History]:
+    staged = request.value
     staged.derived["rows"] = found = feature_input(staged.tables["transactions"])
     return histories(found)
 
 
 # Not deterministic either: it writes the output object, once.
 @pw.udf
-def answer(key: str, features: np.ndarray | None) -> pw.Json:
-    staged = STAGED.get(key)
+def answer(request: pw.PyObjectWrapper[StagedRequest], features: np.ndarray | None) -> pw.Json:
+    staged = request.value
     found = staged.derived["rows"]
     table = feature_table(found, features if features is not None else np.zeros((0, len(FEATURES))))
     document = {
@@ -82,7 +82,7 @@ def feature_table(found: FeatureInput, features: np.ndarray) -> pd.DataFrame:
 
 
 def build(requests: pw.Table) -> pw.Table:
-    features = window_features(requests.select(histories=load_histories(pw.this.key)))
+    features = window_features(requests.select(histories=load_histories(pw.this.request)))
     return requests.join_left(features, pw.left.id == pw.right.query_id, id=pw.left.id).select(
-        result=answer(pw.left.key, pw.right.features)
+        result=answer(pw.left.request, pw.right.features)
     )

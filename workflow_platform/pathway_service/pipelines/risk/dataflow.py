@@ -6,19 +6,21 @@ order, alerts highest score first, transactions per level, rows skipped per reas
 
 import pathway as pw
 
-from ...staging import STAGED
+from ...staging import StagedRequest
 from .report import ALERT_LEVELS, LEVELS, alert_document, assessment_document, risk_document
 from .rows import SKIP_REASONS, scored_transactions
 
 
 # No `from __future__ import annotations` here: Pathway reads the UDFs' annotations as types.
-# Not deterministic: Pathway keeps the rows to retract them later, when the request has left the staging area.
+# Not deterministic: Pathway keeps the rows to retract them later instead of computing them again.
 @pw.udf
-def load_scored(key: str) -> list[tuple[int, pw.Json, pw.Json, float | None, pw.Json, str | None]]:
+def load_scored(
+    request: pw.PyObjectWrapper[StagedRequest],
+) -> list[tuple[int, pw.Json, pw.Json, float | None, pw.Json, str | None]]:
     return [
         (position, pw.Json(transaction), pw.Json(customer), score, pw.Json(rules), skip)
         for position, transaction, customer, score, rules, skip in scored_transactions(
-            STAGED.tables(key)["fraudAnalysis.transactions"]
+            request.value.tables["fraudAnalysis.transactions"]
         )
     ]
 
@@ -57,7 +59,7 @@ def risk_of(
 
 def build(requests: pw.Table) -> pw.Table:
     scored = (
-        requests.select(row=load_scored(pw.this.key))
+        requests.select(row=load_scored(pw.this.request))
         .flatten(pw.this.row, origin_id="query_id")
         .select(
             pw.this.query_id,
@@ -97,7 +99,7 @@ def build(requests: pw.Table) -> pw.Table:
         skipped=pw.make_tuple(*(pw.reducers.sum(_count_if(pw.this.skip, reason)) for reason in SKIP_REASONS)),
     )
     # Every request is answered, with or without transactions; the answer keeps the request's id, which is
-    # how the REST connector matches it to the waiting HTTP call.
+    # how the service matches it to the waiting HTTP call.
     return requests.join_left(per_request, pw.left.id == pw.right.query_id, id=pw.left.id).select(
         result=risk_of(
             pw.left.input, pw.right.assessments, pw.right.alerts, pw.right.counts, pw.right.skipped

@@ -10,7 +10,7 @@ Each operator costs a little CPU on every tick of the dataflow, busy or idle, so
 
 import pathway as pw
 
-from ...staging import STAGED
+from ...staging import StagedRequest
 from .report import metric_document, report_document
 from .rows import Partial, partials
 
@@ -18,10 +18,10 @@ SUMS = ("rows", "revenue", "units", "refunds", "refund_amount")
 
 
 # No `from __future__ import annotations` here: Pathway reads the UDFs' annotations as types.
-# Not deterministic: Pathway keeps the rows to retract them later, when the request has left the staging area.
+# Not deterministic: Pathway keeps the rows to retract them later instead of computing them again.
 @pw.udf
-def load_partials(key: str) -> list[Partial]:
-    staged = STAGED.get(key)
+def load_partials(request: pw.PyObjectWrapper[StagedRequest]) -> list[Partial]:
+    staged = request.value
     return partials(staged.tables["salesData"], staged.input["includeMetrics"])
 
 
@@ -41,8 +41,23 @@ def report_of(request: pw.Json, metrics: tuple | None) -> pw.Json:
 
 
 def build(requests: pw.Table) -> pw.Table:
-    parts = (
-        requests.select(part=load_partials(pw.this.key))
+    per_metric = _per_metric(_merged(_partials(requests)))
+    per_request = (
+        _documents(_wanted(requests), per_metric)
+        .groupby(pw.this.query_id)
+        .reduce(pw.this.query_id, metrics=pw.reducers.tuple(pw.make_tuple(pw.this.metric, pw.this.document)))
+    )
+    # A left join keeps requests that asked for no metric; the answer keeps the request's id, which is how the
+    # service matches it to the waiting HTTP call.
+    return requests.join_left(per_request, pw.left.id == pw.right.query_id, id=pw.left.id).select(
+        result=report_of(pw.left.input, pw.right.metrics)
+    )
+
+
+def _partials(requests: pw.Table) -> pw.Table:
+    """The partial sums of every request's rows, one row each (query_id, metric, key, detail, skip, SUMS)."""
+    return (
+        requests.select(part=load_partials(pw.this.request))
         .flatten(pw.this.part, origin_id="query_id")
         .select(
             pw.this.query_id,
@@ -53,8 +68,11 @@ def build(requests: pw.Table) -> pw.Table:
             **{name: pw.this.part[index] for index, name in enumerate(SUMS, start=4)},
         )
     )
-    # Batches' partial sums merged: per (metric, key) for the rows counted, per (metric, reason) for the others.
-    merged = parts.groupby(pw.this.query_id, pw.this.metric, pw.this.key, pw.this.skip).reduce(
+
+
+def _merged(parts: pw.Table) -> pw.Table:
+    """Batches' partial sums merged: per (metric, key) for the rows counted, per (metric, reason) for the others."""
+    return parts.groupby(pw.this.query_id, pw.this.metric, pw.this.key, pw.this.skip).reduce(
         pw.this.query_id,
         pw.this.metric,
         pw.this.key,
@@ -63,34 +81,12 @@ def build(requests: pw.Table) -> pw.Table:
         detail=pw.reducers.max(pw.this.detail),
         **{name: pw.reducers.sum(pw.this[name]) for name in SUMS},
     )
-    totals = (
-        merged.filter(pw.this.skip.is_none())
-        .groupby(pw.this.query_id, pw.this.metric)
-        .reduce(
-            pw.this.query_id,
-            pw.this.metric,
-            totals=pw.make_tuple(pw.reducers.count(), *(pw.reducers.sum(pw.this[name]) for name in SUMS)),
-            revenue=pw.reducers.sum(pw.this.revenue),
-        )
-    )
-    ranked = merged.join_left(
-        totals, pw.left.query_id == pw.right.query_id, pw.left.metric == pw.right.metric
-    ).select(
-        *pw.left,
-        share=pw.if_else(
-            pw.left.skip.is_none() & (pw.coalesce(pw.right.revenue, 0.0) != 0.0),
-            pw.left.revenue / pw.coalesce(pw.right.revenue, 1.0),
-            None,
-        ),
-        # Trends in time order; breakdowns by revenue (to the cent, so float noise never decides), then by key.
-        order=pw.if_else(
-            (pw.left.metric == "hourlyTrend") | (pw.left.metric == "dailyTrend"),
-            0.0,
-            -pw.left.revenue.num.round(2),
-        ),
-        totals=pw.right.totals,
-    )
-    per_metric = ranked.groupby(pw.this.query_id, pw.this.metric).reduce(
+
+
+def _per_metric(merged: pw.Table) -> pw.Table:
+    """Per (request, metric): totals, rows skipped, and its entries with their shares, in report order."""
+    ranked = _ranked(merged, _totals(merged))
+    return ranked.groupby(pw.this.query_id, pw.this.metric).reduce(
         pw.this.query_id,
         pw.this.metric,
         totals=pw.reducers.max(pw.this.totals),
@@ -109,14 +105,56 @@ def build(requests: pw.Table) -> pw.Table:
             )
         ),
     )
-    wanted = (
+
+
+def _totals(merged: pw.Table) -> pw.Table:
+    return (
+        merged.filter(pw.this.skip.is_none())
+        .groupby(pw.this.query_id, pw.this.metric)
+        .reduce(
+            pw.this.query_id,
+            pw.this.metric,
+            totals=pw.make_tuple(pw.reducers.count(), *(pw.reducers.sum(pw.this[name]) for name in SUMS)),
+            revenue=pw.reducers.sum(pw.this.revenue),
+        )
+    )
+
+
+def _ranked(merged: pw.Table, totals: pw.Table) -> pw.Table:
+    """Every merged row with its metric's totals, its share of the revenue and its sort order."""
+    return merged.join_left(
+        totals, pw.left.query_id == pw.right.query_id, pw.left.metric == pw.right.metric
+    ).select(
+        *pw.left,
+        share=pw.if_else(
+            pw.left.skip.is_none() & (pw.coalesce(pw.right.revenue, 0.0) != 0.0),
+            pw.left.revenue / pw.coalesce(pw.right.revenue, 1.0),
+            None,
+        ),
+        # Trends in time order; breakdowns by revenue (to the cent, so float noise never decides), then by key.
+        order=pw.if_else(
+            (pw.left.metric == "hourlyTrend") | (pw.left.metric == "dailyTrend"),
+            0.0,
+            -pw.left.revenue.num.round(2),
+        ),
+        totals=pw.right.totals,
+    )
+
+
+def _wanted(requests: pw.Table) -> pw.Table:
+    """The metrics each request asks for, one row each (query_id, metric, top_n)."""
+    return (
         requests.select(
             metric=pw.this.input["includeMetrics"], top_n=pw.this.input["topN"].as_int(unwrap=True)
         )
         .flatten(pw.this.metric, origin_id="query_id")
         .select(pw.this.query_id, pw.this.top_n, metric=pw.this.metric.as_str(unwrap=True))
     )
-    documents = wanted.join_left(
+
+
+def _documents(wanted: pw.Table, per_metric: pw.Table) -> pw.Table:
+    """One document per metric asked for; a metric without rows gets the document of nothing."""
+    return wanted.join_left(
         per_metric, pw.left.query_id == pw.right.query_id, pw.left.metric == pw.right.metric
     ).select(
         pw.left.query_id,
@@ -124,12 +162,4 @@ def build(requests: pw.Table) -> pw.Table:
         document=document_of(
             pw.left.metric, pw.left.top_n, pw.right.totals, pw.right.rows, pw.right.skipped_rows
         ),
-    )
-    per_request = documents.groupby(pw.this.query_id).reduce(
-        pw.this.query_id, metrics=pw.reducers.tuple(pw.make_tuple(pw.this.metric, pw.this.document))
-    )
-    # A left join keeps requests that asked for no metric; the answer keeps the request's id, which is how the
-    # REST connector matches it to the waiting HTTP call.
-    return requests.join_left(per_request, pw.left.id == pw.right.query_id, id=pw.left.id).select(
-        result=report_of(pw.left.input, pw.right.metrics)
     )
