@@ -376,7 +376,7 @@ def _summary(scored: pw.Table) -> pw.Table:
 
 def _answers(requests: pw.Table, summary: pw.Table) -> pw.Table:
     # A left join answers requests without transactions too; the answer keeps the request's id, which is how
-    # the REST connector matches it to the waiting HTTP call.
+    # the service (connector.py) matches it to the waiting HTTP call.
     return requests.join_left(summary, pw.left.id == pw.right.query_id, id=pw.left.id).select(
         result=analysis_of(
             pw.left.input,
