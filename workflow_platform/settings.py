@@ -70,9 +70,8 @@ class ServiceSettings(BaseSettings):
     def of(cls, env: Mapping[str, str]) -> ServiceSettings:
         """The settings `env` gives (a stack's variables, say), not os.environ."""
         values: dict[str, Any] = {f: env[variable(f)] for f in cls.model_fields if env.get(variable(f))}
-        return cls.model_construct(
-            **values
-        )  # constructing the model would read os.environ too; all are strings
+        # Not cls(**values): constructing the model would read os.environ too. All the values are strings.
+        return cls.model_construct(**values)
 
     def require(self, field: str) -> str:
         """The field's value, or MissingSetting naming its variable."""

@@ -32,10 +32,10 @@ class DagsterUnavailable(Exception):
 class CodeLocationReloader:
     webserver_host: str
     webserver_port: int
+    # Dagster's default launcher: a run's job must be in the code location first.
     runs_need_code_server: bool
-    headers: dict[str, str] = field(
-        default_factory=dict
-    )  # the operator's credentials, when the UI needs them  # Dagster's default launcher: a run's job must be in the code location first
+    # The operator's credentials, when the UI needs them.
+    headers: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _reloaded_from: float = field(default=0.0, init=False, repr=False)  # start of the last good reload
     _loaded: dict[Path, float] = field(default_factory=dict, init=False, repr=False)  # file -> mtime reloaded

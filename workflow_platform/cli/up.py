@@ -232,9 +232,8 @@ def _checked_setup(options: UpOptions) -> AccessPolicy:
     access = AccessPolicy.from_environment()
     access.check_listen(options.host)
     try:
-        OutboundPolicy.from_settings(
-            ServiceSettings()
-        )  # a mistake in WFP_HTTP_ALLOW stops here, not in the first step
+        # A mistake in WFP_HTTP_ALLOW stops here, not in the first step.
+        OutboundPolicy.from_settings(ServiceSettings())
     except ValueError as error:
         raise RuntimeError(str(error)) from None
     for required in ("dagster.yaml", "workspace.yaml"):
