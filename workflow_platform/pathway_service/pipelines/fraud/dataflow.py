@@ -14,6 +14,7 @@ import numpy as np
 import pathway as pw
 
 from ...staging import StagedRequest
+from ..request_rows import request_rows
 from . import rules
 from .history import History, feature_input, histories
 from .report import analysis_document, transaction_document
@@ -197,38 +198,14 @@ def build(requests: pw.Table) -> pw.Table:
 
 def _transactions(requests: pw.Table) -> pw.Table:
     """One row per transaction of each request (rows.Transaction's fields)."""
-    return (
-        requests.select(row=load_transactions(pw.this.request))
-        .flatten(pw.this.row, origin_id="query_id")
-        .select(
-            pw.this.query_id,
-            position=pw.this.row[0],
-            transaction_id=pw.this.row[1],
-            customer=pw.this.row[2],
-            amount=pw.this.row[3],
-            seconds=pw.this.row[4],
-            latitude=pw.this.row[5],
-            longitude=pw.this.row[6],
-        )
-    )
+    fields = ("position", "transaction_id", "customer", "amount", "seconds", "latitude", "longitude")
+    return request_rows(requests, load_transactions, fields)
 
 
 def _profiles(requests: pw.Table) -> pw.Table:
     """One row per customer: the loader keeps each customer's first profile."""
-    return (
-        requests.select(row=load_profiles(pw.this.request))
-        .flatten(pw.this.row, origin_id="query_id")
-        .select(
-            pw.this.query_id,
-            customer=pw.this.row[0],
-            risk=pw.this.row[1],
-            risk_score=pw.this.row[2],
-            mean=pw.this.row[3],
-            std=pw.this.row[4],
-            home_latitude=pw.this.row[5],
-            home_longitude=pw.this.row[6],
-        )
-    )
+    fields = ("customer", "risk", "risk_score", "mean", "std", "home_latitude", "home_longitude")
+    return request_rows(requests, load_profiles, fields)
 
 
 def _customer_sums(txns: pw.Table) -> pw.Table:

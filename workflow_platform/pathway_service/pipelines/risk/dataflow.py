@@ -7,6 +7,7 @@ order, alerts highest score first, transactions per level, rows skipped per reas
 import pathway as pw
 
 from ...staging import StagedRequest
+from ..request_rows import request_rows
 from .report import ALERT_LEVELS, LEVELS, alert_document, assessment_document, risk_document
 from .rows import SKIP_REASONS, scored_transactions
 
@@ -58,18 +59,9 @@ def risk_of(
 
 
 def build(requests: pw.Table) -> pw.Table:
+    fields = ("position", "transaction", "customer", "score", "rules", "skip")
     scored = (
-        requests.select(row=load_scored(pw.this.request))
-        .flatten(pw.this.row, origin_id="query_id")
-        .select(
-            pw.this.query_id,
-            position=pw.this.row[0],
-            transaction=pw.this.row[1],
-            customer=pw.this.row[2],
-            score=pw.this.row[3],
-            rules=pw.this.row[4],
-            skip=pw.this.row[5],
-        )
+        request_rows(requests, load_scored, fields)
         .join(requests, pw.left.query_id == pw.right.id, id=pw.left.id)
         .select(*pw.left, thresholds=pw.right.input["thresholds"])
     )

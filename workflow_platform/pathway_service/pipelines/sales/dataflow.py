@@ -11,6 +11,7 @@ Each operator costs a little CPU on every tick of the dataflow, busy or idle, so
 import pathway as pw
 
 from ...staging import StagedRequest
+from ..request_rows import request_rows
 from .report import metric_document, report_document
 from .rows import Partial, partials
 
@@ -56,18 +57,7 @@ def build(requests: pw.Table) -> pw.Table:
 
 def _partials(requests: pw.Table) -> pw.Table:
     """The partial sums of every request's rows, one row each (query_id, metric, key, detail, skip, SUMS)."""
-    return (
-        requests.select(part=load_partials(pw.this.request))
-        .flatten(pw.this.part, origin_id="query_id")
-        .select(
-            pw.this.query_id,
-            metric=pw.this.part[0],
-            key=pw.this.part[1],
-            detail=pw.this.part[2],
-            skip=pw.this.part[3],
-            **{name: pw.this.part[index] for index, name in enumerate(SUMS, start=4)},
-        )
-    )
+    return request_rows(requests, load_partials, ("metric", "key", "detail", "skip", *SUMS))
 
 
 def _merged(parts: pw.Table) -> pw.Table:
