@@ -1,17 +1,24 @@
-"""Where the platform's services are: the one settings object, naming each WFP_* service variable once.
+"""The one place that names the platform's environment variables, with their defaults.
 
-The embedded stack (`stack/embedded.py`) writes these variables for the servers it starts; in production they point at
-docker-compose services or managed ones. Secrets only ever come from here, never from workflow.json.
+Three settings objects, one per concern, read the same way:
+- `ServiceSettings`: where the services the plugins talk to are (endpoints, credentials), every WFP_* service
+  variable. The embedded stack (`stack/embedded.py`) writes these variables for the servers it starts; in
+  production they point at docker-compose services or managed ones. Secrets only ever come from here, never
+  from workflow.json.
+- `PlatformSettings`: how the platform's own processes (CLI, API, Dagster instance) run: their state folder,
+  workflow folders, registered plugins, API address and tokens. WORKFLOWS_DIR and Dagster's DAGSTER_HOME,
+  DAGSTER_PG_URL and DAGSTER_GRPC_TIMEOUT_SECONDS keep their names (Dagster reads its own ones itself too).
+- `PathwayServiceSettings`: where the Pathway service's process listens, its timeout and log level.
 
-Code outside Dagster (API, CLI, preflight, loaders, the Pathway service) reads `ServiceSettings()` and builds its
-clients with the resources' `from_settings()`; the Dagster code location binds its resources to the same variables
-(`variable()`), resolved in the run so that secrets never show in the UI. An endpoint nobody configured is an error
-naming its variable (`MissingSetting`), never a silent connection to localhost.
+Code outside Dagster (API, CLI, preflight, loaders, the Pathway service) reads these objects, and builds its
+clients with the resources' `from_settings()`; the Dagster code location binds its resources to the same
+variables (`variable()`), resolved in the run so that secrets never show in the UI. An endpoint nobody
+configured is an error naming its variable (`MissingSetting`), never a silent connection to localhost.
+Environments built for child processes take their variable names from `variable()` too.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,14 +30,16 @@ ENV_PREFIX = "WFP_"
 
 
 def variable(field: str) -> str:
-    """The environment variable of a ServiceSettings field: pg_dsn -> WFP_PG_DSN."""
-    if field not in ServiceSettings.model_fields:
-        raise AttributeError(f"ServiceSettings has no field {field!r}")
-    return ENV_PREFIX + field.upper()
+    """The environment variable of a settings field: pg_dsn -> WFP_PG_DSN, workflows_dir -> WORKFLOWS_DIR."""
+    for settings in SETTINGS:
+        if field in settings.model_fields:
+            alias = settings.model_fields[field].validation_alias
+            return alias if isinstance(alias, str) else ENV_PREFIX + field.upper()
+    raise AttributeError(f"no settings object has a field {field!r}")
 
 
 class MissingSetting(LookupError):
-    """A service's variable is not set."""
+    """A required variable is not set."""
 
     def __init__(self, name: str) -> None:
         self.variable = name
@@ -40,7 +49,16 @@ class MissingSetting(LookupError):
         )
 
 
-class ServiceSettings(BaseSettings):
+class _Settings(BaseSettings):
+    def require(self, field: str) -> str:
+        """The field's value, or MissingSetting naming its variable."""
+        value = getattr(self, field)
+        if not value:
+            raise MissingSetting(variable(field))
+        return value
+
+
+class ServiceSettings(_Settings):
     """Endpoints and credentials of the services the plugins talk to. Endpoints have no default: read them with
     `require()`, which names the missing variable."""
 
@@ -62,9 +80,6 @@ class ServiceSettings(BaseSettings):
     io_manager: str = "filesystem"
     dagster_bucket: str | None = None
     http_allow: str | None = Field(None, description="outbound HTTP policy (resources/outbound.py)")
-    api_url: str | None = Field(
-        None, description="the API's address as readers reach it, for links in run metadata"
-    )
 
     @classmethod
     def of(cls, env: Mapping[str, str]) -> ServiceSettings:
@@ -73,33 +88,83 @@ class ServiceSettings(BaseSettings):
         # Not cls(**values): constructing the model would read os.environ too. All the values are strings.
         return cls.model_construct(**values)
 
-    def require(self, field: str) -> str:
-        """The field's value, or MissingSetting naming its variable."""
-        value = getattr(self, field)
-        if not value:
-            raise MissingSetting(variable(field))
-        return value
-
     def admin_dsn(self) -> str:
         """The platform's own PostgreSQL connection (schemas, seeding, the Dagster database): WFP_PG_ADMIN_DSN,
         or WFP_PG_DSN where only that one is configured (then everything runs as its role)."""
         return self.pg_admin_dsn or self.require("pg_dsn")
 
 
-# The variables that locate a service; if any is set, `wfp run` uses configured services instead of
+class PlatformSettings(_Settings):
+    """How the platform's own processes run. An empty variable counts as unset (its default applies)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
+
+    home: Path | None = Field(
+        None, description="the CLI's local state (embedded stack, Dagster instance): wfp_home()"
+    )
+    workflows_dir: str | None = Field(
+        None,
+        validation_alias="WORKFLOWS_DIR",
+        description="workflow folders, separated by ':' (the first wins a name; the API adds to the last)",
+    )
+    plugins_file: Path | None = Field(None, description="the registered HTTP plugins (plugins/http.py)")
+    # Where the CLI looks for the API (`wfp up`'s address with its default options); also the base of the
+    # links to stored objects in run metadata (orchestration/object_links.py): set it where the API has a
+    # public name.
+    api_url: str = "http://127.0.0.1:3000"
+    api_token: str | None = Field(None, description="the operator's token (api/access.py)")
+    api_read_token: str | None = Field(None, description="the viewer's token (api/access.py)")
+    dagster_ui_url: str | None = Field(
+        None, description="the Dagster UI, for `wfp api` to reload code locations"
+    )
+    dagster_home: str | None = Field(
+        None, validation_alias="DAGSTER_HOME", description="the Dagster instance"
+    )
+    dagster_pg_url: str | None = Field(
+        None, validation_alias="DAGSTER_PG_URL", description="the Dagster instance's storage (SQLAlchemy URL)"
+    )
+    # How long a gRPC call to the code server may take, starting a run included (the run worker is a new
+    # Python process that imports the code location), in the processes `wfp up` starts. Dagster's own 60 s
+    # default fails runs that are merely slow to start on a loaded machine; this matches
+    # run_monitoring.start_timeout_seconds in dagster.yaml, which still catches runs that never start.
+    dagster_grpc_timeout_seconds: int = Field(180, validation_alias="DAGSTER_GRPC_TIMEOUT_SECONDS")
+
+    def workflows_path(self, project_dir: Path | None = None) -> str:
+        """WORKFLOWS_DIR, else the `workflows` folder of `project_dir` (default: the working directory)."""
+        return self.workflows_dir or str((project_dir or Path.cwd()) / "workflows")
+
+
+class PathwayServiceSettings(_Settings):
+    """The Pathway service's process (`python -m workflow_platform.pathway_service`, whose options override
+    these). An empty variable counts as unset."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
+
+    pathway_host: str = "127.0.0.1"
+    pathway_port: int = 8000
+    pathway_request_timeout: float = Field(
+        300.0, description="seconds after which a request still without an answer gets a 504"
+    )
+    pathway_log_level: str = "INFO"
+
+
+# Every settings object; `variable()` looks a field up in them (field names are unique across them).
+SETTINGS: tuple[type[_Settings], ...] = (ServiceSettings, PlatformSettings, PathwayServiceSettings)
+
+# The service fields that locate a service; if any is set, `wfp run` uses configured services instead of
 # starting the embedded stack.
-ENDPOINT_VARIABLES = tuple(
-    variable(f) for f in ("pg_dsn", "pg_admin_dsn", "nats_url", "s3_endpoint", "pathway_url")
-)
+ENDPOINT_FIELDS = ("pg_dsn", "pg_admin_dsn", "nats_url", "s3_endpoint", "pathway_url")
+ENDPOINT_VARIABLES = tuple(variable(f) for f in ENDPOINT_FIELDS)
 
 
 def endpoints_configured() -> bool:
-    return any(os.environ.get(name) for name in ENDPOINT_VARIABLES)
+    settings = ServiceSettings()
+    return any(getattr(settings, field) for field in ENDPOINT_FIELDS)
 
 
 def wfp_home() -> Path:
     """Local state of the CLI (embedded stack data, Dagster instance): $WFP_HOME or ./.wfp."""
-    return Path(os.environ.get("WFP_HOME") or Path.cwd() / ".wfp").resolve()
+    return (PlatformSettings().home or Path.cwd() / ".wfp").resolve()
 
 
 def admin_dsn(env: Mapping[str, str] | None = None) -> str:

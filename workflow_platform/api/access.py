@@ -18,10 +18,11 @@ import enum
 import hashlib
 import hmac
 import ipaddress
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
+
+from workflow_platform.settings import PlatformSettings
 
 SESSION_COOKIE = "wfp_session"
 REALM = "workflow-platform"
@@ -52,8 +53,8 @@ class AccessPolicy:
     viewer_token: str | None = None
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> AccessPolicy:
-        return cls(environ.get("WFP_API_TOKEN") or None, environ.get("WFP_API_READ_TOKEN") or None)
+    def from_settings(cls, settings: PlatformSettings) -> AccessPolicy:
+        return cls(settings.api_token, settings.api_read_token)
 
     @property
     def enforced(self) -> bool:

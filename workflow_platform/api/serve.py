@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from workflow_platform.api.runs import LocationOrigins
+from workflow_platform.settings import PlatformSettings, variable
 
 # The API's instance: a pool of storage connections for its request threads (as under `wfp up`).
 API_DB_POOL_SIZE = 8
@@ -46,24 +47,25 @@ def serve_api(host: str, port: int, workspace_file: Path, module: str) -> None:
     from workflow_platform.instance.database import pool_storage_connections
     from workflow_platform.instance.launcher.run_launcher import WarmRunLauncher
 
-    access = AccessPolicy.from_environment()
+    settings = PlatformSettings()
+    access = AccessPolicy.from_settings(settings)
     access.check_listen(host)
     missing = [
-        name for name in ("DAGSTER_PG_URL", "WFP_DAGSTER_UI_URL", "WORKFLOWS_DIR") if not os.environ.get(name)
+        variable(f) for f in ("dagster_pg_url", "dagster_ui_url", "workflows_dir") if not getattr(settings, f)
     ]
     if missing:
         raise RuntimeError(f"wfp api needs {', '.join(missing)} (see .env.example and docker-compose.yml)")
-    ui = urlsplit(os.environ["WFP_DAGSTER_UI_URL"])
-    submitted = Path(os.environ["WORKFLOWS_DIR"].split(os.pathsep)[-1])
+    ui = urlsplit(settings.require("dagster_ui_url"))
+    submitted = Path(settings.require("workflows_dir").split(os.pathsep)[-1])
     submitted.mkdir(parents=True, exist_ok=True)
-    plugins_file = Path(os.environ.get("WFP_PLUGINS_FILE") or submitted / "plugins.json")
+    plugins_file = settings.plugins_file or submitted / "plugins.json"
     origins = location_origins(workspace_file, module, Path.cwd())
     with dg.DagsterInstance.get() as instance:
         pool_storage_connections(instance, size=API_DB_POOL_SIZE, name="wfp-api")
         api_config = ApiConfig(
             instance=instance,
             runs=RunSubmitter(instance, origins),
-            idempotency=IdempotencyKeys(os.environ["DAGSTER_PG_URL"]),
+            idempotency=IdempotencyKeys(settings.require("dagster_pg_url")),
             code_location=CodeLocationReloader(
                 ui.hostname or "localhost",
                 ui.port or 80,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from workflow_platform.language.problems import Problem
-from workflow_platform.settings import wfp_home
+from workflow_platform.settings import PlatformSettings, wfp_home
 
 if TYPE_CHECKING:  # the CLI starts fast: models and dagster load when a command needs them
     from workflow_platform.language.spec import WorkflowSpec
@@ -338,12 +338,13 @@ def api(host: str, port: int, workspace_file: str, module: str) -> None:
 
 
 def _api_url() -> str:
-    return os.environ.get("WFP_API_URL", "http://127.0.0.1:3000").rstrip("/")
+    return PlatformSettings().api_url.rstrip("/")
 
 
 def _api_headers() -> dict[str, str]:
     """The operator's token; `wfp status` also works with the viewer's alone."""
-    token = os.environ.get("WFP_API_TOKEN") or os.environ.get("WFP_API_READ_TOKEN")
+    settings = PlatformSettings()
+    token = settings.api_token or settings.api_read_token
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 

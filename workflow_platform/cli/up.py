@@ -28,7 +28,7 @@ from workflow_platform.api.runs import LocationOrigins
 from workflow_platform.cli.runner import services
 from workflow_platform.instance.database import instance_environment, pool_storage_connections
 from workflow_platform.resources.outbound import OutboundPolicy
-from workflow_platform.settings import ServiceSettings, admin_dsn, wfp_home
+from workflow_platform.settings import PlatformSettings, ServiceSettings, admin_dsn, variable, wfp_home
 from workflow_platform.stack.processes import (
     LOOPBACK,
     free_ports,
@@ -41,11 +41,6 @@ from workflow_platform.stack.processes import (
     wait_until,
 )
 
-# How long a gRPC call to the code server may take, starting a run included (the run worker is a new Python
-# process that imports the code location). Dagster's 60 s default fails runs that are merely slow to start on a
-# loaded machine; this matches run_monitoring.start_timeout_seconds in dagster.yaml, which still catches runs that
-# never start.
-GRPC_TIMEOUT_SECONDS = "180"
 # The API's instance: a pool of storage connections for its request threads.
 API_DB_POOL_SIZE = 8
 
@@ -61,20 +56,21 @@ class UpOptions:
 
 
 def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict[str, str]:
+    settings = PlatformSettings()
     home = wfp_home()
     submitted = home / "submitted"
     submitted.mkdir(parents=True, exist_ok=True)
-    shipped = os.environ.get("WORKFLOWS_DIR") or str(options.project_dir / "workflows")
+    shipped = settings.workflows_path(options.project_dir)
+    # The links to stored objects in run metadata (object_links.py) name this process's API, unless set.
+    api_url = settings.api_url if "api_url" in settings.model_fields_set else None
     dagster_yaml = instance_yaml((options.project_dir / "dagster.yaml").read_text(), options.launcher)
     return {
         **service_env,
         **instance_environment(admin_dsn({**os.environ, **service_env}), dagster_yaml),
-        "WORKFLOWS_DIR": os.pathsep.join([shipped, str(submitted)]),
-        "WFP_PLUGINS_FILE": os.environ.get("WFP_PLUGINS_FILE") or str(home / "plugins.json"),
-        # The links to stored objects in run metadata (api/objects.py); set it where the API has a public name.
-        "WFP_API_URL": os.environ.get("WFP_API_URL") or f"http://{_link_host(options.host)}:{options.port}",
-        "DAGSTER_GRPC_TIMEOUT_SECONDS": os.environ.get("DAGSTER_GRPC_TIMEOUT_SECONDS")
-        or GRPC_TIMEOUT_SECONDS,
+        variable("workflows_dir"): os.pathsep.join([shipped, str(submitted)]),
+        variable("plugins_file"): str(settings.plugins_file or home / "plugins.json"),
+        variable("api_url"): api_url or f"http://{_link_host(options.host)}:{options.port}",
+        variable("dagster_grpc_timeout_seconds"): str(settings.dagster_grpc_timeout_seconds),
     }
 
 
@@ -229,7 +225,7 @@ def run_platform(options: UpOptions, log: Callable[[str], None]) -> None:
 def _checked_setup(options: UpOptions) -> AccessPolicy:
     """The access policy, once the listening address, the outbound policy and the project folder are right:
     a mistake stops `wfp up` before it starts anything."""
-    access = AccessPolicy.from_environment()
+    access = AccessPolicy.from_settings(PlatformSettings())
     access.check_listen(options.host)
     try:
         # A mistake in WFP_HTTP_ALLOW stops here, not in the first step.
@@ -268,15 +264,15 @@ def _serve_api(
         api_config = ApiConfig(
             instance=instance,
             runs=RunSubmitter(instance, origins),
-            idempotency=IdempotencyKeys(environment["DAGSTER_PG_URL"]),
+            idempotency=IdempotencyKeys(environment[variable("dagster_pg_url")]),
             code_location=CodeLocationReloader(
                 options.host,
                 options.dagster_port,
                 headers=access.operator_headers(),
                 runs_need_code_server=not isinstance(instance.run_launcher, WarmRunLauncher),
             ),
-            submitted_dir=Path(environment["WORKFLOWS_DIR"].split(os.pathsep)[-1]),
-            plugins_file=Path(environment["WFP_PLUGINS_FILE"]),
+            submitted_dir=Path(environment[variable("workflows_dir")].split(os.pathsep)[-1]),
+            plugins_file=Path(environment[variable("plugins_file")]),
             access=access,
             service_env=service_env,
         )
@@ -313,7 +309,7 @@ def start_platform_process(
         log_path=log_path,
         ready=functools.partial(http_ok, f"http://{LOOPBACK}:{port}/api/health", timeout=5.0),
         timeout=timeout,
-        env={**env, "WFP_HOME": str(home)},
+        env={**env, variable("home"): str(home)},
         cwd=Path(__file__).parents[2],
         own_session=False,  # a Ctrl-C for the caller stops it too
         stop_grace=STOP_TIMEOUT_S * 3,  # it stops its Dagster processes (in sessions of their own) first

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from workflow_platform.api.access import REALM, SESSION_COOKIE, AccessPolicy, Role
+from workflow_platform.settings import PlatformSettings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -94,7 +95,7 @@ def serve(args: Sequence[str]) -> None:
     """Run dagster-webserver with `args`; raises ListenRefused before listening beyond loopback without a token."""
     import dagster_webserver.cli as webserver_cli
 
-    policy = AccessPolicy.from_environment()
+    policy = AccessPolicy.from_settings(PlatformSettings())
     policy.check_listen(listen_host(args))
     create_app = webserver_cli.create_app_from_workspace_process_context
 

@@ -14,7 +14,6 @@ recycle), a pool of `size`, and optionally a ping on checkout so a database rest
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import closing
 from pathlib import Path
@@ -30,6 +29,8 @@ from psycopg2 import sql
 from sqlalchemy import Engine, event, exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from workflow_platform.settings import PlatformSettings, variable, wfp_home
 
 DAGSTER_DATABASE = "dagster"
 # Used where the current folder has no dagster.yaml (a `wfp run` from elsewhere): the storage, nothing else.
@@ -78,11 +79,10 @@ def instance_environment(admin_dsn: str, instance_yaml: str | None = None) -> di
     `settings.admin_dsn()`). With DAGSTER_HOME unset, the instance is $WFP_HOME/dagster and its dagster.yaml
     is written there: `instance_yaml`, else ./dagster.yaml, else storage only. A DAGSTER_HOME set by the user
     is left as it is."""
-    from workflow_platform.settings import wfp_home
-
-    environment = {"DAGSTER_PG_URL": os.environ.get("DAGSTER_PG_URL") or dagster_storage_url(admin_dsn)}
-    if os.environ.get("DAGSTER_HOME"):
-        return {**environment, "DAGSTER_HOME": os.environ["DAGSTER_HOME"]}
+    settings = PlatformSettings()
+    environment = {variable("dagster_pg_url"): settings.dagster_pg_url or dagster_storage_url(admin_dsn)}
+    if settings.dagster_home:
+        return {**environment, variable("dagster_home"): settings.dagster_home}
     home = wfp_home() / "dagster"
     home.mkdir(parents=True, exist_ok=True)
     project_yaml = Path.cwd() / "dagster.yaml"
@@ -90,7 +90,7 @@ def instance_environment(admin_dsn: str, instance_yaml: str | None = None) -> di
     target = home / "dagster.yaml"
     if not target.exists() or target.read_text() != text:
         target.write_text(text)
-    return {**environment, "DAGSTER_HOME": str(home)}
+    return {**environment, variable("dagster_home"): str(home)}
 
 
 def pool_storage_connections(instance: DagsterInstance, size: int, name: str, ping_idle: bool = True) -> None:

@@ -18,6 +18,7 @@ from workflow_platform.language.problems import Problem
 from workflow_platform.language.spec import WorkflowSpec, job_name
 from workflow_platform.plugins import plugin_registry
 from workflow_platform.plugins.http import registrations_file
+from workflow_platform.settings import PlatformSettings
 
 
 def check_file(path: Path) -> tuple[WorkflowSpec | None, list[Problem]]:
@@ -40,8 +41,7 @@ def workflow_schema(action_inputs: bool = True) -> dict[str, Any]:
 
 def workflows_dirs() -> list[Path]:
     """WORKFLOWS_DIR (default ./workflows); several folders separated by ':', the first wins a name."""
-    value = os.environ.get("WORKFLOWS_DIR") or str(Path.cwd() / "workflows")
-    return [Path(part).resolve() for part in value.split(os.pathsep) if part]
+    return [Path(part).resolve() for part in PlatformSettings().workflows_path().split(os.pathsep) if part]
 
 
 def workflow_files(directories: Sequence[Path]) -> list[Path]:

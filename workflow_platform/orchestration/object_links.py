@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from workflow_platform.settings import ServiceSettings, variable
+from workflow_platform.settings import PlatformSettings, variable
 
 API_URL_VARIABLE = variable("api_url")  # the API's address as readers reach it; `wfp up` sets it for its runs
-DEFAULT_API_URL = "http://127.0.0.1:3000"  # `wfp up`'s, as the CLI assumes (runs of `wfp run`, `dagster dev`)
 
 
 def object_path(bucket: str, key: str) -> str:
@@ -21,5 +20,5 @@ def object_path(bucket: str, key: str) -> str:
 
 def object_url(bucket: str, key: str) -> str:
     """The API link to an object."""
-    base = (ServiceSettings().api_url or DEFAULT_API_URL).rstrip("/")
+    base = PlatformSettings().api_url.rstrip("/")
     return f"{base}{object_path(bucket, key)}"

@@ -1,32 +1,34 @@
 """`python -m workflow_platform.pathway_service [--host H] [--port P]`: run the Pathway service.
 
-Defaults come from WFP_PATHWAY_HOST / WFP_PATHWAY_PORT (127.0.0.1:8000). Logs go to stderr; SIGTERM and SIGINT
-stop the service cleanly (exit status 0).
+Defaults come from the WFP_PATHWAY_* variables (settings.PathwayServiceSettings; 127.0.0.1:8000). Logs go to
+stderr; SIGTERM and SIGINT stop the service cleanly (exit status 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from types import FrameType
+
+from workflow_platform.settings import PathwayServiceSettings
 
 log = logging.getLogger("workflow_platform.pathway_service")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    settings = PathwayServiceSettings()
     parser = argparse.ArgumentParser(prog="python -m workflow_platform.pathway_service", description=__doc__)
-    parser.add_argument("--host", default=os.environ.get("WFP_PATHWAY_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("WFP_PATHWAY_PORT", "8000")))
+    parser.add_argument("--host", default=settings.pathway_host)
+    parser.add_argument("--port", type=int, default=settings.pathway_port)
     parser.add_argument(
         "--request-timeout",
         type=float,
-        default=float(os.environ.get("WFP_PATHWAY_REQUEST_TIMEOUT", "300")),
-        help="seconds after which a request still without an answer gets a 504 (default 300)",
+        default=settings.pathway_request_timeout,
+        help="seconds after which a request still without an answer gets a 504 (default %(default)g)",
     )
-    parser.add_argument("--log-level", default=os.environ.get("WFP_PATHWAY_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=settings.pathway_log_level)
     return parser.parse_args(argv)
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -21,6 +20,7 @@ from workflow_platform.language.actions import (
     plugin,
 )
 from workflow_platform.resources.outbound import OutboundRefused
+from workflow_platform.settings import PlatformSettings
 
 if TYPE_CHECKING:  # resources import dagster; validation must stay light
     from workflow_platform.resources.http import HttpResource
@@ -100,7 +100,7 @@ def registered_plugin(registration: HttpPluginRegistration) -> Plugin:
 
 
 def registrations_file() -> Path:
-    return Path(os.environ.get("WFP_PLUGINS_FILE") or Path.cwd() / "plugins.json")
+    return PlatformSettings().plugins_file or Path.cwd() / "plugins.json"
 
 
 def load_registrations(path: Path | None = None) -> list[HttpPluginRegistration]:

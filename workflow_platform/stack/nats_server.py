@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from workflow_platform.settings import variable
 from workflow_platform.stack.processes import (
     LOOPBACK,
     ProcessRef,
@@ -47,7 +48,7 @@ def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = Non
         name=SERVICE,
         process=ref,
         ports={"client": port, "monitor": monitor_port},
-        env={"WFP_NATS_URL": f"nats://{LOOPBACK}:{port}"},
+        env={variable("nats_url"): f"nats://{LOOPBACK}:{port}"},
         log=str(log_path),
         startup_seconds=round(time.monotonic() - began, 3),
         data_dir=str(store),

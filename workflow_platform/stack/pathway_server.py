@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import workflow_platform
+from workflow_platform.settings import variable
 from workflow_platform.stack.pathway_launcher import SERVICE, start_pathway_service
 from workflow_platform.stack.processes import (
     LOOPBACK,
@@ -38,7 +39,7 @@ def start(
         name=SERVICE,
         process=ProcessRef.of(process.pid),
         ports={"http": port},
-        env={"WFP_PATHWAY_URL": f"http://{LOOPBACK}:{port}"},
+        env={variable("pathway_url"): f"http://{LOOPBACK}:{port}"},
         log=str(log_path),
         startup_seconds=round(time.monotonic() - began, 3),
     )

@@ -28,6 +28,7 @@ import psutil
 import psycopg2
 import psycopg2.extensions
 
+from workflow_platform.settings import variable
 from workflow_platform.stack import pg_access
 from workflow_platform.stack.processes import (
     LOOPBACK,
@@ -69,7 +70,10 @@ def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = Non
         name=SERVICE,
         process=ProcessRef.of(pid),
         ports={"tcp": port},
-        env={"WFP_PG_DSN": workflows.dsn(LOOPBACK, port), "WFP_PG_ADMIN_DSN": admin.dsn(LOOPBACK, port)},
+        env={
+            variable("pg_dsn"): workflows.dsn(LOOPBACK, port),
+            variable("pg_admin_dsn"): admin.dsn(LOOPBACK, port),
+        },
         log=str(log_path),
         startup_seconds=0.0,
         data_dir=str(pgdata),

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from workflow_platform.settings import ServiceSettings
+from workflow_platform.settings import ServiceSettings, variable
 from workflow_platform.stack.processes import (
     LOOPBACK,
     ProcessRef,
@@ -76,11 +76,11 @@ def start(state_dir: Path, log_path: Path, ports: Mapping[str, int] | None = Non
         process=ref,
         ports=chosen,
         env={
-            "WFP_S3_ENDPOINT": f"http://{LOOPBACK}:{chosen['s3']}",
-            "WFP_S3_ACCESS_KEY": access_key,
-            "WFP_S3_SECRET_KEY": secret_key,
-            "WFP_S3_REGION": REGION,
-            "WFP_S3_BUCKET": bucket,
+            variable("s3_endpoint"): f"http://{LOOPBACK}:{chosen['s3']}",
+            variable("s3_access_key"): access_key,
+            variable("s3_secret_key"): secret_key,
+            variable("s3_region"): REGION,
+            variable("s3_bucket"): bucket,
         },
         log=str(log_path),
         startup_seconds=round(time.monotonic() - began, 3),

@@ -26,6 +26,8 @@ from dagster._core.storage.local_compute_log_manager import IO_TYPE_EXTENSION, L
 from dagster._serdes import ConfigurableClassData
 from dagster._utils import ensure_file, touch_file
 
+from workflow_platform.settings import PlatformSettings
+
 # Output still in the pipe when the capture ends (a subprocess of the step may hold it open) is waited for this long.
 DRAIN_TIMEOUT_S = 5.0
 
@@ -42,7 +44,9 @@ class FileComputeLogManager(LocalComputeLogManager):
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> Self:
-        base_dir = config_value.get("base_dir") or os.path.join(os.environ["DAGSTER_HOME"], "storage")
+        base_dir = config_value.get("base_dir") or os.path.join(
+            PlatformSettings().require("dagster_home"), "storage"
+        )
         return cls(base_dir, config_value.get("polling_timeout"), inst_data=inst_data)
 
     @contextmanager

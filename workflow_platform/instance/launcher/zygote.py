@@ -43,6 +43,7 @@ from dagster._core.snap import create_execution_plan_snapshot_id, snapshot_from_
 
 from workflow_platform.instance.launcher.worker import prepare, serve
 from workflow_platform.instance.storage import PostgresRunStorage
+from workflow_platform.settings import PlatformSettings
 
 # An idle worker that dies at once (the database is down, say) is forked again after this pause, not in a loop.
 REFORK_PAUSE_S = 1.0
@@ -215,7 +216,7 @@ def instance_for_workers() -> DagsterInstance:
     from dagster._core.instance.ref import InstanceRef
     from dagster._serdes import ConfigurableClassData
 
-    ref = InstanceRef.from_dir(os.environ["DAGSTER_HOME"])
+    ref = InstanceRef.from_dir(PlatformSettings().require("dagster_home"))
     storages = {}
     for name in ("storage_data", "run_storage_data", "event_storage_data", "schedule_storage_data"):
         data = getattr(ref, name)
@@ -238,7 +239,7 @@ def import_everything(
     from dagster._core.instance.ref import InstanceRef
     from dagster._serdes import ConfigurableClassData, deserialize_value
 
-    ref = InstanceRef.from_dir(os.environ["DAGSTER_HOME"])
+    ref = InstanceRef.from_dir(PlatformSettings().require("dagster_home"))
     for value in ref:
         if isinstance(value, ConfigurableClassData):
             importlib.import_module(value.module_name)
