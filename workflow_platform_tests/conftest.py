@@ -8,9 +8,12 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import nats
@@ -21,6 +24,10 @@ from minio import Minio
 
 from workflow_platform.settings import ENDPOINT_VARIABLES
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+ROOT = Path(__file__).parent.parent
 UI_JOBS = """
 {
   repositoriesOrError { ... on RepositoryConnection { nodes { jobs { name description tags { key value } } } } }
@@ -47,6 +54,43 @@ def wait_for_ui_job(ui: str, name: str, timeout: float = 120.0) -> None:
     while name not in ui_jobs(ui):
         assert time.monotonic() < deadline, f"the Dagster UI never listed job {name}"
         time.sleep(0.5)
+
+
+def wfp(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`wfp <args>` as a user types it at the repository root, in a process of its own (env: this process's
+    environment unless given)."""
+    return subprocess.run(
+        [sys.executable, "-m", "workflow_platform.cli.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+CHROMIUM_FLAGS = [
+    *("--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"),
+    *("--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--no-first-run"),
+]
+
+
+@contextlib.contextmanager
+def dagster_ui_page(chromium: str, url: str, viewport: dict[str, int]) -> Iterator[Page]:
+    """A Chromium page opened on `url` of a Dagster UI, past the newsletter dialog of a first visit."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport=viewport)
+        page.goto(url, wait_until="networkidle")
+        with contextlib.suppress(PlaywrightTimeout):  # the dialog shows on a first visit only
+            page.get_by_role("button", name="Skip").click(timeout=15_000)
+        yield page
+        browser.close()
 
 
 def require_tool(*names: str) -> str:

@@ -6,20 +6,16 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 import websockets
 
-from workflow_platform_tests.conftest import demo_workflow, require_tool, running_platform
+from workflow_platform_tests.conftest import demo_workflow, require_tool, running_platform, wfp
 
 OPERATOR = "operator-" + "3f9c" * 8
 VIEWER = "viewer-" + "77ab" * 8
-ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -144,29 +140,18 @@ def test_the_dagster_ui_needs_the_operator_token(guarded):
     assert asyncio.run(open_socket({"Cookie": f"wfp_session={cookie}"})) == "graphql-ws"
 
 
-def _wfp(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workflow_platform.cli.main", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_wfp_submit_sends_the_token(guarded, tmp_path):
     document = tmp_path / "workflow.json"
     document.write_text(json.dumps(demo_workflow("api-submitted")))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WFP_API")} | {
         "WFP_API_URL": guarded["api"]
     }
-    without = _wfp("submit", str(document), env=env)
+    without = wfp("submit", str(document), env=env)
     assert without.returncode != 0 and "Authorization: Bearer" in without.stderr, without.stderr
-    done = _wfp("submit", str(document), "--wait", env=env | {"WFP_API_TOKEN": OPERATOR})
+    done = wfp("submit", str(document), "--wait", env=env | {"WFP_API_TOKEN": OPERATOR})
     assert done.returncode == 0, done.stderr
     execution_id = json.loads(done.stdout.splitlines()[0])["executionId"]
-    status = _wfp("status", execution_id, env=env | {"WFP_API_READ_TOKEN": VIEWER})
+    status = wfp("status", execution_id, env=env | {"WFP_API_READ_TOKEN": VIEWER})
     assert status.returncode == 0 and "SUCCESS" in status.stdout, status.stdout + status.stderr
 
 
@@ -175,7 +160,7 @@ def test_wfp_submit_sends_the_token(guarded, tmp_path):
 )
 def test_nothing_listens_beyond_loopback_without_credentials(command, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WFP_API")} | {"WFP_HOME": str(tmp_path)}
-    refused = _wfp(*command, env=env, timeout=60)
+    refused = wfp(*command, env=env, timeout=60)
     assert refused.returncode == 1
     assert "refusing to listen on 0.0.0.0 without credentials: set WFP_API_TOKEN" in refused.stderr
     assert not (tmp_path / "stack").exists()  # refused before starting anything

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import time
@@ -15,6 +14,7 @@ import requests
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from workflow_platform_tests.conftest import (
+    dagster_ui_page,
     demo_workflow,
     fetch,
     read_json_object,
@@ -250,8 +250,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 def test_dagster_ui_shows_the_submitted_job_and_its_successful_run(platform):
     chromium = require_tool("chromium", "chromium-browser")
-    from playwright.sync_api import sync_playwright
-
     response = requests.post(
         f"{platform['api']}/api/workflows", json=demo_workflow("api-browser"), timeout=60
     )
@@ -260,14 +258,8 @@ def test_dagster_ui_shows_the_submitted_job_and_its_successful_run(platform):
     ARTIFACTS.mkdir(exist_ok=True)
     ui = platform["dagster"]
     wait_for_ui_job(ui, "api_browser")
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
-    flags += ["--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--no-first-run"]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=flags)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{ui}/locations/workflows/jobs/api_browser", wait_until="networkidle")
-        with contextlib.suppress(PlaywrightTimeout):  # Dagster's first-visit newsletter dialog
-            page.get_by_role("button", name="Skip").click(timeout=15_000)
+    job_page = f"{ui}/locations/workflows/jobs/api_browser"
+    with dagster_ui_page(chromium, job_page, {"width": 1400, "height": 900}) as page:
         try:
             for op in ("compute", "store", "log"):  # the op graph
                 page.get_by_text(op, exact=True).first.wait_for(timeout=30_000)
@@ -279,7 +271,6 @@ def test_dagster_ui_shows_the_submitted_job_and_its_successful_run(platform):
         page.get_by_text("RUN_SUCCESS").first.wait_for(timeout=30_000)
         assert page.get_by_text("Success", exact=True).first.is_visible()
         page.screenshot(path=ARTIFACTS / "dagster-ui-run.png")
-        browser.close()
     assert (ARTIFACTS / "dagster-ui-run.png").stat().st_size > 10_000
 
 

@@ -20,7 +20,7 @@ from workflow_platform.orchestration.assets import FRAUD_MODEL, asset_events, wo
 from workflow_platform.orchestration.catalog import check_document, check_file
 from workflow_platform.orchestration.job import build_job
 from workflow_platform.plugins import Touched
-from workflow_platform_tests.conftest import require_tool
+from workflow_platform_tests.conftest import dagster_ui_page, require_tool
 from workflow_platform_tests.test_cli import digest
 
 ROOT = Path(__file__).parent.parent
@@ -215,9 +215,6 @@ def test_three_daily_runs_keep_the_catalog_and_materialise_three_partitions(
 
 def test_lineage_page_shows_the_asset_graph(stack_env, tmp_path):
     chromium = require_tool("chromium", "chromium-browser")
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
-
     from workflow_platform.stack.processes import free_ports
 
     home = tmp_path / "dagster_home"
@@ -242,14 +239,7 @@ def test_lineage_page_shows_the_asset_graph(stack_env, tmp_path):
             assert webserver.poll() is None, "dagster-webserver exited"
             time.sleep(0.5)
         ARTIFACTS.mkdir(exist_ok=True)
-        flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
-        flags += ["--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--no-first-run"]
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=flags)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{ui}/asset-groups", wait_until="networkidle")
-            with contextlib.suppress(PlaywrightTimeout):  # Dagster's first-visit newsletter dialog
-                page.get_by_role("button", name="Skip").click(timeout=15_000)
+        with dagster_ui_page(chromium, f"{ui}/asset-groups", {"width": 1600, "height": 1000}) as page:
             for group in (
                 "sales_report_workflow",
                 "fraud_model_training",
@@ -273,7 +263,6 @@ def test_lineage_page_shows_the_asset_graph(stack_env, tmp_path):
             for node in ("features", "score", "trained"):
                 page.get_by_text(node, exact=True).first.wait_for(timeout=60_000)
             page.screenshot(path=ARTIFACTS / "dagster-ui-lineage-model.png")
-            browser.close()
     finally:
         webserver.terminate()
         webserver.wait(timeout=60)

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from workflow_platform_tests.conftest import wfp
+
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def wfp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workflow_platform.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=os.environ.copy(),
-    )
 
 
 def digest() -> dict:

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import requests
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from workflow_platform.stack.processes import free_ports
-from workflow_platform_tests.conftest import graphql, require_tool, ui_jobs
+from workflow_platform_tests.conftest import dagster_ui_page, graphql, require_tool, ui_jobs
 
 ROOT = Path(__file__).parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -73,8 +72,6 @@ def webserver(workflows: Path, home: Path):
 
 def test_an_invalid_workflow_shows_in_the_ui_with_its_problems(tmp_path):
     chromium = require_tool("chromium", "chromium-browser")
-    from playwright.sync_api import sync_playwright
-
     workflows = tmp_path / "workflows"
     shutil.copytree(ROOT / "workflows" / "minio-store-workflow", workflows / "minio-store-workflow")
     with webserver(workflows, tmp_path / "dagster_home") as ui:
@@ -89,14 +86,8 @@ def test_an_invalid_workflow_shows_in_the_ui_with_its_problems(tmp_path):
         assert {"key": "wfp/invalid", "value": "true"} in loaded["broken_digest"]["tags"]
 
         ARTIFACTS.mkdir(exist_ok=True)
-        flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
-        flags += ["--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--no-first-run"]
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=flags)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{ui}/locations/{LOCATION}/jobs/broken_digest", wait_until="networkidle")
-            with contextlib.suppress(PlaywrightTimeout):  # Dagster's first-visit newsletter dialog
-                page.get_by_role("button", name="Skip").click(timeout=10_000)
+        job_page = f"{ui}/locations/{LOCATION}/jobs/broken_digest"
+        with dagster_ui_page(chromium, job_page, {"width": 1400, "height": 900}) as page:
             problem = "plugin 'minio' has no action 'putObjekt'"
             page.get_by_text(problem).first.wait_for(timeout=30_000)
             body = page.inner_text("body")
@@ -105,5 +96,4 @@ def test_an_invalid_workflow_shows_in_the_ui_with_its_problems(tmp_path):
             assert "/steps/0/action" in body  # the JSON pointer
             assert "hint: minio actions:" in body
             page.screenshot(path=ARTIFACTS / "dagster-ui-invalid-workflow.png")
-            browser.close()
     assert (ARTIFACTS / "dagster-ui-invalid-workflow.png").stat().st_size > 10_000

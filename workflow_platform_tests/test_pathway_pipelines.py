@@ -5,6 +5,7 @@ must give the answer inline rows give; and the workflows that use them run end t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -19,6 +20,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pandas as pd
+import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -1011,6 +1013,18 @@ def execute(document: dict[str, Any]) -> dg.ExecuteInProcessResult:
     return result
 
 
+@contextlib.contextmanager
+def inserted(
+    pg: psycopg2.extensions.connection, table: str, columns: tuple[str, ...], rows: list[tuple]
+) -> Iterator[list[int]]:
+    """The ids of `rows` inserted into `table`, deleted again when the block ends."""
+    placeholders = ", ".join(["%s"] * len(columns))
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) RETURNING id"
+    ids = [fetch(pg, insert, *row)[0][0] for row in rows]
+    yield ids
+    fetch(pg, f"DELETE FROM {table} WHERE id = ANY(%s)", ids)
+
+
 @pytest.fixture
 def order_events(pg) -> Iterator[list[int]]:
     rows = [
@@ -1024,17 +1038,9 @@ def order_events(pg) -> Iterator[list[int]]:
         ("order_placed", {"product": "chair", "region": "north"}),  # no amount: skipped
         ("order_placed", {"amount": 12.0}),  # no product, no region
     ]
-    ids = [
-        fetch(
-            pg,
-            "INSERT INTO orchestrator.events (event_type, data) VALUES (%s, %s) RETURNING id",
-            kind,
-            json.dumps(data),
-        )[0][0]
-        for kind, data in rows
-    ]
-    yield ids
-    fetch(pg, "DELETE FROM orchestrator.events WHERE id = ANY(%s)", ids)
+    events = [(kind, json.dumps(data)) for kind, data in rows]
+    with inserted(pg, "orchestrator.events", ("event_type", "data"), events) as ids:
+        yield ids
 
 
 def test_sales_from_events_workflow(stack_env: dict[str, str], s3: Minio, order_events: list[int]) -> None:
@@ -1083,17 +1089,8 @@ def open_transactions(pg) -> Iterator[list[int]]:
         ("screen-2", 400),
         ("screen-3", 99.99),
     ]
-    ids = [
-        fetch(
-            pg,
-            "INSERT INTO orchestrator.transactions (customer_id, amount) VALUES (%s, %s) RETURNING id",
-            c,
-            a,
-        )[0][0]
-        for c, a in amounts
-    ]
-    yield ids
-    fetch(pg, "DELETE FROM orchestrator.transactions WHERE id = ANY(%s)", ids)
+    with inserted(pg, "orchestrator.transactions", ("customer_id", "amount"), amounts) as ids:
+        yield ids
 
 
 def test_fraud_screening_workflow(stack_env: dict[str, str], s3: Minio, open_transactions: list[int]) -> None:

@@ -17,7 +17,7 @@ from workflow_platform.language.actions import StepContext
 from workflow_platform.plugins.fraud import model_version
 from workflow_platform.plugins.nats import DUPLICATE_WINDOW_S, PublishEachInput, _message_id
 from workflow_platform.plugins.result_store import result_key
-from workflow_platform_tests.conftest import fetch, running_platform, stream_messages, wait_for
+from workflow_platform_tests.conftest import fetch, graphql, running_platform, stream_messages, wait_for
 
 WORKFLOW = "sales-report-workflow"
 # The seed test_sales_report.py loads too: loading it again replaces the tables with the same rows.
@@ -44,11 +44,7 @@ def platform(stack_env, tmp_path_factory) -> Iterator[dict]:
 def reexecute_all(dagster_url: str, parent_run_id: str) -> str:
     """What the UI's "Re-execute all" sends: a new run of every step, with the parent as its parent and root."""
     variables = {"params": {"parentRunId": parent_run_id, "strategy": "ALL_STEPS"}}
-    response = requests.post(
-        f"{dagster_url}/graphql", json={"query": REEXECUTE, "variables": variables}, timeout=60
-    )
-    response.raise_for_status()
-    launched = response.json()["data"]["launchPipelineReexecution"]
+    launched = graphql(dagster_url, REEXECUTE, variables)["launchPipelineReexecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     return launched["run"]["runId"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from workflow_platform.orchestration.catalog import check_document
 from workflow_platform.orchestration.job import build_job
-from workflow_platform_tests.conftest import fetch, grant_to_workflows, read_json_object, stream_messages
+from workflow_platform_tests.conftest import fetch, grant_to_workflows, read_json_object, stream_messages, wfp
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -38,22 +38,7 @@ def step_events(result: dg.ExecuteInProcessResult, step: str) -> list[str]:
 
 
 def test_minio_store_workflow_with_wfp_run(stack_env, pg, s3, tmp_path):
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workflow_platform.cli.main",
-            "run",
-            "minio-store-workflow",
-            "--json",
-            "--outputs",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    completed = wfp("run", "minio-store-workflow", "--json", "--outputs", str(tmp_path))
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report["status"] == "SUCCESS"

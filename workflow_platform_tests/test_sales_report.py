@@ -4,7 +4,6 @@ objects, the event row, the NATS message, the schedule and the backfill."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, date, datetime
@@ -19,7 +18,7 @@ from workflow_platform.orchestration.catalog import check_file
 from workflow_platform.orchestration.job import build_job
 from workflow_platform.orchestration.object_links import API_URL_VARIABLE
 from workflow_platform.orchestration.triggers import build_schedule
-from workflow_platform_tests.conftest import fetch, read_json_object, require_tool, stream_messages
+from workflow_platform_tests.conftest import fetch, read_json_object, require_tool, stream_messages, wfp
 
 ROOT = Path(__file__).parent.parent
 WORKFLOW = ROOT / "workflows" / "sales-report-workflow" / "workflow.json"
@@ -190,24 +189,7 @@ def test_definitions_include_the_daily_schedule_and_partitions(tmp_path):
 
 
 def test_wfp_run_downloads_the_report_and_the_page_shows_its_charts(seeded, tmp_path):
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workflow_platform.cli.main",
-            "run",
-            "sales-report-workflow",
-            "-p",
-            f"report_date={DAY}",
-            "--outputs",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ.copy(),
-    )
+    completed = wfp("run", "sales-report-workflow", "-p", f"report_date={DAY}", "--outputs", str(tmp_path))
     assert completed.returncode == 0, completed.stderr
     page = tmp_path / "reports" / f"daily-sales-{DAY}.html"
     assert (
@@ -240,23 +222,8 @@ def test_wfp_run_downloads_the_report_and_the_page_shows_its_charts(seeded, tmp_
 
 
 def test_backfill_regenerates_a_date_range(seeded, stack_env, s3):
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workflow_platform.cli.main",
-            "backfill",
-            "sales-report-workflow",
-            "--from",
-            "2025-10-30",
-            "--to",
-            "2025-10-31",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=os.environ.copy(),
+    completed = wfp(
+        "backfill", "sales-report-workflow", "--from", "2025-10-30", "--to", "2025-10-31", timeout=600
     )
     assert completed.returncode == 0, completed.stderr
     assert "backfill of 2 days: 2 succeeded" in completed.stderr

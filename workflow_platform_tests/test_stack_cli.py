@@ -6,42 +6,28 @@ import json
 import os
 import shlex
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import psycopg2
 
 from workflow_platform.stack.processes import ProcessRef, wait_gone
-
-ROOT = Path(__file__).parent.parent
-
-
-def wfp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workflow_platform.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=env,
-    )
+from workflow_platform_tests.conftest import wfp
 
 
 def test_stack_up_run_env_down(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WFP_") and k != "DAGSTER_HOME"}
     env["WFP_HOME"] = str(tmp_path / "home")
-    up = wfp(env, "stack", "up")
+    up = wfp("stack", "up", env=env)
     try:
         assert up.returncode == 0, up.stderr
         exports = dict(
             shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in up.stdout.splitlines()
         )
         assert set(exports) >= {"WFP_PG_DSN", "WFP_NATS_URL", "WFP_S3_ENDPOINT", "WFP_PATHWAY_URL"}
-        assert wfp(env, "stack", "env").stdout == up.stdout
+        assert wfp("stack", "env", env=env).stdout == up.stdout
 
-        ran = wfp(env, "run", "minio-store-workflow", "--outputs", str(tmp_path / "out"))
+        ran = wfp("run", "minio-store-workflow", "--outputs", str(tmp_path / "out"), env=env)
         assert ran.returncode == 0, ran.stderr
         assert "using the embedded stack started by `wfp stack up`" in ran.stderr
         assert (tmp_path / "out" / "result.json").exists()
@@ -50,9 +36,9 @@ def test_stack_up_run_env_down(tmp_path):
             assert cursor.fetchone()[0] == 1
         assert (tmp_path / "home" / "dagster").is_dir()  # the run was recorded in the persistent instance
     finally:
-        down = wfp(env, "stack", "down")
+        down = wfp("stack", "down", env=env)
     assert down.returncode == 0 and "stack stopped" in down.stderr
-    assert wfp(env, "stack", "env").returncode == 1
+    assert wfp("stack", "env", env=env).returncode == 1
 
 
 # Stores an object, publishes on JetStream and records an event: one step on each service but Pathway.
@@ -107,14 +93,14 @@ def test_run_restarts_a_killed_service_and_leaves_the_stack_running(tmp_path):
     workflow = tmp_path / "workflows" / "stack-check-workflow" / "workflow.json"
     workflow.parent.mkdir(parents=True)
     workflow.write_text(json.dumps(SMALL_WORKFLOW))
-    up = wfp(env, "stack", "up")
+    up = wfp("stack", "up", env=env)
     try:
         assert up.returncode == 0, up.stderr
         before = recorded_processes(state_dir)
         os.kill(before["nats"].pid, signal.SIGKILL)
         assert wait_gone(before["nats"], timeout=5)
 
-        ran = wfp(env, "run", str(workflow), "--outputs", str(tmp_path / "out"))
+        ran = wfp("run", str(workflow), "--outputs", str(tmp_path / "out"), env=env)
         assert ran.returncode == 0, ran.stderr
         assert (tmp_path / "out" / "result.json").exists()
 
@@ -126,6 +112,6 @@ def test_run_restarts_a_killed_service_and_leaves_the_stack_running(tmp_path):
         assert [proc.pid for proc in servers_on(state_dir / "nats")] == [after["nats"].pid]
         assert "restarted nats" in ran.stderr
     finally:
-        down = wfp(env, "stack", "down")
+        down = wfp("stack", "down", env=env)
     assert down.returncode == 0 and "stack stopped" in down.stderr
     assert not any(process.alive() for process in after.values())

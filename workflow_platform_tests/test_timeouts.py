@@ -71,8 +71,12 @@ def execute(document: dict) -> dg.ExecuteInProcessResult:
     return build_job(spec).execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
 
 
-def one_step(step: dict) -> dict:
-    return {"name": f"timeout-{step['id']}", "steps": [step]}
+def execute_step(
+    step_id: str, plugin: str, action: str, step_input: dict, **settings: object
+) -> dg.ExecuteInProcessResult:
+    """A workflow of this one step, with its `settings` (timeout, retry), executed."""
+    step = {"id": step_id, "plugin": plugin, "action": action, **settings, "input": step_input}
+    return execute({"name": f"timeout-{step_id}", "steps": [step]})
 
 
 def failure_of(result: dg.ExecuteInProcessResult, step: str) -> str:
@@ -95,16 +99,8 @@ def step_threads(step: str, within_s: float = 1.0) -> list[str]:
 def test_postgres_step_timeout_cancels_the_query(pg):
     marker = f"slept_{uuid.uuid4().hex}"
     started = time.monotonic()
-    result = execute(
-        one_step(
-            {
-                "id": "sleep",
-                "plugin": "postgres",
-                "action": "query",
-                "timeout": 1000,
-                "input": {"sql": f"SELECT pg_sleep(30) AS {marker}"},
-            }
-        )
+    result = execute_step(
+        "sleep", "postgres", "query", {"sql": f"SELECT pg_sleep(30) AS {marker}"}, timeout=1000
     )
     assert not result.success
     message = failure_of(result, "sleep")
@@ -119,17 +115,7 @@ def test_postgres_step_timeout_cancels_the_query(pg):
 
 def test_http_step_timeout_aborts_the_request(slow_server, monkeypatch):
     monkeypatch.setenv("WFP_HTTP_ALLOW", f"public,{slow_server.url}")
-    result = execute(
-        one_step(
-            {
-                "id": "fetch",
-                "plugin": "http",
-                "action": "request",
-                "timeout": 1000,
-                "input": {"url": f"{slow_server.url}/slow"},
-            }
-        )
-    )
+    result = execute_step("fetch", "http", "request", {"url": f"{slow_server.url}/slow"}, timeout=1000)
     assert not result.success
     assert "step fetch timed out after 1 s" in failure_of(result, "fetch")
     assert slow_server.requests == ["/slow"]
@@ -142,17 +128,8 @@ def test_pathway_step_timeout_aborts_the_call(slow_server, monkeypatch):
     """The Pathway service has no pipeline that takes long on purpose: the step runs against a local server in its
     place (the resource is an HTTP client of WFP_PATHWAY_URL), one that answers slowly."""
     monkeypatch.setenv("WFP_PATHWAY_URL", slow_server.url)
-    result = execute(
-        one_step(
-            {
-                "id": "pipeline",
-                "plugin": "pathway",
-                "action": "runPipeline",
-                "timeout": 1000,
-                "input": {"pipelineId": "slow", "input": {"count": 1}},
-            }
-        )
-    )
+    pipeline = {"pipelineId": "slow", "input": {"count": 1}}
+    result = execute_step("pipeline", "pathway", "runPipeline", pipeline, timeout=1000)
     assert not result.success
     assert "step pipeline timed out after 1 s" in failure_of(result, "pipeline")
     assert slow_server.requests == ["/pipelines/slow/run"]
@@ -164,17 +141,8 @@ def test_nats_request_step_times_out_before_its_own_timeout(stack_env):
     subject = f"pricing.quote.{uuid.uuid4().hex[:8]}"
     with responder(stack_env["WFP_NATS_URL"], subject, answer=False) as received:
         started = time.monotonic()
-        result = execute(
-            one_step(
-                {
-                    "id": "quote",
-                    "plugin": "nats",
-                    "action": "request",
-                    "timeout": 1000,
-                    "input": {"subject": subject, "message": {"sku": "A-7"}, "timeoutMs": 30000},
-                }
-            )
-        )
+        request = {"subject": subject, "message": {"sku": "A-7"}, "timeoutMs": 30000}
+        result = execute_step("quote", "nats", "request", request, timeout=1000)
         elapsed = time.monotonic() - started
     assert not result.success
     assert received == [{"sku": "A-7"}]
@@ -216,18 +184,9 @@ def test_nats_resource_cancels_a_request_in_flight(stack_env):
 
 def test_a_step_that_times_out_is_retried_after_the_policys_delay(pg):
     marker = f"slept_{uuid.uuid4().hex}"
-    result = execute(
-        one_step(
-            {
-                "id": "sleep",
-                "plugin": "postgres",
-                "action": "query",
-                "timeout": 500,
-                "retry": {"maxAttempts": 2, "delayMs": 1500},
-                "input": {"sql": f"SELECT pg_sleep(30) AS {marker}"},
-            }
-        )
-    )
+    query = {"sql": f"SELECT pg_sleep(30) AS {marker}"}
+    retry = {"maxAttempts": 2, "delayMs": 1500}
+    result = execute_step("sleep", "postgres", "query", query, timeout=500, retry=retry)
     assert not result.success
     assert "timed out" in failure_of(result, "sleep") or "statement timeout" in failure_of(result, "sleep")
     instance = dg.DagsterInstance.get()
@@ -249,17 +208,7 @@ def test_a_step_that_times_out_is_retried_after_the_policys_delay(pg):
 def test_object_store_step_timeout_aborts_the_call(slow_server, monkeypatch):
     """The S3 client is an HTTP client too: a local server slow to send an object stands in for the store."""
     monkeypatch.setenv("WFP_S3_ENDPOINT", slow_server.url)
-    result = execute(
-        one_step(
-            {
-                "id": "read",
-                "plugin": "minio",
-                "action": "getObject",
-                "timeout": 1000,
-                "input": {"bucket": "slow", "key": "big.json"},
-            }
-        )
-    )
+    result = execute_step("read", "minio", "getObject", {"bucket": "slow", "key": "big.json"}, timeout=1000)
     assert not result.success
     assert "step read timed out after 1 s" in failure_of(result, "read")
     assert [path.split("?")[0] for path in slow_server.requests] == ["/slow/big.json"]
@@ -269,17 +218,9 @@ def test_object_store_step_timeout_aborts_the_call(slow_server, monkeypatch):
 
 def test_an_http_step_that_timed_out_is_retried_with_a_new_connection(slow_server, monkeypatch):
     monkeypatch.setenv("WFP_HTTP_ALLOW", f"public,{slow_server.url}")
-    result = execute(
-        one_step(
-            {
-                "id": "fetch",
-                "plugin": "http",
-                "action": "request",
-                "timeout": 500,
-                "retry": {"maxAttempts": 2, "delayMs": 1000},
-                "input": {"url": f"{slow_server.url}/slow"},
-            }
-        )
+    retry = {"maxAttempts": 2, "delayMs": 1000}
+    result = execute_step(
+        "fetch", "http", "request", {"url": f"{slow_server.url}/slow"}, timeout=500, retry=retry
     )
     assert not result.success
     assert "step fetch timed out after 0.5 s" in failure_of(result, "fetch")

@@ -9,11 +9,9 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psutil
 import psycopg2
@@ -26,11 +24,12 @@ from workflow_platform_tests.conftest import (
     demo_workflow,
     fetch,
     grant_to_workflows,
+    graphql,
     running_platform,
     wait_for,
+    wfp,
 )
 
-ROOT = Path(__file__).parent.parent
 SENSOR_TABLE = "public.warm_sensor_rows"
 TODAY = datetime.now(UTC).date()
 
@@ -86,8 +85,8 @@ def warm(stack_env, tmp_path_factory) -> Iterator[dict]:
         (home / "submitted" / name).mkdir(parents=True)
         (home / "submitted" / name / "workflow.json").write_text(json.dumps(workflow))
     with running_platform(home) as running:
-        graphql = DagsterGraphQLClient("127.0.0.1", port_number=running["dagster_port"], timeout=60)
-        yield {**running, "graphql": graphql}
+        client = DagsterGraphQLClient("127.0.0.1", port_number=running["dagster_port"], timeout=60)
+        yield {**running, "graphql": client}
 
 
 def executions(api: str, workflow: str) -> list[dict]:
@@ -114,14 +113,6 @@ def assert_ran_warm(execution: dict) -> None:
         e["message"] for e in execution["events"] if e["message"].startswith("Started process for run")
     ]
     assert started == [f"Started process for run (pid: {worker['pid']})."], started
-
-
-def graphql(warm: dict, query: str, variables: dict) -> dict:
-    response = requests.post(
-        f"{warm['dagster']}/graphql", json={"query": query, "variables": variables}, timeout=60
-    )
-    response.raise_for_status()
-    return response.json()["data"]
 
 
 BACKFILL = """
@@ -157,7 +148,7 @@ def test_every_way_of_starting_a_run_executes_on_a_warm_worker(warm, pg):
         "selector": {**selector, "partitionSetName": "warm_daily_partition_set"},
         "partitionNames": days,
     }
-    launched = graphql(warm, BACKFILL, {"params": params})["launchPartitionBackfill"]
+    launched = graphql(warm["dagster"], BACKFILL, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     for day in days:
         backfilled = first_execution(
@@ -238,14 +229,7 @@ def test_a_workflow_changed_while_the_pool_is_warm_runs_its_new_code(warm, stack
 def wfp_cli(warm: dict, *args: str) -> subprocess.CompletedProcess[str]:
     """`wfp <args>` on the running platform's WFP_HOME (so on its Dagster instance)."""
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    return subprocess.run(
-        [sys.executable, "-m", "workflow_platform.cli.main", *args],
-        cwd=ROOT,
-        env={**env, "WFP_HOME": str(warm["home"])},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return wfp(*args, env={**env, "WFP_HOME": str(warm["home"])})
 
 
 def test_a_run_started_with_wfp_run_is_recorded_where_wfp_up_shows_it(warm, tmp_path):
@@ -294,12 +278,12 @@ def test_a_wfp_backfill_is_recorded_where_wfp_up_shows_it(warm):
         assert listed[run_id]["tags"].get("dagster/partition") == day
     # the Dagster UI of wfp up (its GraphQL): the runs, and the days as succeeded partitions of the job
     query = "query($ids: [String]) { runsOrError(filter: {runIds: $ids}) { ... on Runs { results { runId status } } } }"
-    runs = graphql(warm, query, {"ids": list(run_ids.values())})["runsOrError"]["results"]
+    runs = graphql(warm["dagster"], query, {"ids": list(run_ids.values())})["runsOrError"]["results"]
     assert sorted(r["runId"] for r in runs) == sorted(run_ids.values())
     assert {r["status"] for r in runs} == {"SUCCESS"}
     repository = {"repositoryLocationName": "workflows", "repositoryName": "__repository__"}
     variables = {"repository": repository, "name": "warm_daily_partition_set"}
-    found = graphql(warm, PARTITION_STATUSES, variables)["partitionSetOrError"]
+    found = graphql(warm["dagster"], PARTITION_STATUSES, variables)["partitionSetOrError"]
     statuses = {r["partitionName"]: r["runStatus"] for r in found["partitionStatusesOrError"]["results"]}
     assert {day: statuses.get(day) for day in days} == dict.fromkeys(days, "SUCCESS"), statuses
 
