@@ -1,7 +1,7 @@
 """The streaming fraud pipeline as a Pathway dataflow.
 
     NATS JetStream transactions.new ─► (pw.io.nats.read: durable consumer, JSON, one tick per commit)
-        ─► per tick: window features + model score (one batched UDF, scorer.py)
+        ─► remember the tick's transactions ─► their window features + model score (batched UDFs, scorer.py)
         ─┬─► every score ─► orchestrator.transactions (keyed upsert per tick, scores_sink.py)
          └─► risk_score >= threshold ─► fraud.alerts (pw.io.nats.write, Nats-Msg-Id = fraud.alerts:<source>:<id>)
 
@@ -36,22 +36,33 @@ class TransactionSchema(pw.Schema):
 
 
 # No `from __future__ import annotations` here: Pathway reads the UDFs' annotations as types.
-def scoring_udf(scorer: Scorer) -> pw.UDF:
-    """The scorer as a batched UDF: Pathway hands it a tick's rows at once. Not deterministic: Pathway keeps
-    each result rather than calling it again, since the scorer's history moves on with every call."""
+def scoring_udfs(scorer: Scorer) -> tuple[pw.UDF, pw.UDF]:
+    """The scorer's two steps as batched UDFs (Pathway hands them up to ~1,000 rows at once). Not
+    deterministic: Pathway keeps each result rather than calling them again, as the scorer's memory moves on."""
 
     @pw.udf(max_batch_size=1_000_000)
-    def score(
+    def remember(
         transaction_id: list[int],
         created_at: list[str],
         customer_id: list[str],
         terminal_id: list[str],
         amount: list[float],
         tx_fraud: list[int],
-    ) -> list[tuple[float, tuple[float, ...], str]]:
-        return scorer.score(transaction_id, created_at, customer_id, terminal_id, amount, tx_fraud)
+    ) -> list[int]:
+        return scorer.remember(transaction_id, created_at, customer_id, terminal_id, amount, tx_fraud)
 
-    return score
+    @pw.udf(max_batch_size=1_000_000)
+    def score(
+        transaction_id: list[int],
+        instant: list[int],
+        customer_id: list[str],
+        terminal_id: list[str],
+        amount: list[float],
+        tx_fraud: list[int],
+    ) -> list[tuple[float, tuple[float, ...], str]]:
+        return scorer.score(transaction_id, instant, customer_id, terminal_id, amount, tx_fraud)
+
+    return remember, score
 
 
 @pw.udf(deterministic=True)
@@ -96,7 +107,7 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
         max_backlog_size=options.max_backlog,
         name="transactions",
     )
-    scored = _scored(transactions, scoring_udf(scorer), options.alert_threshold)
+    scored = _scored(transactions, *scoring_udfs(scorer), options.alert_threshold)
     sink = ScoresSink(options.settings.require("pg_dsn"))
     pw.io.subscribe(
         scored, on_change=sink.on_change, on_time_end=sink.on_time_end, on_end=sink.on_end, name="scores"
@@ -114,24 +125,17 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
     )
 
 
-def _scored(transactions: pw.Table, score: pw.UDF, threshold: float) -> pw.Table:
-    result = score(
-        pw.this.transaction_id,
-        pw.this.tx_datetime,
-        pw.this.customer_id,
-        pw.this.terminal_id,
-        pw.this.amount,
-        pw.this.tx_fraud,
-    )
-    return transactions.select(
-        pw.this.source,
-        pw.this.transaction_id,
-        pw.this.customer_id,
-        pw.this.terminal_id,
-        pw.this.amount,
-        pw.this.tx_fraud,
+def _scored(transactions: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float) -> pw.Table:
+    """Two operators, one after the other: a tick's rows are all remembered before any of them is scored."""
+    columns = (pw.this.customer_id, pw.this.terminal_id, pw.this.amount, pw.this.tx_fraud)
+    remembered = transactions.select(
+        *pw.this,
         created_at=pw.this.tx_datetime,
-        result=result,
+        instant=remember(pw.this.transaction_id, pw.this.tx_datetime, *columns),
+    ).without(pw.this.tx_datetime)
+    return remembered.select(
+        *pw.this.without(pw.this.instant),
+        result=score(pw.this.transaction_id, pw.this.instant, *columns),
     ).select(
         *pw.this.without(pw.this.result),
         risk_score=pw.this.result[0],

@@ -1,10 +1,9 @@
-"""A tick's transactions -> their window features and the model's fraud probability, in one vectorised pass.
+"""Transactions -> their window features and the model's fraud probability, a batch at a time, vectorised.
 
-`Scorer.score` is what the dataflow's batched UDF calls with the tick's rows (in no particular order): it
-orders them by time (ties by transaction id), computes their features against the recent history
-(`history.RecentHistory`), scores them all with one `predict_proba` call and returns one result per input row,
-in input order. Each transaction is scored once, on what the stream had seen up to it: a transaction arriving
-after later ones is not held back, and earlier scores are not revised.
+The dataflow calls `remember` with the rows of a tick, then `score` with the same rows (both as batched UDFs,
+which Pathway calls with up to about a thousand rows at a time, in no particular order): each transaction is
+scored on the transactions remembered up to then, those before it in time, however the tick was cut. A
+transaction arriving after later ones is scored on what was there; earlier scores are not revised.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ class Scorer:
         self._cards = Codes()
         self._terminals = Codes()
 
-    def score(
+    def remember(
         self,
         transaction_id: list[int],
         created_at: list[str],
@@ -41,26 +40,52 @@ class Scorer:
         terminal_id: list[str],
         amount: list[float],
         tx_fraud: list[int],
-    ) -> list[Scored]:
+    ) -> list[int]:
+        """Remember the transactions; returns their instants (UTC epoch nanoseconds), which `score` takes."""
         instant = _epoch_ns(created_at)
-        ids = np.asarray(transaction_id, dtype=np.int64)
-        order = np.lexsort((ids, instant))
-        batch = Batch(
-            card=self._cards.of(customer_id)[order],
-            terminal=self._terminals.of(terminal_id)[order],
-            instant=instant[order],
-            tie=ids[order],
-            amount=np.asarray(amount, dtype=np.float64)[order],
-            fraud=(np.asarray(tx_fraud, dtype=np.float64) > 0).astype(np.float64)[order],
+        self._history.remember(
+            self._batch(transaction_id, instant, customer_id, terminal_id, amount, tx_fraud)
         )
-        features = np.empty((len(order), len(FEATURES)))
-        features[order] = self._history.features(batch, len(self._cards), len(self._terminals))
+        return instant.tolist()
+
+    def score(
+        self,
+        transaction_id: list[int],
+        instant: list[int],
+        customer_id: list[str],
+        terminal_id: list[str],
+        amount: list[float],
+        tx_fraud: list[int],
+    ) -> list[Scored]:
+        batch = self._batch(
+            transaction_id, np.asarray(instant, dtype=np.int64), customer_id, terminal_id, amount, tx_fraud
+        )
+        features = self._history.features(batch, len(self._cards), len(self._terminals))
         model = self._model.current()
-        scores = model.estimator.predict_proba(pd.DataFrame(features, columns=FEATURES)[model.features])[:, 1]
+        frame = pd.DataFrame(features, columns=FEATURES)[model.features]
+        scores = model.estimator.predict_proba(frame)[:, 1]
         return [
             (risk, tuple(row), model.version)
             for risk, row in zip(scores.tolist(), features.tolist(), strict=True)
         ]
+
+    def _batch(
+        self,
+        transaction_id: list[int],
+        instant: np.ndarray,
+        customer_id: list[str],
+        terminal_id: list[str],
+        amount: list[float],
+        tx_fraud: list[int],
+    ) -> Batch:
+        return Batch(
+            card=self._cards.of(customer_id),
+            terminal=self._terminals.of(terminal_id),
+            instant=instant,
+            tie=np.asarray(transaction_id, dtype=np.int64),
+            amount=np.asarray(amount, dtype=np.float64),
+            fraud=(np.asarray(tx_fraud, dtype=np.float64) > 0).astype(np.float64),
+        )
 
 
 def _epoch_ns(stamps: list[str]) -> np.ndarray:
