@@ -9,14 +9,24 @@ The consumer is the pipeline's own, named (Pathway's auto-created one is named a
 in the program, so two programs on one stream would share it): a pull consumer acknowledged message by
 message, waiting longer than a checkpoint interval for an ack, with no cap on unacknowledged messages (the
 reader acknowledges a checkpoint's worth at once).
+
+At start the consumer is rewound to its ack floor: the messages a stopped (or killed) process had received
+but not acknowledged would otherwise come back only after the ack wait, behind newer ones, and transactions
+must reach the scorer in order (a transaction is featured on those before it). Everything at or below the
+floor is in Pathway's snapshot, which the restarted pipeline replays first; a message both in the snapshot
+and delivered again is remembered once and scored the same (see history.py), and its outputs are idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 ALERTS_DUPLICATE_WINDOW_S = 24 * 3600
-ACK_WAIT_S = 30  # after a kill, what the killed process had read and not acknowledged comes back this late
+ACK_WAIT_S = 30  # longer than any checkpoint interval: else messages come back while being processed
 
 
 def ensure_streams(
@@ -35,7 +45,6 @@ async def _ensure(
     nats_url: str, streams: list[tuple[str, str, float]], input_stream: str, input_subject: str, consumer: str
 ) -> None:
     import nats
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
     from nats.js.errors import NotFoundError
 
     client = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=3)
@@ -49,17 +58,34 @@ async def _ensure(
                 await js.add_stream(
                     name=name, subjects=[root, f"{root}.>"], duplicate_window=duplicate_window_s
                 )
-        try:
-            await js.consumer_info(input_stream, consumer)
-        except NotFoundError:
-            config = ConsumerConfig(
-                durable_name=consumer,
-                filter_subject=input_subject,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=ACK_WAIT_S,
-                max_ack_pending=-1,
-            )
-            await js.add_consumer(input_stream, config)
+        await _rewound_consumer(js, input_stream, input_subject, consumer)
     finally:
         await client.drain()
+
+
+async def _rewound_consumer(js: Any, stream: str, subject: str, consumer: str) -> None:
+    """The durable consumer, created if missing, or recreated to deliver again after its ack floor."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+    from nats.js.errors import NotFoundError
+
+    start: dict[str, Any] = {"deliver_policy": DeliverPolicy.ALL}
+    try:
+        info = await js.consumer_info(stream, consumer)
+    except NotFoundError:
+        info = None
+    if info is not None:
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        if info.delivered is None or info.delivered.stream_seq <= floor:
+            return  # nothing delivered and left unacknowledged
+        log.info("consumer %s: delivering again from stream sequence %d", consumer, floor + 1)
+        await js.delete_consumer(stream, consumer)
+        start = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": floor + 1}
+    config = ConsumerConfig(
+        durable_name=consumer,
+        filter_subject=subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT_S,
+        max_ack_pending=-1,
+        **start,
+    )
+    await js.add_consumer(stream, config)
