@@ -8,6 +8,7 @@ pipeline's windows equal `transform_features`: test_fraud_features.py).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -208,3 +209,23 @@ def test_killed_mid_stream_scores_every_transaction_once_and_alerts_once(
     alerted = [body["transactionId"] for _, _, body in pipeline.alerts()]
     assert len(alerted) == len(set(alerted)) and set(alerted) == flagged
     pipeline.check_running()
+
+
+def test_simulate_stream_publishes_rate_times_duration_and_goes_on_where_it_stopped(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from workflow_platform.cli.main import main
+
+    arguments = ["simulate", "stream", "--rate", "400", "--duration", "1", "--subject", "fstestsim.new"]
+    arguments += ["--customers", "50", "--terminals", "100", "--days", "10", "--cache-dir", str(tmp_path)]
+    reports = []
+    for _ in range(2):
+        result = CliRunner().invoke(main, arguments, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(result.output))
+    assert [r["published"] for r in reports] == [400, 400]
+    assert reports[1]["skipped_already_published"] == 400 and reports[0]["rate"] <= 400 * 1.2
+    published = stream_messages(stack_env["WFP_NATS_URL"], "FSTESTSIM", "fstestsim.new")
+    assert [body["transaction_id"] for _, _, body in published] == list(range(800))
