@@ -219,7 +219,7 @@ def test_simulate_stream_publishes_rate_times_duration_and_goes_on_where_it_stop
     from workflow_platform.cli.main import main
 
     arguments = ["simulate", "stream", "--rate", "400", "--duration", "1", "--subject", "fstestsim.new"]
-    arguments += ["--customers", "50", "--terminals", "100", "--days", "10", "--cache-dir", str(tmp_path)]
+    arguments += ["--customers", "50", "--terminals", "100", "--days", "30", "--cache-dir", str(tmp_path)]
     reports = []
     for _ in range(2):
         result = CliRunner().invoke(main, arguments, catch_exceptions=False)
