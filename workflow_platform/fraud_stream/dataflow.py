@@ -21,11 +21,12 @@ from .options import StreamOptions
 from .scorer import Scorer
 from .scores_sink import ScoresSink
 
-# The replay's message body (`demo_data.fraud_load.transaction_messages`); the handbook's other fields are unread.
 _NO_LABEL = 0  # a transaction without its label is not known to be a fraud
 
 
 class TransactionSchema(pw.Schema):
+    """The replay's message body (`demo_data.fraud_load.transaction_messages`); its other fields are unread."""
+
     transaction_id: int
     tx_datetime: str
     customer_id: str
@@ -126,7 +127,13 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
 
 
 def _scored(transactions: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float) -> pw.Table:
-    """Two operators, one after the other: a tick's rows are all remembered before any of them is scored."""
+    """Two operators, one after the other, so that a tick's rows are all remembered before any is scored.
+
+    One operator calling both would score the first ~1,000 rows of a tick (in key order, not time order)
+    before the rest were remembered. That Pathway runs the first operator over the rows it has before the
+    second sees them is how its single worker schedules them, not a documented promise: test_fraud_stream.py
+    checks the outcome (streamed features and scores equal the batch path's).
+    """
     columns = (pw.this.customer_id, pw.this.terminal_id, pw.this.amount, pw.this.tx_fraud)
     remembered = transactions.select(
         *pw.this,

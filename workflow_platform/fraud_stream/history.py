@@ -93,7 +93,7 @@ class RecentHistory:
             fresh[position] = transaction_id not in known and transaction_id not in seen
             seen.add(transaction_id)
         self._unfeatured.update(zip(batch.tie.tolist(), batch.instant.tolist(), strict=True))
-        self._append(Batch(**{name: getattr(batch, name)[fresh] for name in _COLUMNS}))
+        self._append(_rows(batch, fresh))
 
     def features(self, batch: Batch, cards: int, terminals: int) -> np.ndarray:
         """The batch's FEATURES matrix (one row per transaction), against the remembered transactions.
@@ -101,6 +101,9 @@ class RecentHistory:
         `cards`, `terminals`: how many codes exist (the batch's included)."""
         if len(batch) == 0:
             return np.empty((0, len(FEATURES)))
+        _, first, copies = np.unique(batch.tie, return_index=True, return_inverse=True)
+        if len(first) < len(batch):  # a transaction delivered twice in one batch must not count itself twice
+            return self.features(_rows(batch, first), cards, terminals)[copies]
         for transaction_id in batch.tie.tolist():
             self._unfeatured.pop(transaction_id, None)
         features = {
@@ -161,3 +164,7 @@ class RecentHistory:
             self._columns[name] = column
         self._size = len(live)
         self._ids = set(self._columns["tie"][: self._size].tolist())
+
+
+def _rows(batch: Batch, which: np.ndarray) -> Batch:
+    return Batch(**{name: getattr(batch, name)[which] for name in _COLUMNS})
