@@ -41,7 +41,7 @@ from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simula
 from workflow_platform.fraud.features import transform_features
 from workflow_platform.fraud.model import fit_model, save_model
 
-NAME = "fraudbench"
+NAME = f"fraudbench{int(time.time())}"  # a fresh stream, consumer and source per run
 SOURCE = f"{NAME}-src"
 
 
@@ -58,8 +58,9 @@ def services() -> Iterator[dict[str, str]]:
 
 
 @contextlib.contextmanager
-def pipeline(workdir: Path) -> Iterator[subprocess.Popen]:
+def pipeline(workdir: Path, threshold: float) -> Iterator[subprocess.Popen]:
     command = [sys.executable, "-m", "workflow_platform.fraud_stream", "--persistence-dir", str(workdir)]
+    command += ["--alert-threshold", str(threshold)]
     command += ["--input-subject", f"{NAME}.new", "--input-stream", NAME.upper(), "--consumer", NAME]
     command += ["--alerts-subject", f"{NAME}.alerts", "--alerts-stream", NAME.upper()]
     log = (workdir.parent / "pipeline.log").open("wb")
@@ -148,6 +149,8 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--alert-threshold", type=float, default=0.5, help="0: every transaction is timed")
+    parser.add_argument("--keep-log", type=Path, default=None, help="copy the pipeline's log here")
     args = parser.parse_args()
     report: dict = {"load_average_start": os.getloadavg(), "cpus": os.cpu_count()}
     with services() as env, tempfile.TemporaryDirectory() as work:
@@ -162,12 +165,14 @@ def main() -> None:
         replay_to_nats(backlog, SOURCE, subject=f"{NAME}.new", stream=NAME.upper())
         pg = psycopg2.connect(env["WFP_PG_ADMIN_DSN"])
         pg.autocommit = True
-        with pipeline(Path(work) / "persistence") as process:
+        with pipeline(Path(work) / "persistence", args.alert_threshold) as process:
             report["backlog"] = drain(pg, process, len(backlog), timeout=900)
             messages = transaction_messages(live, SOURCE)
             report["steady"] = asyncio.run(steady(env["WFP_NATS_URL"], messages, args.rate))
             report["steady"]["lag_at_end"] = len(backlog) + len(live) - scored(pg)
         pg.close()
+        if args.keep_log:
+            args.keep_log.write_bytes((Path(work) / "pipeline.log").read_bytes())
     report["load_average_end"] = os.getloadavg()
     report["targets"] = {"p99_ms_at_1000_tx_s": 500, "sustained_tx_s": 20_000}
     print(json.dumps(report, indent=2, default=str))
