@@ -4,7 +4,13 @@ Its own process (`python -m workflow_platform.fraud_stream`): reads transactions
 computes the handbook's window features with the training's code (`workflow_platform.fraud.features`) against
 the recent history it keeps, scores each transaction with the latest stored model, writes one `fraud.alerts`
 message per alert (deduplicated by transaction id) and every score to `orchestrator.transactions` (keyed
-upsert). Pathway persistence makes a restart resume where the pipeline stopped.
+upsert). Pathway persistence makes a restart resume where the pipeline stopped. A model newly promoted by
+the training workflow is used within `--model-check-seconds`.
+
+Limits of this first slice: Pathway's input snapshot keeps every transaction read, and a restart replays them
+all to rebuild the history (not only the last 37 days); the history is keyed by transaction id, so a pipeline
+reads one source's transactions; nothing starts it yet (`wfp up`, the embedded stack, docker-compose), and
+Dagster does not watch it.
 
     __main__.py      the command line: options, logging, signals
     options.py       StreamOptions: the services (ServiceSettings) and the pipeline's own settings
