@@ -59,9 +59,9 @@ def services() -> Iterator[dict[str, str]]:
 
 
 @contextlib.contextmanager
-def pipeline(workdir: Path, threshold: float) -> Iterator[subprocess.Popen]:
+def pipeline(workdir: Path, threshold: float, commit_ms: int) -> Iterator[subprocess.Popen]:
     command = [sys.executable, "-m", "workflow_platform.fraud_stream", "--persistence-dir", str(workdir)]
-    command += ["--alert-threshold", str(threshold)]
+    command += ["--alert-threshold", str(threshold), "--commit-ms", str(commit_ms)]
     command += ["--input-subject", f"{NAME}.new", "--input-stream", NAME.upper(), "--consumer", NAME]
     command += ["--alerts-subject", f"{NAME}.alerts", "--alerts-stream", NAME.upper()]
     log = (workdir.parent / "pipeline.log").open("wb")
@@ -151,9 +151,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--alert-threshold", type=float, default=0.5, help="0: every transaction is timed")
+    parser.add_argument("--commit-ms", type=int, default=50, help="the pipeline's tick")
     parser.add_argument("--keep-log", type=Path, default=None, help="copy the pipeline's log here")
     args = parser.parse_args()
-    report: dict = {"load_average_start": os.getloadavg(), "cpus": os.cpu_count()}
+    report: dict = {
+        "load_average_start": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "commit_ms": args.commit_ms,
+    }
     with services() as env, tempfile.TemporaryDirectory() as work:
         config = SimulationConfig(n_customers=args.customers, n_terminals=args.terminals, nb_days=args.days)
         transactions = simulate_cached(config, Path(work) / "cache").transactions.sort_values(
@@ -166,7 +171,7 @@ def main() -> None:
         replay_to_nats(backlog, SOURCE, subject=f"{NAME}.new", stream=NAME.upper())
         pg = psycopg2.connect(env["WFP_PG_ADMIN_DSN"])
         pg.autocommit = True
-        with pipeline(Path(work) / "persistence", args.alert_threshold) as process:
+        with pipeline(Path(work) / "persistence", args.alert_threshold, args.commit_ms) as process:
             report["backlog"] = drain(pg, process, len(backlog), timeout=900)
             # Right after a backlog the engine was seen to stall for seconds (no output, no checkpoint: ~5 s
             # after 5,000 rows, ~20 s after 100,000, cause not found yet): waited out, so that the steady figures
