@@ -8,6 +8,7 @@ pipeline's windows equal `transform_features`: test_fraud_features.py).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -71,35 +72,22 @@ class Pipeline:
 
     def start(self) -> None:
         self.starts += 1
-        log = (self.workdir / f"pipeline-{self.starts}.log").open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workflow_platform.fraud_stream",
-                "--persistence-dir",
-                str(self.workdir / "persistence"),
-                "--input-subject",
-                f"{self.name}.new",
-                "--input-stream",
-                self.stream,
-                "--consumer",
-                self.name,
-                "--alerts-subject",
-                f"{self.name}.alerts",
-                "--alerts-stream",
-                self.stream,
-                "--alert-threshold",
-                str(self.threshold),
-                "--commit-ms",
-                "50",
-                "--snapshot-ms",
-                "500",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-        )
+        options = {
+            "--persistence-dir": str(self.workdir / "persistence"),
+            "--input-subject": f"{self.name}.new",
+            "--input-stream": self.stream,
+            "--consumer": self.name,
+            "--alerts-subject": f"{self.name}.alerts",
+            "--alerts-stream": self.stream,
+            "--alert-threshold": str(self.threshold),
+            "--snapshot-ms": "500",
+        }
+        with (self.workdir / f"pipeline-{self.starts}.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "workflow_platform.fraud_stream", *itertools.chain(*options.items())],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def check_running(self) -> None:
         assert self.process is not None
