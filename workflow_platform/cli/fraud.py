@@ -1,8 +1,9 @@
-"""`wfp seed transactions` and `wfp eval fraud`: click commands the main CLI registers on its groups.
+"""`wfp seed transactions`, `wfp eval fraud` and `wfp simulate stream`: click commands the main CLI registers.
 
-    from workflow_platform.cli.fraud import eval_fraud, seed_transactions
+    from workflow_platform.cli.fraud import eval_fraud, seed_transactions, simulate
     seed_group.add_command(seed_transactions)   # -> wfp seed transactions
     eval_group.add_command(eval_fraud)          # -> wfp eval fraud
+    main.add_command(simulate)                  # -> wfp simulate stream
 
 Importing this module is cheap (click only); numpy, pandas, scikit-learn and the service clients are
 imported when a command runs.
@@ -100,3 +101,49 @@ def eval_fraud(model_names: tuple[str, ...], as_json: bool, save: bool, cache_di
         click.echo(evaluation.table())
         if save:
             click.echo(f"saved {report['saved']['model']} as version {report['saved']['version']}")
+
+
+@click.group("simulate")
+def simulate() -> None:
+    """Simulated live traffic for the real-time paths."""
+
+
+@simulate.command("stream")
+@click.option("--rate", type=float, required=True, help="transactions per second")
+@click.option("--duration", type=float, required=True, help="seconds to publish for")
+@click.option("--subject", default="transactions.new", show_default=True, help="the JetStream subject")
+@click.option("--customers", default=5000, show_default=True, help="number of simulated customers (cards)")
+@click.option("--terminals", default=10000, show_default=True, help="number of simulated terminals")
+@click.option("--days", default=183, show_default=True, help="number of simulated days")
+@click.option("--start", default="2018-04-01", show_default=True, help="first simulated day (UTC)")
+@click.option(
+    "--cache-dir", type=click.Path(path_type=Path), default=None, help="default: $WFP_HOME/cache/fraud"
+)
+def simulate_stream(
+    rate: float,
+    duration: float,
+    subject: str,
+    customers: int,
+    terminals: int,
+    days: int,
+    start: str,
+    cache_dir: Path | None,
+) -> None:
+    """Publish the simulator's transactions onto NATS JetStream (WFP_NATS_URL) at RATE per second for DURATION
+    seconds, in time order: what the streaming fraud pipeline (`python -m workflow_platform.fraud_stream`) reads.
+
+    Each run goes on after the last transaction an earlier one published (each message's Nats-Msg-Id is
+    `<dataset>:<TRANSACTION_ID>`), so runs one after the other play the dataset as one stream. Prints the
+    counts as JSON.
+    """
+    from workflow_platform.demo_data.fraud_load import dataset_source, replay_to_nats
+    from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simulate_cached
+
+    if rate <= 0 or duration <= 0:
+        raise click.BadParameter("--rate and --duration must be positive")
+    config = SimulationConfig(n_customers=customers, n_terminals=terminals, nb_days=days, start_date=start)
+    dataset = simulate_cached(config, cache_dir)
+    report = replay_to_nats(
+        dataset.transactions, dataset_source(dataset), rate=rate, subject=subject, limit=int(rate * duration)
+    )
+    click.echo(json.dumps(report, indent=2))

@@ -503,10 +503,11 @@ def evaluate() -> None:
 
 
 def _register_fraud_commands() -> None:
-    from workflow_platform.cli.fraud import eval_fraud, seed_transactions
+    from workflow_platform.cli.fraud import eval_fraud, seed_transactions, simulate
 
     seed.add_command(seed_transactions)
     evaluate.add_command(eval_fraud)
+    main.add_command(simulate)
 
 
 @main.group()

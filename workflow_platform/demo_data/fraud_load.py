@@ -229,18 +229,20 @@ def replay_to_nats(
     subject: str = DEFAULT_SUBJECT,
     stream: str | None = None,
     in_flight: int = 256,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Publish the transactions on `subject` at `rate` messages/s (None or <= 0: as fast as acks come back).
 
     The stream (default: the first subject token upper-cased, as the nats plugin names it) is created if no
-    stream holds the subject. Returns counts: published now, acknowledged as duplicates, skipped because an
-    earlier replay already published them, and the achieved rate.
+    stream holds the subject. With `limit`, at most that many are published (the next ones, in order: `wfp
+    simulate stream` feeds a live stream a slice at a time). Returns counts: published now, acknowledged as
+    duplicates, skipped because an earlier replay already published them, left to publish, and the achieved rate.
     """
     from workflow_platform.settings import ServiceSettings
 
     url = nats_url or ServiceSettings().require("nats_url")
     ordered = transactions.sort_values("TRANSACTION_ID")
-    return asyncio.run(_replay(ordered, source, rate, url, subject, stream, in_flight))
+    return asyncio.run(_replay(ordered, source, rate, url, subject, stream, in_flight, limit))
 
 
 async def _replay(
@@ -251,6 +253,7 @@ async def _replay(
     subject: str,
     stream: str | None,
     in_flight: int,
+    limit: int | None,
 ) -> dict[str, Any]:
     import nats
 
@@ -260,6 +263,8 @@ async def _replay(
         stream = await _stream_holding(js, subject, stream)
         done = await _published_up_to(js, stream, subject, source)
         pending = transactions[transactions["TRANSACTION_ID"] > done]
+        left = max(0, len(pending) - limit) if limit is not None else 0
+        pending = pending.iloc[: len(pending) - left]
         began = time.perf_counter()
         stored, duplicates = await _publish(js, pending, source, subject, rate, in_flight)
         elapsed = time.perf_counter() - began
@@ -270,7 +275,8 @@ async def _replay(
         "subject": subject,
         "published": stored,
         "duplicates": duplicates,
-        "skipped_already_published": len(transactions) - len(pending),
+        "skipped_already_published": len(transactions) - len(pending) - left,
+        "left_to_publish": left,
         "seconds": round(elapsed, 2),
         "rate": round(stored / elapsed, 1) if elapsed > 0 else None,
     }

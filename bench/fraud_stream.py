@@ -1,0 +1,193 @@
+"""The streaming fraud pipeline (`python -m workflow_platform.fraud_stream`): publish-to-alert latency at a
+steady rate, and the rate it drains a backlog at.
+
+    .venv/bin/python bench/fraud_stream.py [--customers 5000] [--terminals 10000] [--days 15]
+                                           [--backlog 100000] [--rate 1000] [--seconds 20]
+
+Starts the embedded stack (unless WFP_* variables point at services), simulates the handbook's transactions
+(its 5,000 cards and 10,000 terminals, `--days` days), stores a model trained on them, then:
+
+1. publishes the first `--backlog` transactions with the pipeline stopped, starts it and measures how fast it
+   scores them (rows in orchestrator.transactions over time, from the first scored to the last): the most it
+   sustains, since a backlog is the pipeline going flat out, features, model, PostgreSQL and alerts included;
+2. publishes the next ones at `--rate` per second for `--seconds` (core NATS publishes into the JetStream
+   subject, each timed), after the backlog has settled, and times every alert from its transaction's publish to its arrival on fraud alerts'
+   subject (a core subscription): p50, p99 and max, and the lag at the end.
+
+Prints one JSON object with the load average at start and end: the machine is shared, and other jobs inflate
+every figure. Targets (issue 15): p99 < 500 ms at 1,000 tx/s; sustained > 20,000 tx/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg2
+
+from workflow_platform.demo_data.fraud_load import replay_to_nats, transaction_messages
+from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simulate_cached
+from workflow_platform.fraud.features import transform_features
+from workflow_platform.fraud.model import fit_model, save_model
+
+NAME = f"fraudbench{int(time.time())}"  # a fresh stream, consumer and source per run
+SOURCE = f"{NAME}-src"
+SETTLE_SECONDS = 15
+
+
+@contextlib.contextmanager
+def services() -> Iterator[dict[str, str]]:
+    if all(os.environ.get(name) for name in ("WFP_PG_DSN", "WFP_NATS_URL", "WFP_S3_ENDPOINT")):
+        yield dict(os.environ)
+        return
+    from workflow_platform.stack import EmbeddedStack
+
+    with tempfile.TemporaryDirectory() as state, EmbeddedStack(Path(state)) as stack:
+        os.environ.update(stack.env)
+        yield dict(os.environ)
+
+
+@contextlib.contextmanager
+def pipeline(workdir: Path, threshold: float, commit_ms: int) -> Iterator[subprocess.Popen]:
+    command = [sys.executable, "-m", "workflow_platform.fraud_stream", "--persistence-dir", str(workdir)]
+    command += ["--alert-threshold", str(threshold), "--commit-ms", str(commit_ms)]
+    command += ["--input-subject", f"{NAME}.new", "--input-stream", NAME.upper(), "--consumer", NAME]
+    command += ["--alerts-subject", f"{NAME}.alerts", "--alerts-stream", NAME.upper()]
+    log = (workdir.parent / "pipeline.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def scored(pg: psycopg2.extensions.connection) -> int:
+    with pg.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM orchestrator.transactions WHERE source = %s", (SOURCE,))
+        return int(cursor.fetchone()[0])
+
+
+def drain(pg: psycopg2.extensions.connection, process: subprocess.Popen, total: int, timeout: float) -> dict:
+    """Poll the scored rows until all `total` are there: (time, count) from the first scored to the last."""
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        count = scored(pg)
+        if count:
+            samples.append((time.monotonic(), count))
+        if count >= total:
+            break
+        time.sleep(0.2)
+    if len(samples) < 2 or samples[-1][1] < total:
+        return {"error": f"{samples[-1][1] if samples else 0} of {total} scored within {timeout} s"}
+    (first_t, first_n), (last_t, last_n) = samples[0], samples[-1]
+    return {
+        "transactions": total,
+        "seconds_first_to_last_scored": round(last_t - first_t, 2),
+        "rate_tx_per_s": round((last_n - first_n) / (last_t - first_t), 1),
+    }
+
+
+async def steady(url: str, messages: list[tuple[str, bytes]], rate: float) -> dict:
+    """Publish `messages` at `rate`, time each alert from its transaction's publish to its arrival."""
+    import nats
+
+    client = await nats.connect(url)
+    published: dict[int, float] = {}
+    latencies: list[float] = []
+
+    async def on_alert(message) -> None:  # noqa: ANN001
+        arrived = time.perf_counter()
+        sent = published.get(json.loads(message.data)["transactionId"])
+        if sent is not None:
+            latencies.append(arrived - sent)
+
+    await client.subscribe(f"{NAME}.alerts", cb=on_alert)
+    began = time.perf_counter()
+    for index, (msg_id, body) in enumerate(messages):
+        ahead = began + index / rate - time.perf_counter()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        published[int(msg_id.rsplit(":", 1)[1])] = time.perf_counter()
+        await client.publish(f"{NAME}.new", body, headers={"Nats-Msg-Id": msg_id})
+    achieved = len(messages) / (time.perf_counter() - began)
+    await client.flush()
+    await asyncio.sleep(3)  # the last alerts
+    await client.drain()
+    ms = np.array(latencies) * 1000
+    return {
+        "rate_asked": rate,
+        "rate_published": round(achieved, 1),
+        "transactions": len(messages),
+        "alerts_timed": len(ms),
+        "latency_ms": {
+            "p50": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+            "p99": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+            "max": round(float(ms.max()), 1) if len(ms) else None,
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--customers", type=int, default=5000)
+    parser.add_argument("--terminals", type=int, default=10000)
+    parser.add_argument("--days", type=int, default=15)
+    parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--alert-threshold", type=float, default=0.5, help="0: every transaction is timed")
+    parser.add_argument("--commit-ms", type=int, default=50, help="the pipeline's tick")
+    parser.add_argument("--keep-log", type=Path, default=None, help="copy the pipeline's log here")
+    args = parser.parse_args()
+    report: dict = {
+        "load_average_start": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "commit_ms": args.commit_ms,
+    }
+    with services() as env, tempfile.TemporaryDirectory() as work:
+        config = SimulationConfig(n_customers=args.customers, n_terminals=args.terminals, nb_days=args.days)
+        transactions = simulate_cached(config, Path(work) / "cache").transactions.sort_values(
+            "TRANSACTION_ID"
+        )
+        backlog = transactions.head(args.backlog)
+        live = transactions.iloc[args.backlog : args.backlog + int(args.rate * args.seconds)]
+        save_model(fit_model("hist_gradient_boosting", transform_features(backlog)))
+        report["dataset"] = {"transactions": len(transactions), **{k: v for k, v in config.__dict__.items()}}
+        replay_to_nats(backlog, SOURCE, subject=f"{NAME}.new", stream=NAME.upper())
+        pg = psycopg2.connect(env["WFP_PG_ADMIN_DSN"])
+        pg.autocommit = True
+        with pipeline(Path(work) / "persistence", args.alert_threshold, args.commit_ms) as process:
+            report["backlog"] = drain(pg, process, len(backlog), timeout=900)
+            # Right after a backlog the engine was seen to stall for seconds (no output, no checkpoint: ~5 s
+            # after 5,000 rows, ~20 s after 100,000, cause not found yet): waited out, so that the steady figures
+            # are those of a pipeline that has caught up.
+            report["backlog"]["settle_seconds"] = SETTLE_SECONDS
+            time.sleep(SETTLE_SECONDS)
+            messages = transaction_messages(live, SOURCE)
+            report["steady"] = asyncio.run(steady(env["WFP_NATS_URL"], messages, args.rate))
+            report["steady"]["lag_at_end"] = len(backlog) + len(live) - scored(pg)
+        pg.close()
+        if args.keep_log:
+            args.keep_log.write_bytes((Path(work) / "pipeline.log").read_bytes())
+    report["load_average_end"] = os.getloadavg()
+    report["targets"] = {"p99_ms_at_1000_tx_s": 500, "sustained_tx_s": 20_000}
+    print(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

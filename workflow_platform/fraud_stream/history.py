@@ -1,0 +1,170 @@
+"""The stream's memory of recent transactions, and the window features of new ones computed against it.
+
+Two steps, so that the order in which rows reach them does not matter: `remember` adds transactions (a
+transaction delivered again is remembered once), `features` computes transactions' windows from what is
+remembered (they included: a window ends at the transaction itself). The dataflow remembers each tick's rows
+before it computes any of their features, so every transaction is featured on all those before it in time.
+
+The features are the training's own (`workflow_platform.fraud.features`), run on all of a batch's cards and
+terminals together: the remembered rows of those cards (terminals), the batch's own last, go through
+`customer_spending` (`terminal_risk`), which group by card (terminal) themselves, and the batch's results are
+kept. The fraud-detection pipeline (`pathway_service/pipelines/fraud/windows.py`) calls the same functions on
+one card's or terminal's history at a time; the formulas are in one place.
+
+Only what a window can reach is kept: transactions less than 37 days (the terminal's 30-day window, 7 days
+back) older than the newest seen, or than the oldest not featured yet. Rows live in columns with spare capacity, so a tick appends without
+copying the history; expired rows are dropped when the columns fill up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from workflow_platform.fraud.features import (
+    DELAY_DAYS,
+    FEATURES,
+    WINDOWS_DAYS,
+    calendar_flags,
+    customer_spending,
+    terminal_risk,
+)
+
+DAY_NS = 86_400 * 10**9
+KEEP_NS = (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY_NS
+_COLUMNS = {
+    "card": np.int64,
+    "terminal": np.int64,
+    "instant": np.int64,
+    "tie": np.int64,
+    "amount": np.float64,
+    "fraud": np.float64,
+}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Transactions as columns, in any order: cards and terminals as codes."""
+
+    card: np.ndarray
+    terminal: np.ndarray
+    instant: np.ndarray  # UTC, nanoseconds since the epoch (exact, as `transform_features` compares them)
+    tie: np.ndarray  # the transaction id
+    amount: np.ndarray
+    fraud: np.ndarray  # the label the message carries, 1 = a known fraud
+
+    def __len__(self) -> int:
+        return len(self.instant)
+
+
+class Codes:
+    """Card or terminal ids -> small integers, the same for an id all the stream long."""
+
+    def __init__(self) -> None:
+        self._codes: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def of(self, ids: list[str]) -> np.ndarray:
+        codes = self._codes
+        return np.fromiter((codes.setdefault(i, len(codes)) for i in ids), dtype=np.int64, count=len(ids))
+
+
+class RecentHistory:
+    """The transactions any window of a new one can reach, as columns with room to grow."""
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self._columns = {name: np.empty(capacity, dtype) for name, dtype in _COLUMNS.items()}
+        self._size = 0
+        self._newest = np.iinfo(np.int64).min
+        self._ids: set[int] = set()  # the remembered transaction ids
+        self._unfeatured: dict[int, int] = {}  # id -> instant of those remembered, not featured yet
+
+    def __len__(self) -> int:
+        return self._size
+
+    def remember(self, batch: Batch) -> None:
+        """Add the batch's transactions but those remembered already (JetStream may deliver one again)."""
+        known, seen = self._ids, set()
+        fresh = np.zeros(len(batch), dtype=bool)
+        for position, transaction_id in enumerate(batch.tie.tolist()):
+            fresh[position] = transaction_id not in known and transaction_id not in seen
+            seen.add(transaction_id)
+        self._unfeatured.update(zip(batch.tie.tolist(), batch.instant.tolist(), strict=True))
+        self._append(_rows(batch, fresh))
+
+    def features(self, batch: Batch, cards: int, terminals: int) -> np.ndarray:
+        """The batch's FEATURES matrix (one row per transaction), against the remembered transactions.
+
+        `cards`, `terminals`: how many codes exist (the batch's included)."""
+        if len(batch) == 0:
+            return np.empty((0, len(FEATURES)))
+        _, first, copies = np.unique(batch.tie, return_index=True, return_inverse=True)
+        if len(first) < len(batch):  # a transaction delivered twice in one batch must not count itself twice
+            return self.features(_rows(batch, first), cards, terminals)[copies]
+        for transaction_id in batch.tie.tolist():
+            self._unfeatured.pop(transaction_id, None)
+        features = {
+            "TX_AMOUNT": batch.amount,
+            **calendar_flags(batch.instant, DAY_NS),  # the wall clock of UTC
+            **self._spending(batch, cards),
+            **self._risk(batch, terminals),
+        }
+        return np.column_stack([np.asarray(features[name], dtype=np.float64) for name in FEATURES])
+
+    def _spending(self, batch: Batch, cards: int) -> dict[str, np.ndarray]:
+        rows = self._rows_of("card", batch.card, cards, batch.tie)
+        card, instant, tie, amount = (
+            self._with(rows, name, batch) for name in ("card", "instant", "tie", "amount")
+        )
+        spending = customer_spending(card, instant, tie, amount, DAY_NS)
+        return {name: values[len(rows) :] for name, values in spending.items()}
+
+    def _risk(self, batch: Batch, terminals: int) -> dict[str, np.ndarray]:
+        rows = self._rows_of("terminal", batch.terminal, terminals, batch.tie)
+        terminal, instant, fraud = (
+            self._with(rows, name, batch) for name in ("terminal", "instant", "fraud")
+        )
+        risk = terminal_risk(terminal, instant, fraud, DAY_NS)
+        return {name: values[len(rows) :] for name, values in risk.items()}
+
+    def _rows_of(self, column: str, wanted: np.ndarray, codes: int, batch_ids: np.ndarray) -> np.ndarray:
+        """Indices of the remembered rows whose card (terminal) is in `wanted` (a lookup table, not a search),
+        but the batch's own: the batch is appended to them."""
+        is_wanted = np.zeros(codes, dtype=bool)
+        is_wanted[wanted] = True
+        rows = np.flatnonzero(is_wanted[self._columns[column][: self._size]])
+        return rows[~np.isin(self._columns["tie"][rows], batch_ids)]
+
+    def _with(self, rows: np.ndarray, name: str, batch: Batch) -> np.ndarray:
+        return np.concatenate([self._columns[name][rows], getattr(batch, name)])
+
+    def _append(self, batch: Batch) -> None:
+        self._newest = max(self._newest, int(batch.instant.max(initial=self._newest)))
+        end = self._size + len(batch)
+        if end > len(self._columns["instant"]):
+            self._compact(len(batch))
+            end = self._size + len(batch)
+        for name in _COLUMNS:
+            self._columns[name][self._size : end] = getattr(batch, name)
+        self._ids.update(batch.tie.tolist())
+        self._size = end
+
+    def _compact(self, incoming: int) -> None:
+        """Drop what no window reaches any more (that of the oldest transaction not featured yet included);
+        grow so that the live rows fill at most half."""
+        end = min(self._newest, min(self._unfeatured.values(), default=self._newest))
+        live = np.flatnonzero(self._columns["instant"][: self._size] > end - KEEP_NS)
+        capacity = max(len(self._columns["instant"]), 2 * (len(live) + incoming))
+        for name, dtype in _COLUMNS.items():
+            column = np.empty(capacity, dtype)
+            column[: len(live)] = self._columns[name][live]
+            self._columns[name] = column
+        self._size = len(live)
+        self._ids = set(self._columns["tie"][: self._size].tolist())
+
+
+def _rows(batch: Batch, which: np.ndarray) -> Batch:
+    return Batch(**{name: getattr(batch, name)[which] for name in _COLUMNS})

@@ -1,0 +1,47 @@
+"""Start the pipeline: the streams and the model first (failing early and clearly), then the dataflow."""
+
+from __future__ import annotations
+
+import logging
+
+import pathway as pw
+
+from workflow_platform.resources.s3_client import settings_client
+
+from .dataflow import build
+from .latest_model import LatestModel
+from .options import StreamOptions
+from .scorer import Scorer
+from .streams import ensure_streams
+
+log = logging.getLogger(__name__)
+
+
+def run(options: StreamOptions) -> None:
+    settings = options.settings
+    ensure_streams(
+        settings.require("nats_url"),
+        options.input_stream,
+        options.input_subject,
+        options.alerts_stream,
+        options.alerts_subject,
+        options.consumer,
+    )
+    model = LatestModel(settings_client(settings), settings.s3_bucket, options.model_check_seconds)
+    build(options, Scorer(model))
+    options.persistence_dir.mkdir(parents=True, exist_ok=True)
+    log.info(
+        "reading %s (stream %s), persistence in %s",
+        options.input_subject,
+        options.input_stream,
+        options.persistence_dir,
+    )
+    pw.run(
+        monitoring_level=pw.MonitoringLevel.NONE,
+        default_logging=False,  # keep the logging set up by __main__
+        with_http_server=False,
+        persistence_config=pw.persistence.Config(
+            pw.persistence.Backend.filesystem(options.persistence_dir),
+            snapshot_interval_ms=options.snapshot_ms,
+        ),
+    )

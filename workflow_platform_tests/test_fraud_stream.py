@@ -1,0 +1,219 @@
+"""The streaming fraud pipeline (`python -m workflow_platform.fraud_stream`) on the session's real services.
+
+Simulated transactions are replayed onto a JetStream subject of the test's own; the pipeline runs as its own
+process, scoring with a model stored the way the training workflow stores it. The batch path is
+`transform_features` then the model, what training and the batch workflow compute (the fraud-detection
+pipeline's windows equal `transform_features`: test_fraud_features.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg2
+import pytest
+
+from workflow_platform.demo_data.fraud_load import replay_to_nats
+from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simulate_cached
+from workflow_platform.fraud.features import FEATURES, transform_features
+from workflow_platform.fraud.model import FraudModel, fit_model, save_model, score
+from workflow_platform_tests.conftest import fetch, stream_messages
+
+CONFIG = SimulationConfig(n_customers=150, n_terminals=300, nb_days=50)
+TRAIN_DAYS = 40  # the model learns on these; every transaction is streamed
+
+
+@pytest.fixture(scope="module")
+def transactions(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    return simulate_cached(CONFIG, tmp_path_factory.mktemp("fraud-stream-cache")).transactions
+
+
+@pytest.fixture(scope="module")
+def model(transactions: pd.DataFrame) -> FraudModel:
+    """A model stored and promoted as fraud-model-training does: the one the pipeline loads."""
+    featured = transform_features(transactions[transactions["TX_TIME_DAYS"] < TRAIN_DAYS])
+    fitted = fit_model("hist_gradient_boosting", featured)
+    save_model(fitted)
+    return fitted
+
+
+@pytest.fixture(scope="module")
+def batch_path(transactions: pd.DataFrame, model: FraudModel) -> pd.DataFrame:
+    """Features and score of every transaction, by TRANSACTION_ID, as the batch path computes them: on the
+    transactions as the platform carries them, amounts in cents (orchestrator.transactions' numeric(12,2), the
+    replay's messages); some simulated amounts are a hair off (113.14999999999999)."""
+    in_cents = transactions.assign(
+        TX_AMOUNT=[round(float(amount), 2) for amount in transactions["TX_AMOUNT"]]
+    )
+    featured = transform_features(in_cents)
+    featured["score"] = score(model, featured)
+    return featured.set_index("TRANSACTION_ID")
+
+
+class Pipeline:
+    """The streaming pipeline as a process reading `<name>.new` and alerting on `<name>.alerts`."""
+
+    def __init__(self, name: str, workdir: Path, threshold: float) -> None:
+        self.name, self.workdir, self.threshold = name, workdir, threshold
+        self.stream = name.upper()
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        options = {
+            "--persistence-dir": str(self.workdir / "persistence"),
+            "--input-subject": f"{self.name}.new",
+            "--input-stream": self.stream,
+            "--consumer": self.name,
+            "--alerts-subject": f"{self.name}.alerts",
+            "--alerts-stream": self.stream,
+            "--alert-threshold": str(self.threshold),
+            "--snapshot-ms": "500",
+        }
+        with (self.workdir / f"pipeline-{self.starts}.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "workflow_platform.fraud_stream", *itertools.chain(*options.items())],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def check_running(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            logs = (self.workdir / f"pipeline-{self.starts}.log").read_text()[-3000:]
+            pytest.fail(f"the pipeline exited with {self.process.returncode}:\n{logs}")
+
+    def kill(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        self.process.wait(timeout=60)
+
+    def alerts(self) -> list[tuple[int, dict, dict]]:
+        return stream_messages(os.environ["WFP_NATS_URL"], self.stream, f"{self.name}.alerts")
+
+
+@pytest.fixture
+def pipeline(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pipeline]:
+    name = "fstest" + request.node.name.removeprefix("test_").split("_")[0]
+    running = Pipeline(name, tmp_path, threshold=request.param)
+    yield running
+    if running.process is not None and running.process.poll() is None:
+        running.kill(signal.SIGTERM)
+
+
+def scored_rows(pg: psycopg2.extensions.connection, source: str) -> pd.DataFrame:
+    rows = fetch(
+        pg,
+        "SELECT source_tx_id, risk_score, fraud_flag FROM orchestrator.transactions WHERE source = %s",
+        source,
+    )
+    return pd.DataFrame(rows, columns=["TRANSACTION_ID", "risk_score", "fraud_flag"])
+
+
+def wait_until_scored(
+    pg: psycopg2.extensions.connection, running: Pipeline, source: str, count: int, timeout: float = 300
+) -> pd.DataFrame:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running.check_running()
+        rows = scored_rows(pg, source)
+        if len(rows) >= count and rows["risk_score"].notna().all():
+            return rows
+        time.sleep(0.5)
+    pytest.fail(f"{len(rows)} of {count} transactions scored after {timeout} s")
+
+
+@pytest.mark.parametrize("pipeline", [0.0], indirect=True)
+def test_equal_streaming_scores_and_features_equal_the_batch_path(
+    pipeline: Pipeline, pg, transactions: pd.DataFrame, batch_path: pd.DataFrame
+) -> None:
+    source = f"{pipeline.name}-src"
+    replay_to_nats(transactions, source, subject=f"{pipeline.name}.new", stream=pipeline.stream)
+    pipeline.start()
+    rows = wait_until_scored(pg, pipeline, source, len(transactions)).set_index("TRANSACTION_ID").sort_index()
+    assert len(rows) == len(transactions) and rows.index.is_unique
+    expected = batch_path.loc[rows.index]
+    np.testing.assert_allclose(rows["risk_score"], expected["score"], rtol=0, atol=1e-9)
+    # Threshold 0: every transaction is an alert, and each alert carries the features it was scored on.
+    deadline = time.monotonic() + 60
+    while len(alerts := pipeline.alerts()) < len(transactions) and time.monotonic() < deadline:
+        time.sleep(1)
+    bodies = pd.DataFrame([body for _, _, body in alerts]).set_index("transactionId").sort_index()
+    assert bodies.index.equals(rows.index)
+    streamed = pd.DataFrame(list(bodies["features"]), index=bodies.index)[FEATURES]
+    np.testing.assert_allclose(streamed.to_numpy(), expected[FEATURES].to_numpy(float), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(bodies["riskScore"], expected["score"], rtol=0, atol=1e-9)
+    assert (bodies["modelVersion"] == bodies["modelVersion"].iloc[0]).all()
+
+
+@pytest.mark.parametrize("pipeline", [0.5], indirect=True)
+def test_killed_mid_stream_scores_every_transaction_once_and_alerts_once(
+    pipeline: Pipeline, pg, transactions: pd.DataFrame, batch_path: pd.DataFrame
+) -> None:
+    source = f"{pipeline.name}-src"
+    total = len(transactions)
+    pipeline.start()
+    replay = threading.Thread(
+        target=replay_to_nats,
+        args=(transactions, source),
+        kwargs={"rate": total / 12, "subject": f"{pipeline.name}.new", "stream": pipeline.stream},
+    )
+    replay.start()
+    try:
+        deadline = time.monotonic() + 120
+        while len(scored_rows(pg, source)) < total // 4 and time.monotonic() < deadline:
+            pipeline.check_running()
+            time.sleep(0.2)
+        pipeline.kill(signal.SIGKILL)
+        at_kill = len(scored_rows(pg, source))
+        assert total // 4 <= at_kill < total, "the kill must come mid-stream"
+        pipeline.start()
+    finally:
+        replay.join()
+    rows = wait_until_scored(pg, pipeline, source, total).set_index("TRANSACTION_ID").sort_index()
+    # Exactly once in PostgreSQL: one row per transaction, each scored as if the pipeline had never stopped
+    # (its history rebuilt on restart, no transaction counted twice in a window).
+    assert len(rows) == total and rows.index.is_unique
+    np.testing.assert_allclose(rows["risk_score"], batch_path.loc[rows.index, "score"], rtol=0, atol=1e-9)
+    flagged = set(rows.index[rows["fraud_flag"]])
+    assert flagged, "the model flags some transactions"
+    # Exactly once in JetStream: one alert per flagged transaction, none twice.
+    deadline = time.monotonic() + 60
+    while len(pipeline.alerts()) < len(flagged) and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(2)  # an alert published twice would show by now
+    alerted = [body["transactionId"] for _, _, body in pipeline.alerts()]
+    assert len(alerted) == len(set(alerted)) and set(alerted) == flagged
+    pipeline.check_running()
+
+
+def test_simulate_stream_publishes_rate_times_duration_and_goes_on_where_it_stopped(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from workflow_platform.cli.main import main
+
+    arguments = ["simulate", "stream", "--rate", "400", "--duration", "1", "--subject", "fstestsim.new"]
+    arguments += ["--customers", "50", "--terminals", "100", "--days", "30", "--cache-dir", str(tmp_path)]
+    reports = []
+    for _ in range(2):
+        result = CliRunner().invoke(main, arguments, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(result.output))
+    assert [r["published"] for r in reports] == [400, 400]
+    assert reports[1]["skipped_already_published"] == 400 and reports[0]["rate"] <= 400 * 1.2
+    published = stream_messages(stack_env["WFP_NATS_URL"], "FSTESTSIM", "fstestsim.new")
+    assert [body["transaction_id"] for _, _, body in published] == list(range(800))
