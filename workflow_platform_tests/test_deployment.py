@@ -24,7 +24,7 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 from workflow_platform.api.code_location import LOCATION
 from workflow_platform.instance.launcher.run_launcher import WarmRunLauncher
 from workflow_platform.instance.notifications import RUN_ENDS
-from workflow_platform.settings import ENDPOINT_VARIABLES, ServiceSettings
+from workflow_platform.settings import ENDPOINT_VARIABLES, SETTINGS, variable
 from workflow_platform_tests.conftest import require_tool
 
 ROOT = Path(__file__).parent.parent
@@ -200,7 +200,7 @@ def test_compose_sets_only_variables_the_platform_reads_and_env_example_document
     services = yaml.safe_load(raw)["services"]
     code = "\n".join(path.read_text() for path in (ROOT / "workflow_platform").rglob("*.py"))
     read_by_code = set(re.findall(r"[\"']([A-Z][A-Z0-9_]{3,})[\"']", code))
-    read_by_code |= {f"WFP_{field.upper()}" for field in ServiceSettings.model_fields}
+    read_by_code |= {variable(field) for settings in SETTINGS for field in settings.model_fields}
     instance_yaml = (ROOT / "deploy" / "dagster.yaml").read_text()
     read_by_instance = set(re.findall(r"env: ([A-Z][A-Z0-9_]+)", instance_yaml))
     for name in PLATFORM_SERVICES:
