@@ -14,7 +14,7 @@ from workflow_platform.api.code_location import DagsterUnavailable
 from workflow_platform.api.config import config
 from workflow_platform.api.errors import ERROR_RESPONSES, ApiError
 from workflow_platform.api.requests import json_body
-from workflow_platform.api.workflows import _write_atomically
+from workflow_platform.files import write_atomically
 from workflow_platform.language.problems import Problem
 from workflow_platform.language.validate import pydantic_problems
 from workflow_platform.plugins import BUILTIN_IDS, Plugin, plugin_registry
@@ -84,7 +84,7 @@ async def register_plugin(request: Request) -> JSONResponse:
 def _register(request: Request, registration: HttpPluginRegistration) -> JSONResponse:
     path = config(request).plugins_file
     others = [r for r in load_registrations(path) if r.id != registration.id]
-    _write_atomically(path, json.dumps([r.model_dump() for r in [*others, registration]], indent=2) + "\n")
+    write_atomically(path, json.dumps([r.model_dump() for r in [*others, registration]], indent=2) + "\n")
     try:
         config(request).code_location.publish(path)  # workflows using the plugin become valid jobs
     except DagsterUnavailable as error:

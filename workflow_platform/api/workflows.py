@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from workflow_platform.api.errors import ERROR_RESPONSES, ApiError
 from workflow_platform.api.executions import describe_run
 from workflow_platform.api.idempotency import digest
 from workflow_platform.api.requests import json_body
+from workflow_platform.files import write_atomically
 from workflow_platform.language.problems import Problem, pointer
 from workflow_platform.language.spec import WorkflowSpec, job_name
 from workflow_platform.language.validate import check_param_values
@@ -110,14 +109,7 @@ def _write_if_changed(path: Path, text: str) -> None:
             return
     except FileNotFoundError:
         pass
-    _write_atomically(path, text)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+    write_atomically(path, text)
 
 
 @router.post(

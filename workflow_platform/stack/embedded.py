@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -12,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from workflow_platform.files import write_atomically
 from workflow_platform.stack import nats_server, pathway_server, pg_server, s3_server
 from workflow_platform.stack.processes import (
     ServiceHandle,
@@ -267,12 +267,8 @@ class EmbeddedStack:
             "services": {name: handle.to_json() for name, handle in self._handles.items()},
             "env": self.env,
         }
-        # Write-then-rename so a concurrent attach() never reads half a file; 0600: the env holds the S3 secret.
-        tmp = self.manifest_path.with_suffix(".json.tmp")
-        tmp.unlink(missing_ok=True)
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
-            file.write(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, self.manifest_path)
+        # A concurrent attach() never reads half a file; 0600: the env holds the S3 secret.
+        write_atomically(self.manifest_path, json.dumps(manifest, indent=2) + "\n")
 
     @contextmanager
     def _lock(self) -> Iterator[None]:

@@ -11,7 +11,6 @@ before the S3 request is answered, so objects survive a SIGKILL; a SIGTERM also 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import socket
@@ -20,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from workflow_platform.files import write_atomically
 from workflow_platform.settings import ServiceSettings, variable
 from workflow_platform.stack.processes import (
     LOOPBACK,
@@ -160,7 +160,7 @@ def _credentials(path: Path) -> tuple[str, str]:
             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": secrets.token_urlsafe(30)}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
-        _write_private(path, json.dumps({"identities": [identity]}, indent=2) + "\n")
+        write_atomically(path, json.dumps({"identities": [identity]}, indent=2) + "\n")
     path.chmod(0o600)
     try:
         config: Any = json.loads(path.read_text())
@@ -172,16 +172,6 @@ def _credentials(path: Path) -> tuple[str, str]:
             SERVICE,
             f"{path} has no identity {IDENTITY!r} with credentials ({exc!r}); delete it for a new one",
         ) from exc
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write-then-rename a file only its owner can read, so no half-written secret is ever read back."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    os.replace(tmp, path)
 
 
 class _Probe:
