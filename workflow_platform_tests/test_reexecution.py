@@ -15,8 +15,9 @@ import requests
 from workflow_platform.demo_data.sales import SalesSeed, load
 from workflow_platform.language.actions import StepContext
 from workflow_platform.plugins.fraud import model_version
-from workflow_platform.plugins.nats import DUPLICATE_WINDOW_S, PublishEachInput, _message_id
+from workflow_platform.plugins.nats import PublishEachInput, _message_id
 from workflow_platform.plugins.result_store import result_key
+from workflow_platform.resources.jetstream import DUPLICATE_WINDOW_S
 from workflow_platform_tests.conftest import fetch, graphql, running_platform, stream_messages, wait_for
 
 WORKFLOW = "sales-report-workflow"

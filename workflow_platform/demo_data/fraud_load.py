@@ -287,7 +287,8 @@ async def _stream_holding(js: Any, subject: str, stream: str | None) -> str:
     workflows publishing there share it) created for it."""
     import nats
 
-    from workflow_platform.plugins.nats import ensure_stream, stream_name
+    from workflow_platform.plugins.nats import stream_name
+    from workflow_platform.resources.jetstream import ensure_stream
 
     try:
         return await js.find_stream_name_by_subject(subject)

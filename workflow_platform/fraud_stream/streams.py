@@ -1,9 +1,9 @@
 """The JetStream streams the pipeline reads and writes and its durable consumer, created if missing.
 
-Named and shaped as the rest of the platform makes them: the transactions' stream as the replay creates it
-(JetStream's default duplicate window), the alerts' as the nats plugin does for `fraud.alerts` (`fraud` and
-`fraud.>`, a day's duplicate window: an alert's Nats-Msg-Id is remembered that long, so a restart that
-publishes it again stores nothing).
+Created as the rest of the platform creates them (`resources.jetstream.ensure_stream`): the transactions'
+stream as the replay does (JetStream's default duplicate window), the alerts' as the nats plugin does (a day's
+duplicate window: an alert's Nats-Msg-Id is remembered that long, so a restart that publishes it again stores
+nothing).
 
 The consumer is the pipeline's own, named (Pathway's auto-created one is named after the input's position
 in the program, so two programs on one stream would share it): a pull consumer acknowledged message by
@@ -23,9 +23,10 @@ import asyncio
 import logging
 from typing import Any
 
+from workflow_platform.resources.jetstream import ensure_stream
+
 log = logging.getLogger(__name__)
 
-ALERTS_DUPLICATE_WINDOW_S = 24 * 3600
 ACK_WAIT_S = 30  # longer than any checkpoint interval: else messages come back while being processed
 
 
@@ -37,27 +38,24 @@ def ensure_streams(
     alerts_subject: str,
     consumer: str,
 ) -> None:
-    streams = [(input_stream, input_subject, 0), (alerts_stream, alerts_subject, ALERTS_DUPLICATE_WINDOW_S)]
-    asyncio.run(_ensure(nats_url, streams, input_stream, input_subject, consumer))
+    asyncio.run(_ensure(nats_url, input_stream, input_subject, alerts_stream, alerts_subject, consumer))
 
 
 async def _ensure(
-    nats_url: str, streams: list[tuple[str, str, float]], input_stream: str, input_subject: str, consumer: str
+    nats_url: str,
+    input_stream: str,
+    input_subject: str,
+    alerts_stream: str,
+    alerts_subject: str,
+    consumer: str,
 ) -> None:
     import nats
-    from nats.js.errors import NotFoundError
 
     client = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=3)
     try:
         js = client.jetstream()
-        for name, subject, duplicate_window_s in streams:
-            try:
-                await js.stream_info(name)
-            except NotFoundError:
-                root = subject.split(".")[0]
-                await js.add_stream(
-                    name=name, subjects=[root, f"{root}.>"], duplicate_window=duplicate_window_s
-                )
+        await ensure_stream(js, input_subject, input_stream, duplicate_window_s=0)
+        await ensure_stream(js, alerts_subject, alerts_stream)
         await _rewound_consumer(js, input_stream, input_subject, consumer)
     finally:
         await client.drain()

@@ -1,6 +1,6 @@
 """NATS actions. Publishes go to JetStream (stream created on first use) with a Nats-Msg-Id derived from the
 run's root, the step and the subject, so neither a retried step nor a re-executed run stores the same message
-twice (within the stream's duplicate window, DUPLICATE_WINDOW_S for the streams created here)."""
+twice (within the stream's duplicate window, resources.jetstream.DUPLICATE_WINDOW_S for the streams created here)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from workflow_platform.language.actions import (
     Touched,
     plugin,
 )
+from workflow_platform.resources.jetstream import ensure_stream
 
 if TYPE_CHECKING:  # clients and resources are heavy imports; validation must stay light
     from nats.aio.client import Client
@@ -28,10 +29,6 @@ if TYPE_CHECKING:  # clients and resources are heavy imports; validation must st
     from workflow_platform.resources.nats import NatsResource
 
 SUBJECT = r"^[^\s*>]+(\.[^\s*>]+)*$"
-# JetStream drops a Nats-Msg-Id it has seen within the stream's duplicate window (2 minutes by default): a
-# re-execution after that would publish again. A day covers re-executing a failed or suspicious run the same day;
-# the ids it remembers cost memory per message published in the window (hundreds of bytes each).
-DUPLICATE_WINDOW_S = 24 * 3600
 
 
 class PublishInput(ActionInput):
@@ -77,25 +74,6 @@ def encode(message: Any) -> bytes:
 def stream_name(subject: str) -> str:
     """The stream created for a subject on first publish: 'fraud.alerts' -> FRAUD holding 'fraud.>'."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", subject.split(".")[0]).upper() or "WORKFLOWS"
-
-
-async def ensure_stream(
-    js: JetStreamContext, subject: str, name: str, duplicate_window_s: float = DUPLICATE_WINDOW_S
-) -> None:
-    """Make stream `name` hold `subject`: created for the subject's first token and all below it
-    ('fraud.alerts': 'fraud' and 'fraud.>'), or given the subject if it exists without it.
-    `duplicate_window_s` applies to a stream created here (0: JetStream's default, 2 minutes)."""
-    from nats.js.errors import NotFoundError
-
-    root = subject.split(".")[0]
-    try:
-        info = await js.stream_info(name)
-    except NotFoundError:
-        await js.add_stream(name=name, subjects=[root, f"{root}.>"], duplicate_window=duplicate_window_s)
-        return
-    if subject not in info.config.subjects and f"{root}.>" not in (info.config.subjects or []):
-        info.config.subjects = [*(info.config.subjects or []), subject]
-        await js.update_stream(info.config)
 
 
 def publish(nats_resource: NatsResource, spec: PublishInput, ctx: StepContext) -> ActionOutput:
