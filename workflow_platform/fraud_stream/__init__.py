@@ -20,4 +20,5 @@ Dagster does not watch it.
     history.py       the recent transactions the windows reach, and the features of new ones
     latest_model.py  the model `models/fraud/latest.json` names, looked up again every few seconds
     scores_sink.py   the scores' upsert into orchestrator.transactions, once per tick
+    persistence.py   where the checkpoints live; forgetting them for a replay
 """

@@ -8,6 +8,7 @@ import pathway as pw
 
 from workflow_platform.resources.s3_client import settings_client
 
+from . import persistence
 from .dataflow import build
 from .latest_model import LatestModel
 from .options import StreamOptions
@@ -29,7 +30,6 @@ def run(options: StreamOptions) -> None:
     )
     model = LatestModel(settings_client(settings), settings.s3_bucket, options.model_check_seconds)
     build(options, Scorer(model))
-    options.persistence_dir.mkdir(parents=True, exist_ok=True)
     log.info(
         "reading %s (stream %s), persistence in %s",
         options.input_subject,
@@ -40,8 +40,5 @@ def run(options: StreamOptions) -> None:
         monitoring_level=pw.MonitoringLevel.NONE,
         default_logging=False,  # keep the logging set up by __main__
         with_http_server=False,
-        persistence_config=pw.persistence.Config(
-            pw.persistence.Backend.filesystem(options.persistence_dir),
-            snapshot_interval_ms=options.snapshot_ms,
-        ),
+        persistence_config=persistence.config(options),
     )
