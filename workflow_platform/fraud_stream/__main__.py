@@ -2,7 +2,7 @@
 
 The services come from the WFP_* variables (WFP_NATS_URL, WFP_PG_DSN, WFP_S3_*); the options below default to
 the platform's subjects and streams. Logs go to stderr; SIGTERM and SIGINT stop it cleanly (exit status 0),
-and a restart, even after a kill, resumes from the snapshots in --persistence-dir.
+and a restart, even after a kill, resumes from the checkpoints (in the object store, or --persistence-dir).
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ def parse_args(argv: list[str] | None = None) -> StreamOptions:
     parser.add_argument("--consumer", default=defaults.consumer, help="the durable JetStream consumer's name")
     parser.add_argument("--alerts-subject", default=defaults.alerts_subject)
     parser.add_argument("--alerts-stream", default=defaults.alerts_stream)
+    parser.add_argument("--feedback-subject", default=defaults.feedback_subject, help="delayed fraud labels")
+    parser.add_argument("--feedback-stream", default=defaults.feedback_stream)
+    parser.add_argument(
+        "--checkpoints",
+        choices=("s3", "filesystem"),
+        default=None,
+        help="where the checkpoints live; default: the object store if WFP_S3_ENDPOINT is set",
+    )
     parser.add_argument("--alert-threshold", type=float, default=defaults.alert_threshold)
     parser.add_argument("--commit-ms", type=int, default=defaults.commit_ms, help="milliseconds per tick")
     parser.add_argument("--snapshot-ms", type=int, default=defaults.snapshot_ms, help="between checkpoints")
@@ -51,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> StreamOptions:
         consumer=args.consumer,
         alerts_subject=args.alerts_subject,
         alerts_stream=args.alerts_stream,
+        feedback_subject=args.feedback_subject,
+        feedback_stream=args.feedback_stream,
+        checkpoints=args.checkpoints,
         alert_threshold=args.alert_threshold,
         commit_ms=args.commit_ms,
         snapshot_ms=args.snapshot_ms,

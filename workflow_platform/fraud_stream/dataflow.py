@@ -1,7 +1,9 @@
 """The streaming fraud pipeline as a Pathway dataflow.
 
     NATS JetStream transactions.new ─► (pw.io.nats.read: durable consumer, JSON, one tick per commit)
-        ─► remember the tick's transactions ─► their window features + model score (batched UDFs, scorer.py)
+        ─► with the delayed labels of fraud.feedback (a second reader, feedback.py; ─► tx_fraud, labels_sink.py)
+        ─► remember the tick's transactions, apply its labels
+        ─► the transactions' window features + model score (batched UDFs, scorer.py)
         ─┬─► every score ─► orchestrator.transactions (keyed upsert per tick, scores_sink.py)
          └─► risk_score >= threshold ─► fraud.alerts (pw.io.nats.write, Nats-Msg-Id = fraud.alerts:<source>:<id>)
 
@@ -17,6 +19,8 @@ import pathway as pw
 
 from workflow_platform.fraud.features import FEATURES
 
+from . import feedback
+from .labels_sink import LabelsSink
 from .options import StreamOptions
 from .scorer import Scorer
 from .scores_sink import ScoresSink
@@ -43,6 +47,7 @@ def scoring_udfs(scorer: Scorer) -> tuple[pw.UDF, pw.UDF]:
 
     @pw.udf(max_batch_size=1_000_000)
     def remember(
+        is_label: list[bool],
         transaction_id: list[int],
         created_at: list[str],
         customer_id: list[str],
@@ -50,7 +55,9 @@ def scoring_udfs(scorer: Scorer) -> tuple[pw.UDF, pw.UDF]:
         amount: list[float],
         tx_fraud: list[int],
     ) -> list[int]:
-        return scorer.remember(transaction_id, created_at, customer_id, terminal_id, amount, tx_fraud)
+        return scorer.remember(
+            is_label, transaction_id, created_at, customer_id, terminal_id, amount, tx_fraud
+        )
 
     @pw.udf(max_batch_size=1_000_000)
     def score(
@@ -60,7 +67,7 @@ def scoring_udfs(scorer: Scorer) -> tuple[pw.UDF, pw.UDF]:
         terminal_id: list[str],
         amount: list[float],
         tx_fraud: list[int],
-    ) -> list[tuple[float, tuple[float, ...], str]]:
+    ) -> list[tuple[float, tuple[float, ...], str, int]]:
         return scorer.score(transaction_id, instant, customer_id, terminal_id, amount, tx_fraud)
 
     return remember, score
@@ -108,11 +115,14 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
         max_backlog_size=options.max_backlog,
         name="transactions",
     )
-    scored = _scored(transactions, *scoring_udfs(scorer), options.alert_threshold)
-    sink = ScoresSink(options.settings.require("pg_dsn"))
-    pw.io.subscribe(
-        scored, on_change=sink.on_change, on_time_end=sink.on_time_end, on_end=sink.on_end, name="scores"
-    )
+    labels = feedback.read(options)
+    events = feedback.with_labels(transactions, labels)
+    scored = _scored(events, *scoring_udfs(scorer), options.alert_threshold)
+    dsn = options.settings.require("pg_dsn")
+    for table, sink, name in ((scored, ScoresSink(dsn), "scores"), (labels, LabelsSink(dsn), "labels")):
+        pw.io.subscribe(
+            table, on_change=sink.on_change, on_time_end=sink.on_time_end, on_end=sink.on_end, name=name
+        )
     alerts = _alerts(scored, options.alerts_subject)
     pw.io.nats.write(
         alerts,
@@ -126,28 +136,36 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
     )
 
 
-def _scored(transactions: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float) -> pw.Table:
-    """Two operators, one after the other, so that a tick's rows are all remembered before any is scored.
+def _scored(events: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float) -> pw.Table:
+    """Two operators, one after the other, so that a tick's rows are all remembered (its labels applied) before
+    any transaction is scored; a later tick's transactions reach `score` only after `remember` saw them, so
+    after the labels before them.
 
     One operator calling both would score the first ~1,000 rows of a tick (in key order, not time order)
     before the rest were remembered. That Pathway runs the first operator over the rows it has before the
     second sees them is how its single worker schedules them, not a documented promise: test_fraud_stream.py
-    checks the outcome (streamed features and scores equal the batch path's).
+    checks the outcome (streamed features and scores equal the batch path's), test_fraud_stream_labels.py
+    that of the labels.
     """
     columns = (pw.this.customer_id, pw.this.terminal_id, pw.this.amount, pw.this.tx_fraud)
-    remembered = transactions.select(
-        *pw.this,
-        created_at=pw.this.tx_datetime,
-        instant=remember(pw.this.transaction_id, pw.this.tx_datetime, *columns),
-    ).without(pw.this.tx_datetime)
+    remembered = (
+        events.select(
+            *pw.this,
+            created_at=pw.this.tx_datetime,
+            instant=remember(pw.this.is_label, pw.this.transaction_id, pw.this.tx_datetime, *columns),
+        )
+        .filter(~pw.this.is_label)
+        .without(pw.this.tx_datetime, pw.this.is_label)
+    )
     return remembered.select(
         *pw.this.without(pw.this.instant),
         result=score(pw.this.transaction_id, pw.this.instant, *columns),
     ).select(
-        *pw.this.without(pw.this.result),
+        *pw.this.without(pw.this.result, pw.this.tx_fraud),
         risk_score=pw.this.result[0],
         features=pw.this.result[1],
         model_version=pw.this.result[2],
+        tx_fraud=pw.this.result[3],  # the label the scorer knew, a delayed one included
         fraud_flag=pw.this.result[0] >= threshold,
     )
 

@@ -11,6 +11,12 @@ terminals together: the remembered rows of those cards (terminals), the batch's 
 kept. The fraud-detection pipeline (`pathway_service/pipelines/fraud/windows.py`) calls the same functions on
 one card's or terminal's history at a time; the formulas are in one place.
 
+Labels come late (feedback.py): `label` sets a remembered transaction's, so that the terminal-risk windows of
+transactions featured afterwards count it (7 days later, the handbook's delay: `terminal_risk`). A label for a
+transaction not remembered is kept until the transaction comes, or until the stream has moved on 37 days (as
+far as a window reaches) past the first clean-up after the label: by then the transaction expired before its
+label came, or is not coming.
+
 Only what a window can reach is kept: transactions less than 37 days (the terminal's 30-day window, 7 days
 back) older than the newest seen, or than the oldest not featured yet. Rows live in columns with spare capacity, so a tick appends without
 copying the history; expired rows are dropped when the columns fill up.
@@ -79,21 +85,37 @@ class RecentHistory:
         self._columns = {name: np.empty(capacity, dtype) for name, dtype in _COLUMNS.items()}
         self._size = 0
         self._newest = np.iinfo(np.int64).min
-        self._ids: set[int] = set()  # the remembered transaction ids
+        self._rows: dict[int, int] = {}  # remembered transaction id -> its row
+        # id -> (label, the newest instant at the first clean-up since it came) of transactions not remembered
+        self._labels: dict[int, tuple[float, int | None]] = {}
         self._unfeatured: dict[int, int] = {}  # id -> instant of those remembered, not featured yet
 
     def __len__(self) -> int:
         return self._size
 
     def remember(self, batch: Batch) -> None:
-        """Add the batch's transactions but those remembered already (JetStream may deliver one again)."""
-        known, seen = self._ids, set()
+        """Add the batch's transactions but those remembered already (JetStream may deliver one again), with
+        the labels that came before them."""
+        known, seen = self._rows, set()
         fresh = np.zeros(len(batch), dtype=bool)
         for position, transaction_id in enumerate(batch.tie.tolist()):
             fresh[position] = transaction_id not in known and transaction_id not in seen
             seen.add(transaction_id)
         self._unfeatured.update(zip(batch.tie.tolist(), batch.instant.tolist(), strict=True))
-        self._append(_rows(batch, fresh))
+        fresh_rows = _rows(batch, fresh)
+        for position, transaction_id in enumerate(fresh_rows.tie.tolist()):
+            if (label := self._labels.pop(transaction_id, None)) is not None:
+                fresh_rows.fraud[position] = label[0]
+        self._append(fresh_rows)
+
+    def label(self, transaction_ids: list[int], frauds: list[float]) -> None:
+        """Set the transactions' labels (1 = a fraud): now if remembered, else when they come."""
+        fraud = self._columns["fraud"]
+        for transaction_id, value in zip(transaction_ids, frauds, strict=True):
+            if (row := self._rows.get(transaction_id)) is not None:
+                fraud[row] = value
+            else:
+                self._labels[transaction_id] = (value, None)
 
     def features(self, batch: Batch, cards: int, terminals: int) -> np.ndarray:
         """The batch's FEATURES matrix (one row per transaction), against the remembered transactions.
@@ -114,6 +136,10 @@ class RecentHistory:
         }
         return np.column_stack([np.asarray(features[name], dtype=np.float64) for name in FEATURES])
 
+    def labels(self, transaction_ids: np.ndarray) -> np.ndarray:
+        """The remembered transactions' labels (1.0 = a fraud)."""
+        return self._columns["fraud"][[self._rows[i] for i in transaction_ids.tolist()]]
+
     def _spending(self, batch: Batch, cards: int) -> dict[str, np.ndarray]:
         rows = self._rows_of("card", batch.card, cards, batch.tie)
         card, instant, tie, amount = (
@@ -127,6 +153,7 @@ class RecentHistory:
         terminal, instant, fraud = (
             self._with(rows, name, batch) for name in ("terminal", "instant", "fraud")
         )
+        fraud[len(rows) :] = self.labels(batch.tie)  # the batch's own, as they are now
         risk = terminal_risk(terminal, instant, fraud, DAY_NS)
         return {name: values[len(rows) :] for name, values in risk.items()}
 
@@ -149,7 +176,7 @@ class RecentHistory:
             end = self._size + len(batch)
         for name in _COLUMNS:
             self._columns[name][self._size : end] = getattr(batch, name)
-        self._ids.update(batch.tie.tolist())
+        self._rows.update(zip(batch.tie.tolist(), range(self._size, end), strict=True))
         self._size = end
 
     def _compact(self, incoming: int) -> None:
@@ -163,7 +190,15 @@ class RecentHistory:
             column[: len(live)] = self._columns[name][live]
             self._columns[name] = column
         self._size = len(live)
-        self._ids = set(self._columns["tie"][: self._size].tolist())
+        self._rows = {
+            transaction_id: row
+            for row, transaction_id in enumerate(self._columns["tie"][: len(live)].tolist())
+        }
+        self._labels = {
+            transaction_id: (label, self._newest if since is None else since)
+            for transaction_id, (label, since) in self._labels.items()
+            if since is None or since > end - KEEP_NS
+        }
 
 
 def _rows(batch: Batch, which: np.ndarray) -> Batch:

@@ -27,14 +27,15 @@ def run(options: StreamOptions) -> None:
         options.alerts_stream,
         options.alerts_subject,
         options.consumer,
+        (options.feedback_stream, options.feedback_subject, options.feedback_consumer),
     )
     model = LatestModel(settings_client(settings), settings.s3_bucket, options.model_check_seconds)
     build(options, Scorer(model))
     log.info(
-        "reading %s (stream %s), persistence in %s",
+        "reading %s (stream %s), checkpoints in %s",
         options.input_subject,
         options.input_stream,
-        options.persistence_dir,
+        persistence.location(options),
     )
     pw.run(
         monitoring_level=pw.MonitoringLevel.NONE,

@@ -1,9 +1,11 @@
 """Transactions -> their window features and the model's fraud probability, a batch at a time, vectorised.
 
-The dataflow calls `remember` with the rows of a tick, then `score` with the same rows (both as batched UDFs,
+The dataflow calls `remember` with the rows of a tick (transactions, and the delayed labels of feedback.py),
+then `score` with the same transactions (both as batched UDFs,
 which Pathway calls with up to about a thousand rows at a time, in no particular order): each transaction is
 scored on the transactions remembered up to then, those before it in time, however the tick was cut. A
-transaction arriving after later ones is scored on what was there; earlier scores are not revised.
+transaction arriving after later ones is scored on what was there; earlier scores are not revised, nor by a
+label: a label counts in the windows of the transactions scored after it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from workflow_platform.fraud.features import FEATURES
 from .history import Batch, Codes, RecentHistory
 from .latest_model import LatestModel
 
-# (risk score, the 15 features in FEATURES order, model version)
-Scored = tuple[float, tuple[float, ...], str]
+# (risk score, the 15 features in FEATURES order, model version, the transaction's label then)
+Scored = tuple[float, tuple[float, ...], str, int]
 
 
 class Scorer:
@@ -34,6 +36,7 @@ class Scorer:
 
     def remember(
         self,
+        is_label: list[bool],
         transaction_id: list[int],
         created_at: list[str],
         customer_id: list[str],
@@ -41,7 +44,28 @@ class Scorer:
         amount: list[float],
         tx_fraud: list[int],
     ) -> list[int]:
-        """Remember the transactions; returns their instants (UTC epoch nanoseconds), which `score` takes."""
+        """Apply the labels and remember the transactions (rows of either, `is_label` tells which); returns the
+        transactions' instants (UTC epoch nanoseconds), which `score` takes, and 0 for the labels."""
+        if not any(is_label):  # the usual tick: transactions only
+            return self._remember(transaction_id, created_at, customer_id, terminal_id, amount, tx_fraud)
+        labels = [row for row, label in enumerate(is_label) if label]
+        self._history.label(_pick(transaction_id, labels), [float(f > 0) for f in _pick(tx_fraud, labels)])
+        rows = [row for row, label in enumerate(is_label) if not label]
+        columns = (transaction_id, created_at, customer_id, terminal_id, amount, tx_fraud)
+        instants = [0] * len(is_label)
+        for row, instant in zip(rows, self._remember(*(_pick(c, rows) for c in columns)), strict=True):
+            instants[row] = instant
+        return instants
+
+    def _remember(
+        self,
+        transaction_id: list[int],
+        created_at: list[str],
+        customer_id: list[str],
+        terminal_id: list[str],
+        amount: list[float],
+        tx_fraud: list[int],
+    ) -> list[int]:
         instant = _epoch_ns(created_at)
         self._history.remember(
             self._batch(transaction_id, instant, customer_id, terminal_id, amount, tx_fraud)
@@ -61,12 +85,13 @@ class Scorer:
             transaction_id, np.asarray(instant, dtype=np.int64), customer_id, terminal_id, amount, tx_fraud
         )
         features = self._history.features(batch, len(self._cards), len(self._terminals))
+        labels = self._history.labels(batch.tie).astype(np.int64)
         model = self._model.current()
         frame = pd.DataFrame(features, columns=FEATURES)[model.features]
         scores = model.estimator.predict_proba(frame)[:, 1]
         return [
-            (risk, tuple(row), model.version)
-            for risk, row in zip(scores.tolist(), features.tolist(), strict=True)
+            (risk, tuple(row), model.version, label)
+            for risk, row, label in zip(scores.tolist(), features.tolist(), labels.tolist(), strict=True)
         ]
 
     def _batch(
@@ -86,6 +111,10 @@ class Scorer:
             amount=np.asarray(amount, dtype=np.float64),
             fraud=(np.asarray(tx_fraud, dtype=np.float64) > 0).astype(np.float64),
         )
+
+
+def _pick(values: list, rows: list[int]) -> list:
+    return [values[row] for row in rows]
 
 
 def _epoch_ns(stamps: list[str]) -> np.ndarray:

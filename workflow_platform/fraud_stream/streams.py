@@ -5,6 +5,9 @@ stream as the replay does (JetStream's default duplicate window), the alerts' as
 duplicate window: an alert's Nats-Msg-Id is remembered that long, so a restart that publishes it again stores
 nothing).
 
+The delayed labels' stream is created as the alerts' (it is `FRAUD`, which holds `fraud.>`), and read by a
+second durable consumer, like the transactions'.
+
 The consumer is the pipeline's own, named (Pathway's auto-created one is named after the input's position
 in the program, so two programs on one stream would share it): a pull consumer acknowledged message by
 message, waiting longer than a checkpoint interval for an ack, with no cap on unacknowledged messages (the
@@ -37,8 +40,12 @@ def ensure_streams(
     alerts_stream: str,
     alerts_subject: str,
     consumer: str,
+    feedback: tuple[str, str, str],
 ) -> None:
-    asyncio.run(_ensure(nats_url, input_stream, input_subject, alerts_stream, alerts_subject, consumer))
+    """`feedback`: the delayed labels' (stream, subject, durable consumer), created and rewound likewise."""
+    asyncio.run(
+        _ensure(nats_url, input_stream, input_subject, alerts_stream, alerts_subject, consumer, feedback)
+    )
 
 
 async def _ensure(
@@ -48,6 +55,7 @@ async def _ensure(
     alerts_stream: str,
     alerts_subject: str,
     consumer: str,
+    feedback: tuple[str, str, str],
 ) -> None:
     import nats
 
@@ -57,6 +65,9 @@ async def _ensure(
         await ensure_stream(js, input_subject, input_stream, duplicate_window_s=0)
         await ensure_stream(js, alerts_subject, alerts_stream)
         await _rewound_consumer(js, input_stream, input_subject, consumer)
+        feedback_stream, feedback_subject, feedback_consumer = feedback
+        await ensure_stream(js, feedback_subject, feedback_stream)
+        await _rewound_consumer(js, feedback_stream, feedback_subject, feedback_consumer)
     finally:
         await client.drain()
 
