@@ -1,5 +1,5 @@
-"""The streaming fraud pipeline's delayed labels (`fraud.feedback`) and its checkpoints in the object store, on
-the session's real services (the pipeline as its own process, as in test_fraud_stream.py)."""
+"""The streaming fraud pipeline's delayed labels (`fraud.feedback`) and its checkpoints in the object store,
+on the session's real services (the pipeline as its own process, as in test_fraud_stream.py)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ from workflow_platform_tests.test_fraud_stream import (
 )
 
 CONFIG = SimulationConfig(n_customers=100, n_terminals=100, nb_days=50)
-# Streamed in three phases: labels come for the first after it, the second comes >= 8 days after the first's
-# last day (its terminal-risk windows, 7 days delayed, reach the first), the third after a kill -9 and restart.
+# Streamed in three phases (days): labels come for the first after it; the second comes >= 8 days after the
+# first's last day (its terminal-risk windows, 7 days delayed, reach the first); the third after a kill -9.
 PHASES = ((0, 20), (28, 40), (40, 50))
 
 
@@ -113,6 +113,22 @@ def publish_feedback(nats_url: str, subject: str, labels: dict[int, int], source
     asyncio.run(publish())
 
 
+def unacknowledged(nats_url: str, stream: str, consumer: str) -> int:
+    """Messages of the durable consumer's not acknowledged yet (delivered or not)."""
+
+    async def count() -> int:
+        import nats
+
+        client = await nats.connect(nats_url)
+        try:
+            info = await client.jetstream().consumer_info(stream, consumer)
+            return info.num_ack_pending + info.num_pending
+        finally:
+            await client.drain()
+
+    return asyncio.run(count())
+
+
 def streamed_features(running: Pipeline, ids: pd.Index, timeout: float = 300) -> pd.DataFrame:
     """The features the pipeline's alerts carry (threshold 0: one per transaction) for these transactions."""
     deadline = time.monotonic() + timeout
@@ -185,6 +201,8 @@ def test_labels_from_feedback_count_in_later_terminal_risk_and_reach_postgres_an
 
     time.sleep(2)  # a checkpoint covers the labels
     pipeline.kill(signal.SIGKILL)
+    # Acknowledged, so JetStream does not deliver them again: only the checkpoints can bring the labels back.
+    assert unacknowledged(url, pipeline.stream, f"{pipeline.name}-feedback") == 0
     assert pipeline.checkpoint_objects(s3), "the checkpoints are in the object store"
     assert not any((pipeline.workdir / "persistence").glob("*")), "and not on the host"
     pipeline.start()

@@ -1,7 +1,7 @@
 """The streaming fraud pipeline as a Pathway dataflow.
 
     NATS JetStream transactions.new ─► (pw.io.nats.read: durable consumer, JSON, one tick per commit)
-        ─► with the delayed labels of fraud.feedback (a second reader, feedback.py; ─► tx_fraud, labels_sink.py)
+        ─► with the delayed labels of fraud.feedback (a second reader, feedback.py; labels_sink.py: tx_fraud)
         ─► remember the tick's transactions, apply its labels
         ─► the transactions' window features + model score (batched UDFs, scorer.py)
         ─┬─► every score ─► orchestrator.transactions (keyed upsert per tick, scores_sink.py)
@@ -137,9 +137,9 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
 
 
 def _scored(events: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float) -> pw.Table:
-    """Two operators, one after the other, so that a tick's rows are all remembered (its labels applied) before
-    any transaction is scored; a later tick's transactions reach `score` only after `remember` saw them, so
-    after the labels before them.
+    """Two operators, one after the other, so that a tick's rows are all remembered (its labels applied)
+    before any transaction is scored; a later tick's transactions reach `score` only after `remember` saw
+    them, so after the labels before them.
 
     One operator calling both would score the first ~1,000 rows of a tick (in key order, not time order)
     before the rest were remembered. That Pathway runs the first operator over the rows it has before the

@@ -1,4 +1,4 @@
-"""The delayed labels into `orchestrator.transactions.tx_fraud`, where training reads them: one UPDATE per tick.
+"""The delayed labels into `orchestrator.transactions.tx_fraud`, where training reads them; an UPDATE a tick.
 
 Keyed like the scores (scores_sink.py) on (source, source_tx_id). A label whose transaction has no row yet
 updates nothing here: the scores' insert carries it (the scorer applies a label that came first).

@@ -1,9 +1,9 @@
 """Transactions -> their window features and the model's fraud probability, a batch at a time, vectorised.
 
 The dataflow calls `remember` with the rows of a tick (transactions, and the delayed labels of feedback.py),
-then `score` with the same transactions (both as batched UDFs,
-which Pathway calls with up to about a thousand rows at a time, in no particular order): each transaction is
-scored on the transactions remembered up to then, those before it in time, however the tick was cut. A
+then `score` with the same transactions (both as batched UDFs, which Pathway calls with up to about a thousand
+rows at a time, in no particular order): each transaction is scored on the transactions remembered up to then,
+those before it in time, however the tick was cut. A
 transaction arriving after later ones is scored on what was there; earlier scores are not revised, nor by a
 label: a label counts in the windows of the transactions scored after it.
 """
@@ -44,8 +44,8 @@ class Scorer:
         amount: list[float],
         tx_fraud: list[int],
     ) -> list[int]:
-        """Apply the labels and remember the transactions (rows of either, `is_label` tells which); returns the
-        transactions' instants (UTC epoch nanoseconds), which `score` takes, and 0 for the labels."""
+        """Apply the labels and remember the transactions (rows of either, `is_label` tells which); returns
+        the transactions' instants (UTC epoch nanoseconds), which `score` takes, and 0 for the labels."""
         if not any(is_label):  # the usual tick: transactions only
             return self._remember(transaction_id, created_at, customer_id, terminal_id, amount, tx_fraud)
         labels = [row for row, label in enumerate(is_label) if label]
