@@ -24,6 +24,7 @@ from workflow_platform.demo_data.fraud_load import replay_to_nats
 from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simulate_cached
 from workflow_platform.fraud.features import FEATURES, TERMINAL_FEATURES, transform_features
 from workflow_platform.fraud.model import fit_model, save_model
+from workflow_platform.fraud_stream.history import DAY_NS, Batch, RecentHistory
 from workflow_platform_tests.conftest import fetch
 from workflow_platform_tests.test_fraud_stream import (  # noqa: F401 (fixtures for the kill test)
     Pipeline,
@@ -226,3 +227,36 @@ def test_killed_mid_stream_resumes_from_its_checkpoints_backend(
     on_host = any((pipeline.workdir / "persistence").glob("*"))
     in_store = bool(pipeline.checkpoint_objects(s3))
     assert (in_store, on_host) == ((True, False) if pipeline.checkpoints == "s3" else (False, True))
+
+
+def history_batch(ids: list[int], day: float, terminal: int = 0) -> Batch:
+    count = len(ids)
+    return Batch(
+        card=np.zeros(count, dtype=np.int64),
+        terminal=np.full(count, terminal, dtype=np.int64),
+        instant=np.full(count, int(day * DAY_NS), dtype=np.int64),
+        tie=np.asarray(ids, dtype=np.int64),
+        amount=np.ones(count),
+        fraud=np.zeros(count),
+    )
+
+
+def test_a_label_waits_for_its_transaction_until_no_window_can_reach_it() -> None:
+    history = RecentHistory(capacity=4)
+
+    def featured(batch: Batch) -> dict[str, float]:
+        history.remember(batch)
+        return dict(zip(FEATURES, history.features(batch, cards=1, terminals=2)[-1], strict=True))
+
+    history.label([1, 2, 99], [1.0, 1.0, 1.0])  # 99 never comes
+    featured(history_batch([1], day=0))
+    featured(history_batch([1, 2], day=0))  # 1 delivered again: remembered once, its label kept
+    assert history.labels(np.array([1, 2])).tolist() == [1.0, 1.0]
+    history.label([2], [0.0])  # a later label replaces the first
+    risk = featured(history_batch([3], day=7.5))  # its delayed 1-day window: day 0
+    assert risk["TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 2 and risk["TERMINAL_ID_RISK_1DAY_WINDOW"] == 0.5
+    # Clean-ups (the columns fill up) as the stream moves on: 99's label outlives the first by 37 days only.
+    for day in range(8, 120):
+        featured(history_batch([day * 10 + n for n in range(4)], day=day, terminal=1))
+    featured(history_batch([99], day=120))
+    assert history.labels(np.array([99])).tolist() == [0.0]

@@ -7,10 +7,10 @@
         ─┬─► every score ─► orchestrator.transactions (keyed upsert per tick, scores_sink.py)
          └─► risk_score >= threshold ─► fraud.alerts (pw.io.nats.write, Nats-Msg-Id = fraud.alerts:<source>:<id>)
 
-With persistence (`pw.persistence.Config`, filesystem backend) the reader acknowledges messages only once a
+With persistence (`pw.persistence.Config`, persistence.py) the reader acknowledges messages only once a
 checkpoint covers them, and a restarted pipeline replays its snapshot through the dataflow (rebuilding the
-scorer's history) before reading on: no transaction is lost, and the outputs of the messages delivered again
-are idempotent (JetStream drops a repeated Nats-Msg-Id, the upsert rewrites the same row).
+scorer's history, labels included) before reading on: no transaction is lost, and the outputs of the messages
+delivered again are idempotent (JetStream drops a repeated Nats-Msg-Id, the upsert rewrites the same row).
 """
 
 import json
