@@ -25,6 +25,9 @@ from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simula
 from workflow_platform.fraud.features import FEATURES, TERMINAL_FEATURES, transform_features
 from workflow_platform.fraud.model import fit_model, save_model
 from workflow_platform.fraud_stream.history import DAY_NS, Batch, RecentHistory
+from workflow_platform.fraud_stream.options import StreamOptions
+from workflow_platform.fraud_stream.persistence import reset
+from workflow_platform.settings import ServiceSettings
 from workflow_platform_tests.conftest import fetch
 from workflow_platform_tests.test_fraud_stream import (  # noqa: F401 (fixtures for the kill test)
     Pipeline,
@@ -227,6 +230,10 @@ def test_killed_mid_stream_resumes_from_its_checkpoints_backend(
     on_host = any((pipeline.workdir / "persistence").glob("*"))
     in_store = bool(pipeline.checkpoint_objects(s3))
     assert (in_store, on_host) == ((True, False) if pipeline.checkpoints == "s3" else (False, True))
+    # What a replay does once the pipeline is stopped: both backends forgotten.
+    pipeline.kill(signal.SIGTERM)
+    reset(StreamOptions(ServiceSettings(), pipeline.workdir / "persistence", consumer=pipeline.name))
+    assert not pipeline.checkpoint_objects(s3) and not (pipeline.workdir / "persistence").exists()
 
 
 def history_batch(ids: list[int], day: float, terminal: int = 0) -> Batch:

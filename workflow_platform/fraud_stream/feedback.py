@@ -9,7 +9,9 @@ A message on `fraud.feedback` (stream `FRAUD`) says whether a transaction was a 
 
 The labels and the transactions go through the scorer's `remember` step as one table, so that a tick's labels
 reach the history before any of the tick's (or a later tick's) transactions is featured: the same
-two-operator order the dataflow relies on (dataflow.py `_scored`).
+two-operator order the dataflow relies on (dataflow.py `_scored`). The two subjects are read by two consumers,
+so which tick a message lands in is only ordered within its subject: a label published just before a
+transaction may still be read after it, and then counts from the next transactions on.
 """
 
 import pathway as pw

@@ -2,9 +2,9 @@
 
 Two backends (`StreamOptions.checkpoints`): the object store, under `fraud-stream/checkpoints/<consumer>/` of
 the platform's bucket (WFP_S3_*), so that the stream keeps no state on its host and a process started
-elsewhere resumes (Pathway's S3 backend, path-style requests: SeaweedFS and MinIO serve it); or a directory
-(`persistence_dir`), for a host without an object store. Unset, it is the object store when WFP_S3_ENDPOINT is
-set. The prefix is per durable consumer: two pipelines never share checkpoints.
+elsewhere resumes (Pathway's S3 backend, path-style requests; the embedded stack's SeaweedFS serves it); or a
+directory (`persistence_dir`), for a host without an object store. Unset, it is the object store when
+WFP_S3_ENDPOINT is set. The prefix is per durable consumer: two pipelines never share checkpoints.
 """
 
 from __future__ import annotations
