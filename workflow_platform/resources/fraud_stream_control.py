@@ -90,16 +90,19 @@ async def command(
     bucket: KeyValue, state: StreamState, replay_from: dt.datetime | None = None, requested_by: str = ""
 ) -> Desired:
     """Write the next command; two operators at once each get their own generation (compare-and-set)."""
-    from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+    from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 
     while True:
         try:
             entry = await bucket.get(DESIRED_KEY)
             current, revision = Desired.model_validate_json(entry.value or b"{}"), entry.revision
-        except KeyNotFoundError:
-            current, revision = None, 0
+        except (KeyNotFoundError, KeyDeletedError) as missing:
+            # A deleted or purged key keeps its marker's revision: the update must name it, or it never lands.
+            current, revision = None, missing.entry.revision if missing.entry else 0
+        # After the key was deleted, generations go on from the last one the supervisor applied.
+        applied = await read_status(bucket)
         desired = Desired(
-            generation=(current.generation if current else 0) + 1,
+            generation=max(current.generation if current else 0, applied.generation if applied else 0) + 1,
             state=state,
             replay_from=replay_from,
             requested_by=requested_by,
@@ -112,10 +115,10 @@ async def command(
 
 
 async def _read(bucket: KeyValue, key: str, model: type[_Model]) -> _Model | None:
-    from nats.js.errors import KeyNotFoundError
+    from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
     try:
         entry = await bucket.get(key)
-    except KeyNotFoundError:
+    except (KeyNotFoundError, KeyDeletedError):
         return None
     return model.model_validate_json(entry.value) if entry.value else None
