@@ -86,6 +86,8 @@ def tick() -> tuple[dg.AssetCheckEvaluation, dg.AssetObservation | None]:
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     observations = [e for e in events if isinstance(e, dg.AssetObservation)]
     assert len(observations) <= 1 and all(o.asset_key == FRAUD_STREAM for o in observations)
+    verdict = "passed" if evaluation.passed else "failed"
+    assert result.skip_message == f"{CHECK_NAME} {verdict}: {evaluation.description}"
     return evaluation, (observations[0] if observations else None)
 
 
