@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import os
 import re
-from collections.abc import Awaitable, Callable
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import dagster as dg
 import nats
 import pytest
 
+from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simulate_cached
+from workflow_platform.fraud.features import transform_features
+from workflow_platform.fraud.model import fit_model, save_model
 from workflow_platform.language.spec import WorkflowSpec
 from workflow_platform.orchestration.catalog import check_document
 from workflow_platform.orchestration.fraud_stream_asset import (
@@ -70,8 +78,15 @@ def ago(seconds: float) -> dt.datetime:
 
 
 @pytest.fixture(autouse=True)
-def should_run_without_status() -> None:
-    """Each test starts from a bucket asking the stream to run and holding no status (no supervisor)."""
+def should_run_without_status() -> Iterator[None]:
+    """Each test starts from a bucket asking the stream to run and holding no status (no supervisor), and leaves
+    it so for the session's other tests (a stream stopped here would stay stopped under their `wfp up`)."""
+    clear_to_run()
+    yield
+    clear_to_run()
+
+
+def clear_to_run() -> None:
     put_command("running")
     on_bucket(lambda bucket: bucket.delete(STATUS_KEY))
 
@@ -274,3 +289,61 @@ def test_a_command_no_supervisor_applies_fails_the_step_and_waits_in_the_bucket(
         f"(it never reported): command {desired.generation} (replay from {since}) waits in the bucket and is "
         "applied when it starts; `wfp up` starts it, or the fraud-stream service in docker-compose"
     )
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen]:
+    """The real supervisor (`python -m workflow_platform.fraud_stream`) on the platform's control bucket, its
+    pipeline reading subjects of the test's own, with a model stored and promoted as training does."""
+    simulated = simulate_cached(
+        SimulationConfig(n_customers=150, n_terminals=300, nb_days=20), tmp_path_factory.mktemp("ops-cache")
+    ).transactions
+    save_model(fit_model("hist_gradient_boosting", transform_features(simulated)))
+    options = {
+        "--persistence-dir": str(tmp_path / "persistence"),
+        "--input-subject": "fsops.new",
+        "--input-stream": "FSOPS",
+        "--consumer": "fsops",
+        "--alerts-subject": "fsops.alerts",
+        "--alerts-stream": "FSOPS",
+    }
+    with (tmp_path / "supervisor.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workflow_platform.fraud_stream", *itertools.chain(*options.items())],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    yield process
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, (tmp_path / "supervisor.log").read_text()[-3000:]
+
+
+def test_a_workflow_stops_starts_and_replays_the_stream_with_the_real_supervisor(supervisor):
+    since = "2025-11-03T00:00:00+00:00"
+    spec = valid(
+        workflow(
+            step("stop", "stopStream"),
+            step("start", "startStream", needs=("stop",)),
+            step("replay", "replayStream", needs=("start",), **{"from": "{{ params.since }}"}),
+        )
+        | {"params": {"since": {"type": "string"}}}
+    )
+    result = run(spec, since=since)
+    assert result.success, [e.message for e in result.all_events if e.is_step_failure]
+    stop, start, replay = (result.output_for_node(name) for name in ("stop", "start", "replay"))
+    for output, state in ((stop, "stopped"), (start, "running"), (replay, "running")):
+        assert output["command"]["requested_by"] == result.run_id
+        assert (output["command"]["state"], output["status"]["state"]) == (state, state)
+        assert output["status"]["generation"] >= output["command"]["generation"]
+    assert stop["status"]["pid"] is None and start["status"]["pid"] is not None
+    assert start["command"]["generation"] == stop["command"]["generation"] + 1
+    assert dt.datetime.fromisoformat(replay["command"]["replay_from"]) == dt.datetime.fromisoformat(since)
+    assert replay["status"]["model_version"] and "lag" in replay["status"]
+    evaluation, _ = tick()
+    assert evaluation.passed and evaluation.description.startswith("running: "), evaluation.description
+    # Stopped by a workflow: the check passes, naming the run.
+    stopped = run(valid(workflow(step("stop", "stopStream"))))
+    assert stopped.success
+    evaluation, _ = tick()
+    assert evaluation.passed
+    assert evaluation.description.startswith(f"stopped on purpose by {stopped.run_id} (command ")
