@@ -137,6 +137,21 @@ def test_transactions_waiting_without_progress_is_a_stall():
     ), evaluation.description
 
 
+def test_the_ticks_events_are_recorded_on_the_asset_as_the_daemon_records_them():
+    put_status(state="running", pending=7, progress_at=ago(120))
+    with dg.instance_for_test() as instance:
+        for event in evaluate_sensor(fraud_stream_health, instance).asset_events:
+            instance.report_runless_asset_event(event)  # what the sensor daemon does with them
+        key = dg.AssetCheckKey(FRAUD_STREAM, CHECK_NAME)
+        execution = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        assert execution.status.value == "FAILED"
+        assert execution.event.dagster_event.event_specific_data.description.startswith(
+            "stalled: 7 transactions"
+        )
+        (observed,) = instance.fetch_observations(FRAUD_STREAM, limit=5).records
+        assert observed.asset_observation.metadata["pending"].value == 7
+
+
 @pytest.mark.parametrize("state", ["failed", "waiting"])
 def test_a_failed_or_waiting_stream_fails_with_its_detail(state):
     put_status(state=state, detail="no model stored yet: run the fraud-model-training workflow first")
