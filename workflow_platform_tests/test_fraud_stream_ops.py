@@ -218,7 +218,10 @@ def test_stopped_on_purpose_passes_saying_who_stopped_it():
     put_status(state="stopped", generation=desired.generation, updated_at=ago(300))
     evaluation, observation = tick()
     assert evaluation.passed, evaluation.description
-    assert evaluation.description == f"stopped on purpose by run-maintenance (command {desired.generation})"
+    assert evaluation.description == (
+        f"stopped on purpose by run-maintenance (command {desired.generation}); its supervisor is not running, a "
+        "start waits for it: `wfp up` starts it, or the fraud-stream service in docker-compose"
+    )
     assert observation is not None and observation.metadata["state"].value == "stopped"
 
 

@@ -70,10 +70,12 @@ def _verdict(status: Status | None, desired: Desired | None, now: dt.datetime) -
         )
     age = heartbeat_age(status, now)
     if desired is not None and desired.state == "stopped" and status.state == "stopped":
-        return (
-            True,
-            f"stopped on purpose by {desired.requested_by or 'an operator'} (command {desired.generation})",
+        stopped = (
+            f"stopped on purpose by {desired.requested_by or 'an operator'} (command {desired.generation})"
         )
+        if age > STALE_AFTER_S:  # nothing should run; but a start would wait for the supervisor
+            stopped += f"; its supervisor is not running, a start waits for it: {START_THE_SUPERVISOR}"
+        return True, stopped
     if age > STALE_AFTER_S:
         return False, (
             f"the fraud stream's supervisor is not running (its last heartbeat was {age:.0f} s ago, at "
