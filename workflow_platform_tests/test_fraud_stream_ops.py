@@ -303,7 +303,7 @@ def test_a_command_no_supervisor_applies_fails_the_step_and_waits_in_the_bucket(
     assert desired is not None and desired.requested_by == result.run_id
     assert (desired.state, desired.replay_from) == ("running", dt.datetime.fromisoformat(since))
     assert failure_of(result, "replay").startswith(
-        f"step replay (fraud.replayStream) failed: TimeoutError: the fraud stream's supervisor is not running "
+        f"step replay (fraud.replayStream) failed: CommandNotApplied: the fraud stream's supervisor is not running "
         f"(it never reported): command {desired.generation} (replay from {since}) waits in the bucket and is "
         "applied when it starts; `wfp up` starts it, or the fraud-stream service in docker-compose"
     )

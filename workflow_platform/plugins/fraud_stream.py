@@ -36,6 +36,11 @@ STALE_AFTER_S = 3 * HEARTBEAT_S  # no heartbeat for this long: the supervisor is
 START_THE_SUPERVISOR = "`wfp up` starts it, or the fraud-stream service in docker-compose"
 
 
+class CommandNotApplied(Exception):
+    """The supervisor did not apply the command: it is down, still waiting, failed, or applied a later one.
+    A service's state, not the input's: the step's retry policy applies (a retry writes the command again)."""
+
+
 class StreamCommandInput(ActionInput):
     timeoutSeconds: float = Field(
         60, gt=0, le=3600, description="How long to wait for the stream's supervisor to apply the command."
@@ -79,7 +84,7 @@ def _apply(
 
     desired, status = nats.run(work, ctx.timeout_s)
     if status is None or status.generation < desired.generation or status.state != desired.state:
-        raise TimeoutError(_not_applied(desired, status, timeout_s))
+        raise CommandNotApplied(_not_applied(desired, status, timeout_s))
     result = {"command": desired.model_dump(mode="json"), "status": _status_json(status)}
     return ActionOutput(result)
 
