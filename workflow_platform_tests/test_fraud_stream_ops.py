@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -43,7 +44,7 @@ from workflow_platform.resources.fraud_stream_control import (
     read_desired,
     write_status,
 )
-from workflow_platform_tests.conftest import evaluate_sensor
+from workflow_platform_tests.conftest import evaluate_sensor, graphql, running_platform
 
 T = TypeVar("T")
 
@@ -234,6 +235,29 @@ def test_stopped_without_being_asked_fails():
         f"the fraud stream is stopped while run-start asked it to run (command {desired.generation}; its "
         f"supervisor applied command {desired.generation - 1} last)"
     )
+
+
+CHECK_EXECUTIONS = """
+query ($key: AssetKeyInput!, $check: String!) {
+  assetCheckExecutions(assetKey: $key, checkName: $check, limit: 5) {
+    runId evaluation { success severity description }
+  }
+}"""
+
+
+def test_wfp_ups_daemon_runs_the_sensor_and_records_the_check(tmp_path):
+    with running_platform(tmp_path / "home") as platform:
+        deadline = time.monotonic() + 120
+        variables = {"key": {"path": [FRAUD_STREAM.to_user_string()]}, "check": CHECK_NAME}
+        while not (
+            executions := graphql(platform["dagster"], CHECK_EXECUTIONS, variables)["assetCheckExecutions"]
+        ):
+            assert time.monotonic() < deadline, "the sensor recorded no check evaluation in 120 s"
+            time.sleep(2)
+    evaluation = executions[0]["evaluation"]
+    # Recorded by the sensor (no run), whatever the stream's state under this `wfp up`.
+    assert executions[0]["runId"] == "" and evaluation["severity"] == "ERROR" and evaluation["description"]
+    assert evaluation["success"] == evaluation["description"].startswith(("running: ", "stopped on purpose"))
 
 
 # ---- the fraud plugin's stream actions ----------------------------------------------------------------------
