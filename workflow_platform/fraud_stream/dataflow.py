@@ -11,6 +11,7 @@ scorer's history) before reading on: no transaction is lost, and the outputs of 
 are idempotent (JetStream drops a repeated Nats-Msg-Id, the upsert rewrites the same row).
 """
 
+import datetime as dt
 import json
 
 import pathway as pw
@@ -21,6 +22,7 @@ from .options import StreamOptions
 from .scorer import Scorer
 from .scores_sink import ScoresSink
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NO_LABEL = 0  # a transaction without its label is not known to be a fraud
 
 
@@ -108,7 +110,9 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
         max_backlog_size=options.max_backlog,
         name="transactions",
     )
-    scored = _scored(transactions, *scoring_udfs(scorer), options.alert_threshold)
+    scored = _scored(
+        transactions, *scoring_udfs(scorer), options.alert_threshold, _epoch_ns(options.emit_from)
+    )
     sink = ScoresSink(options.settings.require("pg_dsn"))
     pw.io.subscribe(
         scored, on_change=sink.on_change, on_time_end=sink.on_time_end, on_end=sink.on_end, name="scores"
@@ -126,13 +130,16 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
     )
 
 
-def _scored(transactions: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float) -> pw.Table:
+def _scored(
+    transactions: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float, emit_from_ns: int | None
+) -> pw.Table:
     """Two operators, one after the other, so that a tick's rows are all remembered before any is scored.
 
     One operator calling both would score the first ~1,000 rows of a tick (in key order, not time order)
     before the rest were remembered. That Pathway runs the first operator over the rows it has before the
     second sees them is how its single worker schedules them, not a documented promise: test_fraud_stream.py
-    checks the outcome (streamed features and scores equal the batch path's).
+    checks the outcome (streamed features and scores equal the batch path's). Transactions before
+    `emit_from_ns` (a replay's history) are remembered, not scored.
     """
     columns = (pw.this.customer_id, pw.this.terminal_id, pw.this.amount, pw.this.tx_fraud)
     remembered = transactions.select(
@@ -140,6 +147,8 @@ def _scored(transactions: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: 
         created_at=pw.this.tx_datetime,
         instant=remember(pw.this.transaction_id, pw.this.tx_datetime, *columns),
     ).without(pw.this.tx_datetime)
+    if emit_from_ns is not None:
+        remembered = remembered.filter(pw.this.instant >= emit_from_ns)
     return remembered.select(
         *pw.this.without(pw.this.instant),
         result=score(pw.this.transaction_id, pw.this.instant, *columns),
@@ -150,6 +159,11 @@ def _scored(transactions: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: 
         model_version=pw.this.result[2],
         fraud_flag=pw.this.result[0] >= threshold,
     )
+
+
+def _epoch_ns(instant: dt.datetime | None) -> int | None:
+    """UTC nanoseconds since the epoch, as the scorer's instants."""
+    return None if instant is None else (instant - _EPOCH) // dt.timedelta(microseconds=1) * 1000
 
 
 def _alerts(scored: pw.Table, subject: str) -> pw.Table:

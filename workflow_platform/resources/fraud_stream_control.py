@@ -64,14 +64,15 @@ class Status(BaseModel):
         return self.pending + self.unacknowledged
 
 
-async def control_bucket(js: JetStreamContext) -> KeyValue:
-    """The bucket, created if missing (one value per key: only the latest command and status matter)."""
+async def control_bucket(js: JetStreamContext, name: str = BUCKET) -> KeyValue:
+    """The bucket, created if missing (one value per key: only the latest command and status matter). Another
+    `name`: a second stream's control (tests run their own supervisors side by side)."""
     from nats.js.errors import BucketNotFoundError
 
     try:
-        return await js.key_value(BUCKET)
+        return await js.key_value(name)
     except BucketNotFoundError:
-        return await js.create_key_value(bucket=BUCKET, history=1, description="the fraud stream's control")
+        return await js.create_key_value(bucket=name, history=1, description="the fraud stream's control")
 
 
 async def read_desired(bucket: KeyValue) -> Desired | None:
