@@ -389,3 +389,15 @@ def test_a_workflow_stops_starts_and_replays_the_stream_with_the_real_supervisor
     evaluation, _ = tick()
     assert evaluation.passed
     assert evaluation.description.startswith(f"stopped on purpose by {stopped.run_id} (command ")
+
+
+def test_commands_go_on_after_the_desired_key_was_deleted_or_purged():
+    """An operator clearing the bucket by hand must not wedge the next command (a deleted key keeps its marker's
+    revision), nor give it a generation the supervisor already applied (it would be ignored)."""
+    put_status(state="running", generation=7)
+    for clear in ("delete", "purge"):
+        on_bucket(lambda bucket, clear=clear: getattr(bucket, clear)("desired"))
+        assert on_bucket(read_desired) is None
+        sent = on_bucket(lambda bucket: asyncio.wait_for(command(bucket, "stopped"), timeout=10))
+        assert sent.generation == 8 and on_bucket(read_desired) == sent
+        put_status(state="running", generation=7)  # as if the supervisor had not applied it: the same again
