@@ -60,7 +60,8 @@ def services() -> Iterator[dict[str, str]]:
 
 @contextlib.contextmanager
 def pipeline(workdir: Path, threshold: float, commit_ms: int) -> Iterator[subprocess.Popen]:
-    command = [sys.executable, "-m", "workflow_platform.fraud_stream", "--persistence-dir", str(workdir)]
+    command = [sys.executable, "-m", "workflow_platform.fraud_stream.pipeline"]
+    command += ["--persistence-dir", str(workdir)]
     command += ["--alert-threshold", str(threshold), "--commit-ms", str(commit_ms)]
     command += ["--input-subject", f"{NAME}.new", "--input-stream", NAME.upper(), "--consumer", NAME]
     command += ["--alerts-subject", f"{NAME}.alerts", "--alerts-stream", NAME.upper()]

@@ -15,6 +15,11 @@ import dagster as dg
 
 from workflow_platform.orchestration.assets import asset_specs
 from workflow_platform.orchestration.catalog import load_workflows, workflows_dirs
+from workflow_platform.orchestration.fraud_stream_asset import (
+    fraud_stream_health,
+    fraud_stream_is_flowing,
+    fraud_stream_spec,
+)
 from workflow_platform.orchestration.invalid_workflows import invalid_workflow_jobs
 from workflow_platform.orchestration.job import build_job
 from workflow_platform.orchestration.triggers import build_schedule, build_sensor
@@ -42,9 +47,17 @@ def build_definitions(directories: Sequence[Path]) -> dg.Definitions:
     jobs += invalid_workflow_jobs(loaded.problems, taken=loaded.specs)
     # The workflows' datasets as assets, with edges across workflows: the Lineage page's graph.
     assets = asset_specs(spec for spec, _ in loaded.specs.values())
+    # The real-time fraud stream, a process of its own: an asset its sensor and check watch.
+    assets.append(fraud_stream_spec({asset.key for asset in assets}))
+    sensors.append(fraud_stream_health)
     # The services' resources, for the sensors (the jobs carry the same binding: `build_job`).
     return dg.Definitions(
-        assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=service_resources()
+        assets=assets,
+        asset_checks=[fraud_stream_is_flowing],
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources=service_resources(),
     )
 
 

@@ -128,6 +128,10 @@ class PlatformSettings(_Settings):
     # default fails runs that are merely slow to start on a loaded machine; this matches
     # run_monitoring.start_timeout_seconds in dagster.yaml, which still catches runs that never start.
     dagster_grpc_timeout_seconds: int = Field(180, validation_alias="DAGSTER_GRPC_TIMEOUT_SECONDS")
+    # The Celery scale-out (deploy/scale-out/celery): `wfp up --launcher celery` defaults both to the instance's
+    # own PostgreSQL (kombu's SQLAlchemy transport).
+    celery_broker_url: str | None = Field(None, description="CeleryRunLauncher's and the workers' broker")
+    celery_backend_url: str | None = Field(None, description="where Celery keeps the runs' task results")
 
     def workflows_path(self, project_dir: Path | None = None) -> str:
         """WORKFLOWS_DIR, else the `workflows` folder of `project_dir` (default: the working directory)."""

@@ -18,6 +18,7 @@ import requests
 from workflow_platform.demo_data.sales import SalesSeed, load
 from workflow_platform.orchestration.assets import FRAUD_MODEL, asset_events, workflow_lineage
 from workflow_platform.orchestration.catalog import check_document, check_file
+from workflow_platform.orchestration.fraud_stream_asset import FRAUD_STREAM
 from workflow_platform.orchestration.job import build_job
 from workflow_platform.plugins import Touched
 from workflow_platform_tests.conftest import dagster_ui_page, require_tool
@@ -87,8 +88,10 @@ def test_code_location_declares_each_workflows_datasets_and_their_lineage(asset_
     }
     events = graph.get(key("postgres/orchestrator/events"))
     assert events.group_name == "postgres" and len(events.metadata["written_by"].split(", ")) == 4
-    # one asset per dataset or step, never per run or object: 24 for the four shipped workflows
-    assert len(graph.get_all_asset_keys()) == 24
+    # one asset per dataset or step, never per run or object: 24 for the four shipped workflows; and the
+    # real-time fraud stream, which reads the model
+    assert len(graph.get_all_asset_keys() - {FRAUD_STREAM}) == 24
+    assert graph.get(FRAUD_STREAM).parent_keys == {FRAUD_MODEL}
 
 
 def test_templated_keys_and_query_tables_are_read_from_the_steps():

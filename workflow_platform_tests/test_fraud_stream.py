@@ -8,6 +8,9 @@ pipeline's windows equal `transform_features`: test_fraud_features.py).
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import functools
 import itertools
 import json
 import os
@@ -16,22 +19,36 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
+import nats
 import numpy as np
 import pandas as pd
+import psutil
 import psycopg2
 import pytest
+from nats.js.kv import KeyValue
 
 from workflow_platform.demo_data.fraud_load import replay_to_nats
 from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simulate_cached
 from workflow_platform.fraud.features import FEATURES, transform_features
 from workflow_platform.fraud.model import FraudModel, fit_model, save_model, score
+from workflow_platform.fraud_stream.latest_model import NO_MODEL
+from workflow_platform.resources.fraud_stream_control import (
+    Desired,
+    Status,
+    StreamState,
+    command,
+    control_bucket,
+    read_status,
+)
 from workflow_platform_tests.conftest import fetch, stream_messages
 
 CONFIG = SimulationConfig(n_customers=150, n_terminals=300, nb_days=50)
 TRAIN_DAYS = 40  # the model learns on these; every transaction is streamed
+_T = TypeVar("_T")
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +81,16 @@ def batch_path(transactions: pd.DataFrame, model: FraudModel) -> pd.DataFrame:
 class Pipeline:
     """The streaming pipeline as a process reading `<name>.new` and alerting on `<name>.alerts`."""
 
+    module = "workflow_platform.fraud_stream.pipeline"
+
     def __init__(self, name: str, workdir: Path, threshold: float) -> None:
         self.name, self.workdir, self.threshold = name, workdir, threshold
         self.stream = name.upper()
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self) -> None:
-        self.starts += 1
-        options = {
+    def options(self) -> dict[str, str]:
+        return {
             "--persistence-dir": str(self.workdir / "persistence"),
             "--input-subject": f"{self.name}.new",
             "--input-stream": self.stream,
@@ -82,11 +100,15 @@ class Pipeline:
             "--alert-threshold": str(self.threshold),
             "--snapshot-ms": "500",
         }
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.starts += 1
         with (self.workdir / f"pipeline-{self.starts}.log").open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "workflow_platform.fraud_stream", *itertools.chain(*options.items())],
+                [sys.executable, "-m", self.module, *itertools.chain(*self.options().items())],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=os.environ | (env or {}),
             )
 
     def check_running(self) -> None:
@@ -197,6 +219,137 @@ def test_killed_mid_stream_scores_every_transaction_once_and_alerts_once(
     alerted = [body["transactionId"] for _, _, body in pipeline.alerts()]
     assert len(alerted) == len(set(alerted)) and set(alerted) == flagged
     pipeline.check_running()
+
+
+class Supervised(Pipeline):
+    """The supervisor (`python -m workflow_platform.fraud_stream`) running the pipeline, obeying a control bucket
+    of its own (`<name>_control`)."""
+
+    module = "workflow_platform.fraud_stream"
+
+    def __init__(self, name: str, workdir: Path, threshold: float) -> None:
+        super().__init__(name, workdir, threshold)
+        self.bucket = f"{name}_control"
+
+    def options(self) -> dict[str, str]:
+        return super().options() | {"--control-bucket": self.bucket}
+
+    def command(self, state: StreamState, replay_from: dt.datetime | None = None) -> Desired:
+        return self._control(lambda bucket: command(bucket, state, replay_from, requested_by="test"))
+
+    def status(self) -> Status | None:
+        return self._control(read_status)
+
+    def wait_status(self, condition: Callable[[Status], bool], timeout: float = 120) -> Status:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_running()
+            status = self.status()
+            if status is not None and condition(status):
+                return status
+            time.sleep(0.5)
+        pytest.fail(f"no such status after {timeout} s; the last: {status}")
+
+    def _control(self, action: Callable[[KeyValue], Awaitable[_T]]) -> _T:
+        async def act() -> _T:
+            client = await nats.connect(os.environ["WFP_NATS_URL"])
+            try:
+                return await action(await control_bucket(client.jetstream(), self.bucket))
+            finally:
+                await client.drain()
+
+        return asyncio.run(act())
+
+
+@pytest.fixture
+def supervised(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Supervised]:
+    name = "fstest" + request.node.name.removeprefix("test_").split("_")[0]
+    running = Supervised(name, tmp_path, threshold=request.param)
+    yield running
+    if running.process is not None and running.process.poll() is None:
+        running.kill(signal.SIGTERM)
+        assert running.process.returncode == 0
+
+
+def running_pid(pid: int | None) -> bool:
+    try:
+        return pid is not None and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_alerts_once(running: Pipeline, flagged: set[int]) -> list[int]:
+    """The alerts in JetStream once all the flagged transactions have theirs: one each, none twice."""
+    deadline = time.monotonic() + 60
+    while len(running.alerts()) < len(flagged) and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(2)  # an alert published twice would show by now
+    alerted = [body["transactionId"] for _, _, body in running.alerts()]
+    assert len(alerted) == len(set(alerted)) and set(alerted) == flagged
+    return alerted
+
+
+def assert_scored_once(rows: pd.DataFrame, total: int, batch_path: pd.DataFrame) -> set[int]:
+    """One row per transaction, scored as the batch path scores it; the flagged transactions."""
+    assert len(rows) == total and rows.index.is_unique
+    np.testing.assert_allclose(rows["risk_score"], batch_path.loc[rows.index, "score"], rtol=0, atol=1e-9)
+    flagged = set(rows.index[rows["fraud_flag"]])
+    assert flagged, "the model flags some transactions"
+    return flagged
+
+
+@pytest.mark.parametrize("supervised", [0.5], indirect=True)
+def test_waiting_supervisor_runs_the_pipeline_once_a_model_is_stored(
+    supervised: Supervised, s3, model: FraudModel
+) -> None:
+    bucket = f"{supervised.name}-models"  # an object store without a model yet
+    s3.make_bucket(bucket)
+    supervised.start(env={"WFP_S3_BUCKET": bucket})
+    waiting = supervised.wait_status(lambda status: status.state == "waiting")
+    assert waiting.detail == NO_MODEL and waiting.pid is None and waiting.model_version is None
+    assert waiting.generation == 0  # no command yet: the stream should run
+    save_model(model, s3, bucket, version=model.version)
+    running = supervised.wait_status(lambda status: status.state == "running")
+    assert running.model_version == model.version and running_pid(running.pid)
+    assert "workflow_platform.fraud_stream.pipeline" in psutil.Process(running.pid).cmdline()
+    supervised.kill(signal.SIGTERM)
+    assert supervised.process.returncode == 0
+    assert not running_pid(running.pid), "the pipeline stops with its supervisor"
+    final = supervised.status()
+    assert final is not None and final.state == "stopped" and final.pid is None
+
+
+@pytest.mark.parametrize("supervised", [0.5], indirect=True)
+def test_stopped_stream_scores_nothing_until_running_again(
+    supervised: Supervised, pg, transactions: pd.DataFrame, batch_path: pd.DataFrame
+) -> None:
+    source, total = f"{supervised.name}-src", len(transactions)
+    first = total // 2
+    publish = functools.partial(
+        replay_to_nats, transactions, source, subject=f"{supervised.name}.new", stream=supervised.stream
+    )
+    publish(limit=first)
+    supervised.start()
+    wait_until_scored(pg, supervised, source, first)
+    pid = supervised.wait_status(lambda status: status.pid is not None).pid
+    stop = supervised.command("stopped")
+    stopped = supervised.wait_status(lambda status: status.generation == stop.generation)
+    assert stopped.state == "stopped" and stopped.pid is None and not running_pid(pid)
+    publish()  # the rest, while the stream is stopped: they wait in JetStream
+    waiting = supervised.wait_status(lambda status: status.pending == total - first)
+    assert waiting.state == "stopped" and waiting.acknowledged_sequence == first
+    time.sleep(2)
+    assert len(scored_rows(pg, source)) == first
+    run = supervised.command("running")
+    rows = wait_until_scored(pg, supervised, source, total).set_index("TRANSACTION_ID").sort_index()
+    flagged = assert_scored_once(rows, total, batch_path)
+    wait_alerts_once(supervised, flagged)
+    # Stream sequences count the alerts too (they share the test's stream), published after the first half.
+    caught_up = supervised.wait_status(
+        lambda status: status.lag == 0 and status.acknowledged_sequence > total
+    )
+    assert caught_up.state == "running" and caught_up.generation == run.generation
+    assert running_pid(caught_up.pid) and caught_up.pid != pid
 
 
 def test_simulate_stream_publishes_rate_times_duration_and_goes_on_where_it_stopped(

@@ -4,12 +4,9 @@ on the session's real services (the pipeline as its own process, as in test_frau
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,27 +61,12 @@ class CheckpointedPipeline(Pipeline):
         super().__init__(name, workdir, threshold)
         self.checkpoints = checkpoints
 
-    def start(self) -> None:
-        self.starts += 1
-        options = {
-            "--persistence-dir": str(self.workdir / "persistence"),
+    def options(self) -> dict[str, str]:
+        return super().options() | {
             "--checkpoints": self.checkpoints,
-            "--input-subject": f"{self.name}.new",
-            "--input-stream": self.stream,
-            "--consumer": self.name,
-            "--alerts-subject": f"{self.name}.alerts",
-            "--alerts-stream": self.stream,
             "--feedback-subject": f"{self.name}.feedback",
             "--feedback-stream": self.stream,
-            "--alert-threshold": str(self.threshold),
-            "--snapshot-ms": "500",
         }
-        with (self.workdir / f"pipeline-{self.starts}.log").open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "workflow_platform.fraud_stream", *itertools.chain(*options.items())],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
 
     def checkpoint_objects(self, s3: Minio) -> list[str]:
         prefix = f"fraud-stream/checkpoints/{self.name}/"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import requests
 import yaml
 from dagster._core.launcher import LaunchRunContext
 from dagster_celery.launcher import CeleryRunLauncher
@@ -21,7 +22,7 @@ from dagster_k8s import K8sRunLauncher
 from workflow_platform.api.runs import LocationOrigins
 from workflow_platform.orchestration.catalog import check_file
 from workflow_platform.orchestration.job import build_job
-from workflow_platform_tests.conftest import fetch, require_tool
+from workflow_platform_tests.conftest import demo_workflow, fetch, require_tool, running_platform, wait_for
 
 ROOT = Path(__file__).parent.parent
 GUIDE = ROOT / "docs" / "deploy.md"
@@ -148,3 +149,19 @@ def test_docker_scale_out_override_is_valid_and_switches_every_dagster_container
     assert services["daemon"]["image"] == services["daemon"]["environment"]["WFP_RUN_IMAGE"]
     for variable in ("DOCKER_GID", "WFP_RUN_IMAGE"):  # what the override needs is in the guide
         assert variable in GUIDE.read_text()
+
+
+def test_celery_scale_out_runs_workflows_in_a_celery_worker(stack_env, tmp_path):
+    """`wfp up --launcher celery`: the Celery configuration's run launcher and a local `dagster-celery worker`
+    on the instance's PostgreSQL. Runs are Celery tasks that end in SUCCESS, a workflow registered after the worker
+    started included (each run gets a fresh worker process: worker.yaml's worker_max_tasks_per_child)."""
+    with running_platform(tmp_path, launcher="celery") as running:
+        api = running["api"]
+        for name in ("celery-first", "celery-registered-later"):
+            submitted = requests.post(f"{api}/api/workflows", json=demo_workflow(name), timeout=120)
+            assert submitted.status_code == 201, submitted.text
+            execution = wait_for(api, submitted.json()["executionId"], timeout=240)
+            assert execution["status"] == "SUCCESS", execution
+            assert DAGSTER_CELERY_TASK_ID_TAG in execution["tags"]
+    worker_log = (tmp_path / "logs" / "celery-worker.log").read_text()
+    assert worker_log.count("succeeded in") == 2, worker_log[-3000:]

@@ -253,11 +253,12 @@ def run(
 @click.option("--dagster-port", default=3001, show_default=True, help="Dagster UI port")
 @click.option(
     "--launcher",
-    type=click.Choice(["warm", "default"]),
+    type=click.Choice(["warm", "default", "celery"]),
     default="warm",
     show_default=True,
     help="warm: runs start in pre-forked workers (dagster.yaml's WarmRunLauncher); default: Dagster's "
-    "DefaultRunLauncher, a new process per run",
+    "DefaultRunLauncher, a new process per run; celery: the Celery scale-out's CeleryRunLauncher with one local "
+    "worker (deploy/scale-out/celery; more workers on other hosts can join its queue)",
 )
 def platform_up(host: str, port: int, dagster_port: int, launcher: str) -> None:
     """Run the platform: services, Dagster webserver + daemon (schedules, sensors) and the HTTP API."""

@@ -51,8 +51,14 @@ class UpOptions:
     port: int = 3000  # the HTTP API
     dagster_port: int = 3001  # the Dagster UI
     project_dir: Path = Path.cwd()
-    # "warm": dagster.yaml as it is; "default": Dagster's DefaultRunLauncher (the baseline)
+    # "warm": dagster.yaml as it is; "default": Dagster's DefaultRunLauncher (the baseline); "celery": the
+    # scale-out's CeleryRunLauncher with one local worker (deploy/scale-out/celery)
     launcher: str = "warm"
+
+
+LAUNCHERS = ("warm", "default", "celery")
+CELERY_DIR = Path("deploy", "scale-out", "celery")
+CELERY_QUEUE = "workflow-runs"
 
 
 def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict[str, str]:
@@ -63,10 +69,12 @@ def prepare_environment(options: UpOptions, service_env: dict[str, str]) -> dict
     shipped = settings.workflows_path(options.project_dir)
     # The links to stored objects in run metadata (object_links.py) name this process's API, unless set.
     api_url = settings.api_url if "api_url" in settings.model_fields_set else None
-    dagster_yaml = instance_yaml((options.project_dir / "dagster.yaml").read_text(), options.launcher)
+    dagster_yaml = instance_yaml(options.project_dir, options.launcher)
+    instance_env = instance_environment(admin_dsn({**os.environ, **service_env}), dagster_yaml)
     return {
         **service_env,
-        **instance_environment(admin_dsn({**os.environ, **service_env}), dagster_yaml),
+        **instance_env,
+        **(_celery_environment(settings, instance_env) if options.launcher == "celery" else {}),
         variable("workflows_dir"): os.pathsep.join([shipped, str(submitted)]),
         variable("plugins_file"): str(settings.plugins_file or home / "plugins.json"),
         variable("api_url"): api_url or f"http://{_link_host(options.host)}:{options.port}",
@@ -80,16 +88,33 @@ def _link_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def instance_yaml(project_yaml: str, launcher: str) -> str:
-    """The project's dagster.yaml, or for `--launcher default` the same with Dagster's own run launcher and
-    queued coordinator (runs as Dagster starts them out of the box: a new process each)."""
+def instance_yaml(project_dir: Path, launcher: str) -> str:
+    """The project's dagster.yaml; for `--launcher default` the same with Dagster's own run launcher and
+    queued coordinator (runs as Dagster starts them out of the box: a new process each); for `--launcher celery`
+    the same with the Celery scale-out's run launcher, as deploy/scale-out/celery/dagster.yaml configures it."""
+    project_yaml = (project_dir / "dagster.yaml").read_text()
     if launcher == "warm":
         return project_yaml
     settings = yaml.safe_load(project_yaml)
+    if launcher == "celery":
+        scale_out = yaml.safe_load((project_dir / CELERY_DIR / "dagster.yaml").read_text())
+        settings["run_launcher"] = scale_out["run_launcher"]
+        return yaml.safe_dump(settings, sort_keys=False)
     settings.pop("run_launcher", None)
     settings["run_coordinator"]["module"] = "dagster._core.run_coordinator"
     settings["run_coordinator"]["class"] = "QueuedRunCoordinator"
     return yaml.safe_dump(settings, sort_keys=False)
+
+
+def _celery_environment(settings: PlatformSettings, instance_env: dict[str, str]) -> dict[str, str]:
+    """The broker and result backend: the user's, else the instance's PostgreSQL (no new service); and this
+    interpreter's scripts first on PATH, where `dagster-celery worker start` looks for `celery`."""
+    storage = instance_env[variable("dagster_pg_url")]
+    return {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        variable("celery_broker_url"): settings.celery_broker_url or f"sqla+{storage}",
+        variable("celery_backend_url"): settings.celery_backend_url or f"db+{storage}",
+    }
 
 
 @dataclass(frozen=True)
@@ -160,11 +185,22 @@ def _dagster_commands(
     webserver = [str(bin_dir / "wfp"), "webserver", "-h", options.host, "-p", str(options.dagster_port)]
     webserver += ["-w", str(workspace)]
     daemon = (
-        [str(bin_dir / "wfp"), "daemon", "-w", str(workspace)]
-        if options.launcher == "warm"
-        else [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)]
+        [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)]
+        if options.launcher == "default"
+        else [str(bin_dir / "wfp"), "daemon", "-w", str(workspace)]
     )
-    return {"code-server": code_server, "webserver": webserver, "daemon": daemon}
+    commands = {"code-server": code_server, "webserver": webserver, "daemon": daemon}
+    if options.launcher == "celery":
+        worker_yaml = options.project_dir / CELERY_DIR / "worker.yaml"
+        commands["celery-worker"] = [
+            str(bin_dir / "dagster-celery"),
+            "worker",
+            "start",
+            "-y",
+            str(worker_yaml),
+        ]
+        commands["celery-worker"] += ["-A", "dagster_celery.app", "-q", CELERY_QUEUE, "-n", "wfp-up"]
+    return commands
 
 
 def _wait_for(

@@ -13,6 +13,7 @@ scorer's history, labels included) before reading on: no transaction is lost, an
 delivered again are idempotent (JetStream drops a repeated Nats-Msg-Id, the upsert rewrites the same row).
 """
 
+import datetime as dt
 import json
 
 import pathway as pw
@@ -25,6 +26,7 @@ from .options import StreamOptions
 from .scorer import Scorer
 from .scores_sink import ScoresSink
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NO_LABEL = 0  # a transaction without its label is not known to be a fraud
 
 
@@ -117,7 +119,7 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
     )
     labels = feedback.read(options)
     events = feedback.with_labels(transactions, labels)
-    scored = _scored(events, *scoring_udfs(scorer), options.alert_threshold)
+    scored = _scored(events, *scoring_udfs(scorer), options.alert_threshold, _epoch_ns(options.emit_from))
     dsn = options.settings.require("pg_dsn")
     for table, sink, name in ((scored, ScoresSink(dsn), "scores"), (labels, LabelsSink(dsn), "labels")):
         pw.io.subscribe(
@@ -136,7 +138,9 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
     )
 
 
-def _scored(events: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float) -> pw.Table:
+def _scored(
+    events: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float, emit_from_ns: int | None
+) -> pw.Table:
     """Two operators, one after the other, so that a tick's rows are all remembered (its labels applied)
     before any transaction is scored; a later tick's transactions reach `score` only after `remember` saw
     them, so after the labels before them.
@@ -145,18 +149,18 @@ def _scored(events: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float)
     before the rest were remembered. That Pathway runs the first operator over the rows it has before the
     second sees them is how its single worker schedules them, not a documented promise: test_fraud_stream.py
     checks the outcome (streamed features and scores equal the batch path's), test_fraud_stream_labels.py
-    that of the labels.
+    that of the labels. Transactions before `emit_from_ns` (a replay's history) are remembered, not scored.
     """
     columns = (pw.this.customer_id, pw.this.terminal_id, pw.this.amount, pw.this.tx_fraud)
-    remembered = (
-        events.select(
-            *pw.this,
-            created_at=pw.this.tx_datetime,
-            instant=remember(pw.this.is_label, pw.this.transaction_id, pw.this.tx_datetime, *columns),
-        )
-        .filter(~pw.this.is_label)
-        .without(pw.this.tx_datetime, pw.this.is_label)
+    remembered = events.select(
+        *pw.this,
+        created_at=pw.this.tx_datetime,
+        instant=remember(pw.this.is_label, pw.this.transaction_id, pw.this.tx_datetime, *columns),
     )
+    scored = ~remembered.is_label
+    if emit_from_ns is not None:
+        scored &= remembered.instant >= emit_from_ns
+    remembered = remembered.filter(scored).without(pw.this.tx_datetime, pw.this.is_label)
     return remembered.select(
         *pw.this.without(pw.this.instant),
         result=score(pw.this.transaction_id, pw.this.instant, *columns),
@@ -168,6 +172,11 @@ def _scored(events: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float)
         tx_fraud=pw.this.result[3],  # the label the scorer knew, a delayed one included
         fraud_flag=pw.this.result[0] >= threshold,
     )
+
+
+def _epoch_ns(instant: dt.datetime | None) -> int | None:
+    """UTC nanoseconds since the epoch, as the scorer's instants."""
+    return None if instant is None else (instant - _EPOCH) // dt.timedelta(microseconds=1) * 1000
 
 
 def _alerts(scored: pw.Table, subject: str) -> pw.Table:

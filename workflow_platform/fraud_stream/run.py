@@ -20,15 +20,7 @@ log = logging.getLogger(__name__)
 
 def run(options: StreamOptions) -> None:
     settings = options.settings
-    ensure_streams(
-        settings.require("nats_url"),
-        options.input_stream,
-        options.input_subject,
-        options.alerts_stream,
-        options.alerts_subject,
-        options.consumer,
-        (options.feedback_stream, options.feedback_subject, options.feedback_consumer),
-    )
+    ensure_streams(options)
     model = LatestModel(settings_client(settings), settings.s3_bucket, options.model_check_seconds)
     build(options, Scorer(model))
     log.info(

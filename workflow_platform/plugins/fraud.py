@@ -1,9 +1,10 @@
-"""Fraud models: `trainModel` fits scikit-learn models on a feature table (the fraud-features-pipeline's output),
+"""Fraud models and the real-time fraud stream: `trainModel` fits scikit-learn models on a feature table (the fraud-features-pipeline's output),
 evaluates them on the handbook's protocol (train window, delay, test window without the cards already known
 compromised) and stores the best in the object store, where fraud-detection-pipeline finds it.
 
 Stored under `models/fraud/<version>/` (model.joblib, metrics.json) with `models/fraud/latest.json` naming the
-newest when `promote` is on; see `workflow_platform.fraud.model`.
+newest when `promote` is on; see `workflow_platform.fraud.model`. `startStream`, `stopStream` and `replayStream`
+operate the streaming pipeline that scores with it: plugins/fraud_stream.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from workflow_platform.language.actions import (
     Touched,
     plugin,
 )
+from workflow_platform.plugins.fraud_stream import STREAM_ACTIONS
 from workflow_platform.plugins.minio import object_asset_key, read_input_object
 
 if TYPE_CHECKING:  # resources import dagster and the clients; validation must stay light
@@ -191,7 +193,8 @@ def _comparison(version: str, window: str, metrics: dict[str, dict[str, float]])
 
 FRAUD = plugin(
     "fraud",
-    "Fraud models: train and evaluate on the handbook's protocol, store the best for scoring",
+    "Fraud models: train and evaluate on the handbook's protocol, store the best for scoring; start, stop and "
+    "replay the real-time fraud stream",
     "object_store",
     Action(
         "trainModel",
@@ -200,4 +203,5 @@ FRAUD = plugin(
         "Fit models on a feature table's training window, measure them on its test window (AUC ROC, average "
         "precision, card precision@100) and store the best under models/fraud/.",
     ),
+    *STREAM_ACTIONS,
 )

@@ -64,14 +64,15 @@ class Status(BaseModel):
         return self.pending + self.unacknowledged
 
 
-async def control_bucket(js: JetStreamContext) -> KeyValue:
-    """The bucket, created if missing (one value per key: only the latest command and status matter)."""
+async def control_bucket(js: JetStreamContext, name: str = BUCKET) -> KeyValue:
+    """The bucket, created if missing (one value per key: only the latest command and status matter). Another
+    `name`: a second stream's control (tests run their own supervisors side by side)."""
     from nats.js.errors import BucketNotFoundError
 
     try:
-        return await js.key_value(BUCKET)
+        return await js.key_value(name)
     except BucketNotFoundError:
-        return await js.create_key_value(bucket=BUCKET, history=1, description="the fraud stream's control")
+        return await js.create_key_value(bucket=name, history=1, description="the fraud stream's control")
 
 
 async def read_desired(bucket: KeyValue) -> Desired | None:
@@ -90,16 +91,19 @@ async def command(
     bucket: KeyValue, state: StreamState, replay_from: dt.datetime | None = None, requested_by: str = ""
 ) -> Desired:
     """Write the next command; two operators at once each get their own generation (compare-and-set)."""
-    from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+    from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 
     while True:
         try:
             entry = await bucket.get(DESIRED_KEY)
             current, revision = Desired.model_validate_json(entry.value or b"{}"), entry.revision
-        except KeyNotFoundError:
-            current, revision = None, 0
+        except (KeyNotFoundError, KeyDeletedError) as missing:
+            # A deleted or purged key keeps its marker's revision: the update must name it, or it never lands.
+            current, revision = None, missing.entry.revision if missing.entry else 0
+        # After the key was deleted, generations go on from the last one the supervisor applied.
+        applied = await read_status(bucket)
         desired = Desired(
-            generation=(current.generation if current else 0) + 1,
+            generation=max(current.generation if current else 0, applied.generation if applied else 0) + 1,
             state=state,
             replay_from=replay_from,
             requested_by=requested_by,
@@ -112,10 +116,10 @@ async def command(
 
 
 async def _read(bucket: KeyValue, key: str, model: type[_Model]) -> _Model | None:
-    from nats.js.errors import KeyNotFoundError
+    from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
     try:
         entry = await bucket.get(key)
-    except KeyNotFoundError:
+    except (KeyNotFoundError, KeyDeletedError):
         return None
     return model.model_validate_json(entry.value) if entry.value else None
