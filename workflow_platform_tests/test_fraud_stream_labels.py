@@ -249,3 +249,15 @@ def test_a_label_waits_for_its_transaction_until_no_window_can_reach_it() -> Non
         featured(history_batch([day * 10 + n for n in range(4)], day=day, terminal=1))
     featured(history_batch([99], day=120))
     assert history.labels(np.array([99])).tolist() == [0.0]
+
+
+def test_a_replays_history_only_transactions_expire_like_the_others() -> None:
+    """Transactions before a replay's instant are never featured (--emit-from): the history must not keep
+    every row since them waiting for it."""
+    history = RecentHistory(capacity=4, featured_from=int(10 * DAY_NS))
+    history.remember(history_batch(list(range(8)), day=0))  # the replay's history: remembered only
+    for day in range(10, 200):
+        batch = history_batch([day * 10 + n for n in range(4)], day=day, terminal=1)
+        history.remember(batch)
+        history.features(batch, cards=1, terminals=2)
+    assert len(history) < 2 * 4 * (37 + 1)  # about what the windows reach, not 190 days of rows

@@ -81,7 +81,9 @@ class Codes:
 class RecentHistory:
     """The transactions any window of a new one can reach, as columns with room to grow."""
 
-    def __init__(self, capacity: int = 1 << 16) -> None:
+    def __init__(self, capacity: int = 1 << 16, featured_from: int | None = None) -> None:
+        """`featured_from`: transactions before this instant (a replay's history) are remembered only, never
+        featured: no window has to wait for them."""
         self._columns = {name: np.empty(capacity, dtype) for name, dtype in _COLUMNS.items()}
         self._size = 0
         self._newest = np.iinfo(np.int64).min
@@ -89,6 +91,7 @@ class RecentHistory:
         # id -> (label, the newest instant at the first clean-up since it came) of transactions not remembered
         self._labels: dict[int, tuple[float, int | None]] = {}
         self._unfeatured: dict[int, int] = {}  # id -> instant of those remembered, not featured yet
+        self._featured_from = np.iinfo(np.int64).min if featured_from is None else featured_from
 
     def __len__(self) -> int:
         return self._size
@@ -101,7 +104,11 @@ class RecentHistory:
         for position, transaction_id in enumerate(batch.tie.tolist()):
             fresh[position] = transaction_id not in known and transaction_id not in seen
             seen.add(transaction_id)
-        self._unfeatured.update(zip(batch.tie.tolist(), batch.instant.tolist(), strict=True))
+        self._unfeatured.update(
+            (transaction_id, instant)
+            for transaction_id, instant in zip(batch.tie.tolist(), batch.instant.tolist(), strict=True)
+            if instant >= self._featured_from
+        )
         fresh_rows = _rows(batch, fresh)
         for position, transaction_id in enumerate(fresh_rows.tie.tolist()):
             if (label := self._labels.pop(transaction_id, None)) is not None:

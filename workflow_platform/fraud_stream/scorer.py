@@ -10,6 +10,8 @@ label: a label counts in the windows of the transactions scored after it.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 
@@ -23,14 +25,17 @@ Scored = tuple[float, tuple[float, ...], str, int]
 
 
 class Scorer:
-    def __init__(self, model: LatestModel) -> None:
+    def __init__(self, model: LatestModel, emit_from: dt.datetime | None = None) -> None:
+        """`emit_from`: a replay's instant, before which transactions are remembered, not scored."""
         from threadpoolctl import threadpool_limits
 
         # What `fraud.model.score` does per call (one OpenMP thread: a second one spinning on the shared cores
         # slows scoring down), set once for the process: per call it cost ~7 ms, more than a tick's scoring.
         threadpool_limits(limits=1, user_api="openmp")
         self._model = model
-        self._history = RecentHistory()
+        self._history = RecentHistory(
+            featured_from=None if emit_from is None else pd.Timestamp(emit_from).value
+        )
         self._cards = Codes()
         self._terminals = Codes()
 
