@@ -268,6 +268,6 @@ def _stored_model_version(store: Minio, bucket: str) -> str | None:
     try:
         return json.loads(read_object(store, bucket, LATEST_KEY)[0])["version"]
     except S3Error as exc:
-        if exc.code == "NoSuchKey":
+        if exc.code in ("NoSuchKey", "NoSuchBucket"):  # no model stored yet, nor anything else
             return None
         raise
