@@ -133,6 +133,10 @@ def test_compose_file_is_valid_for_docker_compose(tmp_path):
         ("postgres", "nats", "minio"), "service_healthy"
     )
     assert "minioadmin" not in completed.stdout and ":postgres@" not in completed.stdout  # no default secret
+    # every image that is pulled names a release: an upgrade is a change to this file, not a surprise
+    pulled = {name: service["image"] for name, service in resolved.items() if "build" not in service}
+    assert pulled and all(re.fullmatch(r"[\w./-]+:[\w.-]+", image) for image in pulled.values()), pulled
+    assert not [image for image in pulled.values() if image.endswith(":latest")], pulled
     env = resolved["daemon"]["environment"]
     password, admin_password = filled["WFP_PG_WORKFLOWS_PASSWORD"], filled["POSTGRES_PASSWORD"]
     assert env["WFP_PG_DSN"] == f"postgresql://wfp_workflows:{password}@postgres:5432/workflows"
