@@ -23,14 +23,15 @@ FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH
 RUN groupadd --system --gid 10001 wfp \
   && useradd --system --uid 10001 --gid wfp --home-dir /app --shell /usr/sbin/nologin wfp \
-  && mkdir -p /app /var/lib/wfp/submitted \
+  && mkdir -p /app /var/lib/wfp/submitted /var/lib/wfp/fraud-stream \
   && chown -R wfp:wfp /app /var/lib/wfp
 WORKDIR /app
 COPY --chown=wfp:wfp workflows ./workflows
 COPY --chown=wfp:wfp dagster.yaml workspace.yaml ./
 COPY --chown=wfp:wfp deploy ./deploy
 # deploy/dagster.yaml is the containers' instance; /var/lib/wfp/submitted is where the API registers workflows
-# (a volume shared with the code server and the daemon: it starts with this folder's owner).
+# (a volume shared with the code server and the daemon: it starts with this folder's owner); the fraud stream's
+# checkpoints go to /var/lib/wfp/fraud-stream (its own volume).
 ENV DAGSTER_HOME=/app/deploy WORKFLOWS_DIR=/app/workflows:/var/lib/wfp/submitted
 
 FROM runtime AS pathway

@@ -51,9 +51,10 @@ def services() -> Iterator[dict[str, str]]:
     if all(os.environ.get(name) for name in ("WFP_PG_DSN", "WFP_NATS_URL", "WFP_S3_ENDPOINT")):
         yield dict(os.environ)
         return
-    from workflow_platform.stack import EmbeddedStack
+    from workflow_platform.stack import SERVICES, EmbeddedStack
 
-    with tempfile.TemporaryDirectory() as state, EmbeddedStack(Path(state)) as stack:
+    needed = [name for name in SERVICES if name != "fraud-stream"]  # the bench runs its own pipeline
+    with tempfile.TemporaryDirectory() as state, EmbeddedStack(Path(state), services=needed) as stack:
         os.environ.update(stack.env)
         yield dict(os.environ)
 

@@ -108,12 +108,14 @@ def require_tool(*names: str) -> str:
 @pytest.fixture(scope="session")
 def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Start PostgreSQL, NATS JetStream, the S3 server and the Pathway service; export their WFP_* variables."""
-    from workflow_platform.stack import EmbeddedStack
+    from workflow_platform.stack import SERVICES, EmbeddedStack
 
     saved = dict(os.environ)
     for name in ENDPOINT_VARIABLES:
         os.environ.pop(name, None)
-    with EmbeddedStack(tmp_path_factory.mktemp("stack")) as stack:
+    # Without the fraud stream's supervisor: the tests run theirs, each on its own subjects and control bucket.
+    services = [name for name in SERVICES if name != "fraud-stream"]
+    with EmbeddedStack(tmp_path_factory.mktemp("stack"), services=services) as stack:
         os.environ.update(stack.env)
         os.environ["DAGSTER_HOME"] = str(tmp_path_factory.mktemp("dagster_home"))
         Path(os.environ["DAGSTER_HOME"], "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

@@ -153,3 +153,38 @@ def test_compose_services_run_a_workflow_with_outputs_and_logs_in_the_object_sto
     outputs = {Path(name).parent.name for name in objects if name.startswith(f"io/storage/{run_id}/")}
     assert outputs == {"run_pathway", "store_results", "emit_event"}, objects  # one per step (Dagster names)
     assert any(name.startswith(f"compute-logs/storage/{run_id}/") for name in objects), objects
+
+
+def test_compose_fraud_stream_service_waits_for_a_model_and_passes_its_health_check(stack_env, s3, tmp_path):
+    """docker-compose's `fraud-stream` command and health check, its volume moved to tmp_path: the supervisor
+    reports that it waits for a model, its health check passes, and SIGTERM stops it (status 0)."""
+    from workflow_platform.fraud_stream.latest_model import NO_MODEL
+    from workflow_platform.resources.fraud_stream_control import Status
+
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["fraud-stream"]
+    volume = service["volumes"][0].split(":", 1)[1]
+
+    def local(words: list[str]) -> list[str]:
+        moved = [word.replace(volume, str(tmp_path)) for word in words]
+        return [sys.executable if moved[0] == "python" else moved[0], *moved[1:]]
+
+    bucket = f"fraud-stream-{uuid.uuid4().hex[:8]}"  # an object store without a model
+    s3.make_bucket(bucket)
+    env = os.environ | {"WFP_S3_BUCKET": bucket}
+    # A control bucket of its own: the session's NATS is shared with the other tests.
+    command = [*local(service["command"]), "--control-bucket", f"compose_{uuid.uuid4().hex[:8]}"]
+    health = local(service["healthcheck"]["test"][1:])
+    log = tmp_path / "fraud-stream.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        status_file = tmp_path / "status.json"
+        _wait("fraud-stream", status_file.exists, process, log, timeout=60)
+        status = Status.model_validate_json(status_file.read_text())
+        assert status.state == "waiting" and status.detail == NO_MODEL, status
+        checked = subprocess.run(health, capture_output=True, text=True, timeout=30)
+        assert checked.returncode == 0, checked.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0, log.read_text()[-4000:]

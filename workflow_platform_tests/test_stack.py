@@ -19,6 +19,8 @@ import psycopg2
 import pytest
 from minio import Minio
 
+from workflow_platform.fraud_stream.latest_model import NO_MODEL
+from workflow_platform.resources.fraud_stream_control import Status
 from workflow_platform.stack import EmbeddedStack, ServiceStartError
 from workflow_platform.stack.processes import port_open, stop_process, wait_gone
 from workflow_platform_tests.conftest import read_json_object
@@ -265,12 +267,19 @@ def test_start_recovers_from_a_killed_postmaster(tmp_path: Path) -> None:
 
 def test_default_stack_includes_a_healthy_pathway_service(tmp_path: Path) -> None:
     with EmbeddedStack(tmp_path) as stack:
-        assert set(stack.handles) == {"postgres", "nats", "s3", "pathway"}
+        assert set(stack.handles) == {"postgres", "nats", "s3", "pathway", "fraud-stream"}
         url = stack.env["WFP_PATHWAY_URL"]
         with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
             assert response.status == 200
         process = stack.handles["pathway"].process
-    assert not process.alive()
+        # The fraud stream's supervisor waits, Pathway not loaded, until the training workflow stores a model.
+        supervisor = stack.handles["fraud-stream"]
+        status = Status.model_validate_json((tmp_path / "fraud-stream" / "status.json").read_text())
+        assert status.state == "waiting" and status.detail == NO_MODEL and status.pid is None
+        assert supervisor.log == str(tmp_path.resolve() / "logs" / "fraud-stream.log")
+        loaded = {Path(region.path).name for region in psutil.Process(supervisor.process.pid).memory_maps()}
+        assert not any(name.startswith("engine.") for name in loaded), loaded  # pathway/engine.*.so
+    assert not process.alive() and not supervisor.process.alive()
     assert not port_open(urlparse(url).port or 0)
 
 

@@ -26,6 +26,8 @@ def test_stack_up_run_env_down(tmp_path):
         )
         assert set(exports) >= {"WFP_PG_DSN", "WFP_NATS_URL", "WFP_S3_ENDPOINT", "WFP_PATHWAY_URL"}
         assert wfp("stack", "env", env=env).stdout == up.stdout
+        # the fraud stream's supervisor runs with the stack (idle: no model yet)
+        assert recorded_processes(tmp_path / "home" / "stack")["fraud-stream"].alive()
 
         ran = wfp("run", "minio-store-workflow", "--outputs", str(tmp_path / "out"), env=env)
         assert ran.returncode == 0, ran.stderr

@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from workflow_platform.files import write_atomically
 from workflow_platform.fraud import LATEST_KEY
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+State = Literal["running", "stopped", "waiting", "failed"]  # Status.state's
 BACKOFF_MAX_S = 60.0
 STABLE_S = 60.0  # a pipeline up this long has recovered: the next failure is retried quickly again
 
@@ -144,7 +145,7 @@ class Supervisor:
         persistence.mark_replay(self.options, replay_from)
         return True
 
-    async def _keep(self) -> tuple[str, str]:
+    async def _keep(self) -> tuple[State, str]:
         """Start or stop the child as desired; the state and detail to report."""
         status = await self.child.exited()
         if status is not None:
@@ -185,14 +186,14 @@ class Supervisor:
         )
         log.error("%s", self.failure)
 
-    async def _status(self, js: JetStreamContext, state: str, detail: str) -> Status:
+    async def _status(self, js: JetStreamContext, state: State, detail: str) -> Status:
         position = await self._position(js)
         now = dt.datetime.now(dt.UTC)
         lag = position["pending"] + position["unacknowledged"]
         rate = self.progress.update(position["acknowledged_sequence"], lag, now)
         return Status(
             updated_at=now,
-            state=state,  # type: ignore[arg-type]  # one of Status.state's, by construction
+            state=state,
             detail=detail,
             generation=self.applied or 0,
             pid=self.child.pid,
@@ -218,7 +219,7 @@ class Supervisor:
         }
 
     def _outage(self, detail: str) -> Status:
-        state = "running" if self.child.alive else "stopped" if self.wanted == "stopped" else "waiting"
+        state: State = "running" if self.child.alive else "stopped" if self.wanted == "stopped" else "waiting"
         return Status(
             updated_at=dt.datetime.now(dt.UTC),
             state=state,
@@ -268,6 +269,6 @@ def _stored_model_version(store: Minio, bucket: str) -> str | None:
     try:
         return json.loads(read_object(store, bucket, LATEST_KEY)[0])["version"]
     except S3Error as exc:
-        if exc.code == "NoSuchKey":
+        if exc.code in ("NoSuchKey", "NoSuchBucket"):  # no model stored yet, nor anything else
             return None
         raise

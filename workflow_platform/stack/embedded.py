@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from workflow_platform.files import write_atomically
-from workflow_platform.stack import nats_server, pathway_server, pg_server, s3_server
+from workflow_platform.stack import fraud_stream_server, nats_server, pathway_server, pg_server, s3_server
 from workflow_platform.stack.processes import (
     ServiceHandle,
     ServiceStartError,
@@ -22,7 +22,7 @@ from workflow_platform.stack.processes import (
     stop_process,
 )
 
-SERVICES: tuple[str, ...] = ("postgres", "nats", "s3", "pathway")
+SERVICES: tuple[str, ...] = ("postgres", "nats", "s3", "pathway", "fraud-stream")
 MANIFEST = "stack.json"
 
 # A starter takes the state dir, the log path and the ports the service had before (a restart keeps its
@@ -34,20 +34,31 @@ _STARTERS: dict[str, Starter] = {
     "s3": s3_server.start,
 }
 # Started once the services they need run, with those services' WFP_* variables in their environment: the
-# Pathway service reads pipeline inputs by reference from S3.
+# Pathway service reads pipeline inputs by reference from S3; the fraud stream's supervisor reads NATS and
+# the object store, its pipeline writes scores to PostgreSQL.
 _STARTERS_AFTER: dict[
-    str, tuple[str, Callable[[Path, Path, Mapping[str, str], Mapping[str, int] | None], ServiceHandle]]
+    str,
+    tuple[
+        tuple[str, ...], Callable[[Path, Path, Mapping[str, str], Mapping[str, int] | None], ServiceHandle]
+    ],
 ] = {
-    "pathway": ("s3", pathway_server.start),
+    "pathway": (("s3",), pathway_server.start),
+    "fraud-stream": (("postgres", "nats", "s3"), fraud_stream_server.start),
 }
 # Services without an entry are stopped by signalling their process group.
 _STOPPERS: dict[str, Callable[[ServiceHandle], None]] = {"postgres": pg_server.stop, "s3": s3_server.stop}
 # Where each server keeps its data, under the state dir: never two servers on one of these.
-_DATA_DIRS: dict[str, str] = {"postgres": "postgres", "nats": "nats", "s3": "s3"}
+_DATA_DIRS: dict[str, str] = {
+    "postgres": "postgres",
+    "nats": "nats",
+    "s3": "s3",
+    "fraud-stream": fraud_stream_server.DATA_DIR,  # its checkpoints: never two pipelines on them
+}
 
 
 class EmbeddedStack:
-    """Starts PostgreSQL, NATS JetStream, an S3 server and the Pathway service on free loopback ports.
+    """Starts PostgreSQL, NATS JetStream, an S3 server and the Pathway service on free loopback ports, and the
+    fraud stream's supervisor (no port: it waits for a model, then runs the streaming pipeline).
 
     Each service keeps its data under `state_dir` and logs to `state_dir/logs/<service>.log`; `stack.json`
     records pids, ports and the WFP_* environment so another process can `attach()` and `stop()` the stack.
@@ -166,7 +177,9 @@ class EmbeddedStack:
         self, names: Sequence[str], previous: Mapping[str, ServiceHandle]
     ) -> dict[str, ServiceHandle]:
         """All or nothing: if one service fails, the ones this call started are stopped again."""
-        later = [name for name in names if name in _STARTERS_AFTER and _STARTERS_AFTER[name][0] in names]
+        later = [
+            name for name in names if name in _STARTERS_AFTER and set(_STARTERS_AFTER[name][0]) & set(names)
+        ]
         started = self._start_parallel([name for name in names if name not in later], self.env, previous)
         try:
             env = dict(self.env)
@@ -184,9 +197,10 @@ class EmbeddedStack:
         """A running service whose dependency came back with other WFP_* variables (its ports were taken) still
         points at the old endpoint: replace it, so the stack works as one again."""
         for name, (needs, _) in _STARTERS_AFTER.items():
-            if name not in self._handles or name in started or needs not in started:
+            if name not in self._handles or name in started:
                 continue
-            if needs in recorded and recorded[needs].env == started[needs].env:
+            restarted = [need for need in needs if need in started]
+            if all(need in recorded and recorded[need].env == started[need].env for need in restarted):
                 continue
             _stop_service(self._handles.pop(name))
             replaced = self._start_parallel([name], self.env, recorded)
