@@ -35,6 +35,7 @@ the scores it rewrites may differ from the first ones.
     latest_model.py  the model `models/fraud/latest.json` names, looked up again every few seconds
     scores_sink.py   the scores' upsert into orchestrator.transactions, once per tick
     labels_sink.py   the delayed labels' update of orchestrator.transactions.tx_fraud, once per tick
+    tick_writer.py   the sinks' PostgreSQL connection: a tick's rows in one statement
     persistence.py   where the checkpoints live (object store or directory), one pipeline on them at a time;
                      forgetting them for a replay
 """

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .tick_writer import TickWriter
+
 UPDATE = (
     "UPDATE orchestrator.transactions AS t SET tx_fraud = v.tx_fraud "
     "FROM (VALUES %s) AS v(source, source_tx_id, tx_fraud) "
@@ -19,8 +21,7 @@ class LabelsSink:
     """Gathers a tick's labels (`on_change`) and writes them when the tick ends (`on_time_end`)."""
 
     def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
-        self._connection: Any = None
+        self._writer = TickWriter(dsn, "wfp-fraud-stream-labels")
         self._pending: dict[tuple[str, int], int] = {}  # the last label of each transaction in the tick
 
     def on_change(self, key: Any, row: dict[str, Any], time: int, is_addition: bool) -> None:
@@ -30,22 +31,9 @@ class LabelsSink:
     def on_time_end(self, time: int) -> None:
         if not self._pending:
             return
-        import psycopg2.extras
-
         rows = [(source, transaction_id, fraud) for (source, transaction_id), fraud in self._pending.items()]
-        with self._connect(), self._connection.cursor() as cursor:
-            psycopg2.extras.execute_values(cursor, UPDATE, rows, template="(%s, %s::bigint, %s::smallint)")
+        self._writer.write(UPDATE, rows, template="(%s, %s::bigint, %s::smallint)")
         self._pending = {}
 
     def on_end(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-
-    def _connect(self) -> Any:
-        import psycopg2
-
-        if self._connection is None or self._connection.closed:
-            self._connection = psycopg2.connect(
-                self._dsn, connect_timeout=10, application_name="wfp-fraud-stream-labels"
-            )
-        return self._connection
+        self._writer.close()

@@ -12,6 +12,8 @@ import datetime as dt
 import logging
 from typing import Any
 
+from .tick_writer import TickWriter
+
 log = logging.getLogger(__name__)
 
 COLUMNS = (
@@ -38,8 +40,7 @@ class ScoresSink:
     """Gathers a tick's scored rows (`on_change`) and upserts them when the tick ends (`on_time_end`)."""
 
     def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
-        self._connection: Any = None
+        self._writer = TickWriter(dsn, "wfp-fraud-stream")
         self._pending: list[tuple] = []
 
     def on_change(self, key: Any, row: dict[str, Any], time: int, is_addition: bool) -> None:
@@ -63,26 +64,12 @@ class ScoresSink:
     def on_time_end(self, time: int) -> None:
         if not self._pending:
             return
-        import psycopg2.extras
-
         now = dt.datetime.now(dt.UTC)
-        rows = [(*row, now) for row in self._pending]
-        with self._connect(), self._connection.cursor() as cursor:
-            psycopg2.extras.execute_values(cursor, UPSERT, rows, page_size=5000)
+        self._writer.write(UPSERT, [(*row, now) for row in self._pending])
         self._pending = []
 
     def on_end(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-
-    def _connect(self) -> Any:
-        import psycopg2
-
-        if self._connection is None or self._connection.closed:
-            self._connection = psycopg2.connect(
-                self._dsn, connect_timeout=10, application_name="wfp-fraud-stream"
-            )
-        return self._connection
+        self._writer.close()
 
 
 def _numeric_id(terminal: str) -> int | None:
