@@ -157,11 +157,14 @@ def test_celery_scale_out_runs_workflows_in_a_celery_worker(stack_env, tmp_path)
     started included (each run gets a fresh worker process: worker.yaml's worker_max_tasks_per_child)."""
     with running_platform(tmp_path, launcher="celery") as running:
         api = running["api"]
+        tasks = []
         for name in ("celery-first", "celery-registered-later"):
             submitted = requests.post(f"{api}/api/workflows", json=demo_workflow(name), timeout=120)
             assert submitted.status_code == 201, submitted.text
             execution = wait_for(api, submitted.json()["executionId"], timeout=240)
             assert execution["status"] == "SUCCESS", execution
-            assert DAGSTER_CELERY_TASK_ID_TAG in execution["tags"]
+            tasks.append(execution["tags"][DAGSTER_CELERY_TASK_ID_TAG])
+    # (the queue is the session's: the worker may also have taken a run an earlier test left in it)
     worker_log = (tmp_path / "logs" / "celery-worker.log").read_text()
-    assert worker_log.count("succeeded in") == 2, worker_log[-3000:]
+    for task in tasks:
+        assert re.search(rf"Task execute_job\[{task}\] succeeded in", worker_log), worker_log[-3000:]
