@@ -158,7 +158,7 @@ def test_compose_services_run_a_workflow_with_outputs_and_logs_in_the_object_sto
 def test_compose_fraud_stream_service_waits_for_a_model_and_passes_its_health_check(stack_env, s3, tmp_path):
     """docker-compose's `fraud-stream` command and health check, its volume moved to tmp_path: the supervisor
     reports that it waits for a model, its health check passes, and SIGTERM stops it (status 0)."""
-    from workflow_platform.fraud_stream.latest_model import NO_MODEL
+    from workflow_platform.fraud import NO_MODEL
     from workflow_platform.resources.fraud_stream_control import Status
 
     service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["fraud-stream"]

@@ -33,9 +33,9 @@ from nats.js.kv import KeyValue
 
 from workflow_platform.demo_data.fraud_load import replay_to_nats
 from workflow_platform.demo_data.fraud_simulator import SimulationConfig, simulate_cached
+from workflow_platform.fraud import NO_MODEL
 from workflow_platform.fraud.features import FEATURES, transform_features
 from workflow_platform.fraud.model import FraudModel, fit_model, save_model, score
-from workflow_platform.fraud_stream.latest_model import NO_MODEL
 from workflow_platform.resources.fraud_stream_control import (
     Desired,
     Status,

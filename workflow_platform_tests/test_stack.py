@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 from minio import Minio
 
-from workflow_platform.fraud_stream.latest_model import NO_MODEL
+from workflow_platform.fraud import NO_MODEL
 from workflow_platform.resources.fraud_stream_control import Status
 from workflow_platform.stack import EmbeddedStack, ServiceStartError
 from workflow_platform.stack.processes import port_open, stop_process, wait_gone

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from workflow_platform.fraud import LATEST_KEY, MODEL_NAMES, MODEL_PREFIX
+from workflow_platform.fraud import LATEST_KEY, MODEL_NAMES, MODEL_PREFIX, NO_MODEL, latest_version
 from workflow_platform.fraud.features import FEATURES
 
 if TYPE_CHECKING:
@@ -269,7 +269,9 @@ def load_model(
     if client is None or bucket is None:
         client, bucket = object_store()
     if version is None:
-        version = json.loads(read_object(client, bucket, LATEST_KEY)[0])["version"]
+        version = latest_version(client, bucket)
+        if version is None:
+            raise LookupError(NO_MODEL)
     return model_from_joblib(read_object(client, bucket, model_key(version))[0])
 
 

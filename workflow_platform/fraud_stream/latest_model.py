@@ -6,20 +6,17 @@ picked up within `check_seconds` of its promotion, without a restart. Versions n
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import TYPE_CHECKING
 
-from workflow_platform.fraud import LATEST_KEY
+from workflow_platform.fraud import NO_MODEL, latest_version
 from workflow_platform.fraud.model import FraudModel, load_model
 
 if TYPE_CHECKING:
     from minio import Minio
 
 log = logging.getLogger(__name__)
-
-NO_MODEL = "no fraud model stored yet (models/fraud/latest.json): run the fraud-model-training workflow first"
 
 
 class LatestModel:
@@ -43,13 +40,7 @@ class LatestModel:
         return self._model
 
     def _latest_version(self) -> str:
-        from minio.error import S3Error
-
-        from workflow_platform.resources.s3_client import read_object
-
-        try:
-            return json.loads(read_object(self._client, self._bucket, LATEST_KEY)[0])["version"]
-        except S3Error as exc:
-            if exc.code == "NoSuchKey":
-                raise LookupError(NO_MODEL) from None
-            raise
+        version = latest_version(self._client, self._bucket)
+        if version is None:
+            raise LookupError(NO_MODEL)
+        return version

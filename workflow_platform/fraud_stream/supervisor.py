@@ -18,30 +18,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from workflow_platform.files import write_atomically
-from workflow_platform.fraud import LATEST_KEY
+from workflow_platform.fraud import NO_MODEL, latest_version
 from workflow_platform.resources.fraud_stream_control import (
     HEARTBEAT_S,
     Desired,
     Status,
+    StatusState,
     StreamState,
     control_bucket,
     read_desired,
     read_status,
     write_status,
 )
-from workflow_platform.resources.s3_client import read_object, settings_client
+from workflow_platform.resources.s3_client import settings_client
 
 from . import persistence, streams
 from .child import Child
-from .latest_model import NO_MODEL
 from .options import StreamOptions, to_argv
 
 if TYPE_CHECKING:
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-State = Literal["running", "stopped", "waiting", "failed"]  # Status.state's
 BACKOFF_MAX_S = 60.0
 STABLE_S = 60.0  # a pipeline up this long has recovered: the next failure is retried quickly again
 
@@ -145,12 +143,12 @@ class Supervisor:
         persistence.mark_replay(self.options, replay_from)
         return True
 
-    async def _keep(self) -> tuple[State, str]:
+    async def _keep(self) -> tuple[StatusState, str]:
         """Start or stop the child as desired; the state and detail to report."""
         status = await self.child.exited()
         if status is not None:
             self._exited(status)
-        self.model_version = await asyncio.to_thread(_stored_model_version, self._store, self._bucket)
+        self.model_version = await asyncio.to_thread(latest_version, self._store, self._bucket)
         if self.wanted != "running":
             await self.child.stop()
             return "stopped", ""
@@ -186,7 +184,7 @@ class Supervisor:
         )
         log.error("%s", self.failure)
 
-    async def _status(self, js: JetStreamContext, state: State, detail: str) -> Status:
+    async def _status(self, js: JetStreamContext, state: StatusState, detail: str) -> Status:
         position = await self._position(js)
         now = dt.datetime.now(dt.UTC)
         lag = position["pending"] + position["unacknowledged"]
@@ -219,7 +217,9 @@ class Supervisor:
         }
 
     def _outage(self, detail: str) -> Status:
-        state: State = "running" if self.child.alive else "stopped" if self.wanted == "stopped" else "waiting"
+        state: StatusState = (
+            "running" if self.child.alive else "stopped" if self.wanted == "stopped" else "waiting"
+        )
         return Status(
             updated_at=dt.datetime.now(dt.UTC),
             state=state,
@@ -260,15 +260,3 @@ class Supervisor:
 
 async def _quiet(error: Exception) -> None:
     log.debug("NATS: %s", error)
-
-
-def _stored_model_version(store: Minio, bucket: str) -> str | None:
-    """The version `models/fraud/latest.json` names; None if no model is stored yet."""
-    from minio.error import S3Error
-
-    try:
-        return json.loads(read_object(store, bucket, LATEST_KEY)[0])["version"]
-    except S3Error as exc:
-        if exc.code in ("NoSuchKey", "NoSuchBucket"):  # no model stored yet, nor anything else
-            return None
-        raise

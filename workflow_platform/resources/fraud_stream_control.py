@@ -26,7 +26,8 @@ DESIRED_KEY = "desired"
 STATUS_KEY = "status"
 HEARTBEAT_S = 5.0  # how often the supervisor writes its status
 
-StreamState = Literal["running", "stopped"]
+StreamState = Literal["running", "stopped"]  # what a command asks for
+StatusState = Literal["running", "stopped", "waiting", "failed"]  # waiting: for a model, or for a service
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
@@ -45,7 +46,7 @@ class Status(BaseModel):
     """What the supervisor last saw. `updated_at` is its heartbeat: older than a few HEARTBEAT_S, it is down."""
 
     updated_at: dt.datetime
-    state: Literal["running", "stopped", "waiting", "failed"]  # waiting: for a model, or for a service
+    state: StatusState
     detail: str = ""  # why it waits or failed, in words an operator can act on
     generation: int = 0  # the last command applied (0: none yet, the stream runs by default)
     pid: int | None = None  # the pipeline's process while it runs
