@@ -121,7 +121,8 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
     events = feedback.with_labels(transactions, labels)
     scored = _scored(events, *scoring_udfs(scorer), options.alert_threshold, _epoch_ns(options.emit_from))
     dsn = options.settings.require("pg_dsn")
-    for table, sink, name in ((scored, ScoresSink(dsn), "scores"), (labels, LabelsSink(dsn), "labels")):
+    scores = scored.select(*(scored[column] for column in ScoresSink.COLUMNS))  # not the features (15 values)
+    for table, sink, name in ((scores, ScoresSink(dsn), "scores"), (labels, LabelsSink(dsn), "labels")):
         pw.io.subscribe(
             table, on_change=sink.on_change, on_time_end=sink.on_time_end, on_end=sink.on_end, name=name
         )

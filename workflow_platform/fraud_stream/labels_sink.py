@@ -6,7 +6,10 @@ updates nothing here: the scores' insert carries it (the scorer applies a label 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
+
+import psycopg2.extras
 
 from .tick_writer import TickWriter
 
@@ -32,7 +35,10 @@ class LabelsSink:
         if not self._pending:
             return
         rows = [(source, transaction_id, fraud) for (source, transaction_id), fraud in self._pending.items()]
-        self._writer.write(UPDATE, rows, template="(%s, %s::bigint, %s::smallint)")
+        template = "(%s, %s::bigint, %s::smallint)"
+        self._writer.write(
+            partial(psycopg2.extras.execute_values, sql=UPDATE, argslist=rows, template=template)
+        )
         self._pending = {}
 
     def on_end(self) -> None:

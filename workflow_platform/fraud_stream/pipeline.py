@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     options = cli.from_args(args, emit_from=args.emit_from)
+    # The model's OpenMP code on one thread. Read once, when OpenMP loads: `threadpool_limits` would set only
+    # the calling thread's, and Pathway calls the scorer from its worker thread, where a second OpenMP thread
+    # spun on the core PostgreSQL and NATS need (a fifth of a core).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
