@@ -3,15 +3,18 @@ steady rate, and the rate it drains a backlog at.
 
     .venv/bin/python bench/fraud_stream.py [--customers 5000] [--terminals 10000] [--days 15]
                                            [--backlog 100000] [--rate 1000] [--seconds 20]
+                                           [--with-etl-service]
 
-Starts the embedded stack (unless WFP_* variables point at services), simulates the handbook's transactions
-(its 5,000 cards and 10,000 terminals, `--days` days), stores a model trained on them, then:
+Starts the embedded stack's PostgreSQL, NATS and S3 server (unless WFP_* variables point at services),
+simulates the handbook's transactions (its 5,000 cards and 10,000 terminals, `--days` days), stores a model
+trained on them, then:
 
 1. publishes the first `--backlog` transactions with the pipeline stopped, starts it and measures how fast it
    scores them (rows in orchestrator.transactions over time, from the first scored to the last): the most it
    sustains, since a backlog is the pipeline going flat out, features, model, PostgreSQL and alerts included;
 2. publishes the next ones at `--rate` per second for `--seconds` (core NATS publishes into the JetStream
-   subject, each timed), after the backlog has settled, and times every alert from its transaction's publish to its arrival on fraud alerts'
+   subject, each timed), after the backlog has settled, and times every alert from its transaction's publish
+   to its arrival on fraud alerts'
    subject (a core subscription): p50, p99 and max, and the lag at the end.
 
 Prints one JSON object with the load average at start and end: the machine is shared, and other jobs inflate
@@ -47,13 +50,15 @@ SETTLE_SECONDS = 15
 
 
 @contextlib.contextmanager
-def services() -> Iterator[dict[str, str]]:
+def services(with_etl: bool) -> Iterator[dict[str, str]]:
     if all(os.environ.get(name) for name in ("WFP_PG_DSN", "WFP_NATS_URL", "WFP_S3_ENDPOINT")):
         yield dict(os.environ)
         return
     from workflow_platform.stack import SERVICES, EmbeddedStack
 
-    needed = [name for name in SERVICES if name != "fraud-stream"]  # the bench runs its own pipeline
+    # What the stream uses: the bench runs its own pipeline, and the Pathway ETL service (idle, ~9% of a core
+    # here) serves the batch workflows, not the stream (--with-etl-service starts it too).
+    needed = [name for name in SERVICES if name not in ("fraud-stream", *(() if with_etl else ("pathway",)))]
     with tempfile.TemporaryDirectory() as state, EmbeddedStack(Path(state), services=needed) as stack:
         os.environ.update(stack.env)
         yield dict(os.environ)
@@ -154,14 +159,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--alert-threshold", type=float, default=0.5, help="0: every transaction is timed")
     parser.add_argument("--commit-ms", type=int, default=50, help="the pipeline's tick")
+    parser.add_argument(
+        "--with-etl-service", action="store_true", help="start the stack's Pathway ETL service too"
+    )
     parser.add_argument("--keep-log", type=Path, default=None, help="copy the pipeline's log here")
     args = parser.parse_args()
     report: dict = {
         "load_average_start": os.getloadavg(),
         "cpus": os.cpu_count(),
         "commit_ms": args.commit_ms,
+        "etl_service_running": args.with_etl_service,
     }
-    with services() as env, tempfile.TemporaryDirectory() as work:
+    with services(args.with_etl_service) as env, tempfile.TemporaryDirectory() as work:
         config = SimulationConfig(n_customers=args.customers, n_terminals=args.terminals, nb_days=args.days)
         transactions = simulate_cached(config, Path(work) / "cache").transactions.sort_values(
             "TRANSACTION_ID"

@@ -37,6 +37,7 @@ import pandas as pd
 WINDOWS_DAYS = (1, 7, 30)
 DELAY_DAYS = 7
 DAY = np.timedelta64(1, "D")
+Rows = np.ndarray | None  # positions of the rows whose windows are wanted; None: all, in input order
 NIGHT_END_HOUR = 7  # night: hours 0 to 6
 
 CUSTOMER_FEATURES = [
@@ -89,14 +90,14 @@ def calendar_flags(wall_clock: np.ndarray, day: int) -> dict[str, np.ndarray]:
 
 
 def customer_spending(
-    customer: np.ndarray, t: np.ndarray, tie: np.ndarray, amount: np.ndarray, day: int
+    customer: np.ndarray, t: np.ndarray, tie: np.ndarray, amount: np.ndarray, day: int, rows: Rows = None
 ) -> dict[str, np.ndarray]:
-    """CUSTOMER_ID_NB_TX/AVG_AMOUNT_{n}DAY_WINDOW of each transaction, in input order.
+    """CUSTOMER_ID_NB_TX/AVG_AMOUNT_{n}DAY_WINDOW of each transaction, in input order, or of the `rows`
+    (positions) only, in their order: all the transactions count, only these rows' windows are computed.
 
     `t`: instants in any unit, `day`: one day in that unit; `tie` orders a card's transactions at one instant.
     """
-    groups = _Groups(customer, t, tie, [n * day for n in WINDOWS_DAYS])
-    position = np.arange(len(t))
+    groups = _Groups(customer, t, tie, [n * day for n in WINDOWS_DAYS], rows)
     sorted_amount = amount[groups.order]
     # Amounts in whole cents (the simulator's, and money in general) are summed exactly as integers, so an
     # average does not depend on where the data starts; otherwise a running float sum restarted per customer.
@@ -105,23 +106,26 @@ def customer_spending(
         np.all(np.abs(cents) < 2**53 / 1e4)
     )
     values, scale = (cents.astype(np.int64), 100.0) if exact else (sorted_amount, 1.0)
-    first_of_group = np.searchsorted(groups.group, groups.group, side="left")
-    running = _running_sums(values, groups.group, first_of_group)
+    running = _running_sums(values, groups.group, groups.first_of_group)
+    position, first = groups.position, groups.first_of_group[groups.position]
     out: dict[str, np.ndarray] = {}
     for n in WINDOWS_DAYS:
         start = groups.first_after(n * day)
         count = position - start + 1
-        before = np.where(start > first_of_group, running[np.maximum(start - 1, 0)], 0)
-        out[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = groups.unsort(count.astype(np.int64))
-        out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = groups.unsort((running - before) / (count * scale))
+        before = np.where(start > first, running[np.maximum(start - 1, 0)], 0)
+        out[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = count.astype(np.int64)
+        out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = (running[position] - before) / (count * scale)
     return out
 
 
-def terminal_risk(terminal: np.ndarray, t: np.ndarray, fraud: np.ndarray, day: int) -> dict[str, np.ndarray]:
-    """TERMINAL_ID_NB_TX/RISK_{n}DAY_WINDOW of each transaction, in input order (`t`, `day`: as above)."""
+def terminal_risk(
+    terminal: np.ndarray, t: np.ndarray, fraud: np.ndarray, day: int, rows: Rows = None
+) -> dict[str, np.ndarray]:
+    """TERMINAL_ID_NB_TX/RISK_{n}DAY_WINDOW of each transaction, in input order, or of the `rows` only (`t`,
+    `day`, `rows`: as above)."""
     bounds = [DELAY_DAYS * day, *((DELAY_DAYS + n) * day for n in WINDOWS_DAYS)]
     # Ties need no tie-breaker here: both window ends are delayed, so rows at t itself never count.
-    groups = _Groups(terminal, t, np.zeros(len(t), dtype=np.int64), bounds)
+    groups = _Groups(terminal, t, None, bounds, rows)
     frauds_before = np.concatenate([[0.0], np.cumsum(fraud[groups.order])])
     delayed_end = groups.first_after(DELAY_DAYS * day)  # rows with time <= t - 7 days end here
     out: dict[str, np.ndarray] = {}
@@ -130,40 +134,50 @@ def terminal_risk(terminal: np.ndarray, t: np.ndarray, fraud: np.ndarray, day: i
         count = delayed_end - start
         nb_fraud = frauds_before[delayed_end] - frauds_before[start]
         risk = np.divide(nb_fraud, count, out=np.zeros(len(count)), where=count > 0)
-        out[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = groups.unsort(count.astype(np.int64))
-        out[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = groups.unsort(risk)
+        out[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = count.astype(np.int64)
+        out[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = risk
     return out
 
 
 class _Groups:
     """Rows ordered by (group, time, tie-breaker), with window bounds found by binary search.
 
-    Times become ranks r(x) = #{distinct instants <= x}, so that t_j > x exactly when r(t_j) > r(x); a bound
-    `time > t - b` is then searched among the small exact integer keys `group * span + r(time)`.
+    Times become ranks r(x) = #{distinct instants <= x}, so that t_j > x exactly when r(t_j) > r(x); rows
+    are sorted, and a bound `time > t - b` searched, by the small exact integer keys `group * span + r(time)`.
+    Bounds are searched for the wanted rows only (`rows`, all by default): the stream wants a few hundred of
+    the thousands of rows it passes.
     """
 
-    def __init__(self, keys: np.ndarray, t: np.ndarray, tie: np.ndarray, bounds: list[int]) -> None:
+    def __init__(
+        self, keys: np.ndarray, t: np.ndarray, tie: np.ndarray | None, bounds: list[int], rows: Rows
+    ) -> None:
         group, _ = pd.factorize(keys, sort=True)
-        self.order = np.lexsort((tie, t, group))
-        self.group = group[self.order].astype(np.int64)
-        ordered = np.sort(t)
-        instants = ordered[np.r_[True, ordered[1:] != ordered[:-1]]]
+        by_time = np.argsort(t)
+        ordered = t[by_time]
+        distinct = np.r_[True, ordered[1:] != ordered[:-1]]
+        instants = ordered[distinct]
+        rank = np.empty(len(t), dtype=np.int64)
+        rank[by_time] = np.cumsum(distinct)
         self.span = len(instants) + 1
-        # Ranks are looked up in input order (usually chronological, so the searches walk memory in order).
-        self.keys = self.group * self.span + np.searchsorted(instants, t, side="right")[self.order]
+        key = group.astype(np.int64) * self.span + rank
+        self.order = np.argsort(key, kind="stable") if tie is None else np.lexsort((tie, key))
+        self.group = group[self.order].astype(np.int64)
+        self.keys = key[self.order]
+        starts = np.flatnonzero(np.r_[True, self.group[1:] != self.group[:-1]])
+        # For each sorted row, the first sorted row of its group.
+        self.first_of_group = np.repeat(starts, np.diff(np.r_[starts, len(t)]))
+        wanted = np.arange(len(t)) if rows is None else np.asarray(rows)
+        sorted_position = np.empty(len(t), dtype=np.int64)
+        sorted_position[self.order] = np.arange(len(t))
+        self.position = sorted_position[wanted]  # where each wanted row is, sorted
+        wanted_key_base = group[wanted].astype(np.int64) * self.span
         self.limits = {
-            b: self.group * self.span + np.searchsorted(instants, t - b, side="right")[self.order]
-            for b in bounds
+            b: wanted_key_base + np.searchsorted(instants, t[wanted] - b, side="right") for b in bounds
         }
 
     def first_after(self, bound: int) -> np.ndarray:
-        """For each sorted row i: the first sorted row of its group with time > t_i - bound."""
+        """For each wanted row: the first sorted row of its group with time > t - bound."""
         return np.searchsorted(self.keys, self.limits[bound], side="right")
-
-    def unsort(self, values: np.ndarray) -> np.ndarray:
-        out = np.empty_like(values)
-        out[self.order] = values
-        return out
 
 
 def _running_sums(values: np.ndarray, group: np.ndarray, first_of_group: np.ndarray) -> np.ndarray:

@@ -75,7 +75,10 @@ class Codes:
 
     def of(self, ids: list[str]) -> np.ndarray:
         codes = self._codes
-        return np.fromiter((codes.setdefault(i, len(codes)) for i in ids), dtype=np.int64, count=len(ids))
+        try:  # the usual case, all known: one pass in C
+            return np.fromiter(map(codes.__getitem__, ids), dtype=np.int64, count=len(ids))
+        except KeyError:
+            return np.fromiter((codes.setdefault(i, len(codes)) for i in ids), dtype=np.int64, count=len(ids))
 
 
 class RecentHistory:
@@ -152,8 +155,7 @@ class RecentHistory:
         card, instant, tie, amount = (
             self._with(rows, name, batch) for name in ("card", "instant", "tie", "amount")
         )
-        spending = customer_spending(card, instant, tie, amount, DAY_NS)
-        return {name: values[len(rows) :] for name, values in spending.items()}
+        return customer_spending(card, instant, tie, amount, DAY_NS, rows=_last(len(batch), len(card)))
 
     def _risk(self, batch: Batch, terminals: int) -> dict[str, np.ndarray]:
         rows = self._rows_of("terminal", batch.terminal, terminals, batch.tie)
@@ -161,8 +163,7 @@ class RecentHistory:
             self._with(rows, name, batch) for name in ("terminal", "instant", "fraud")
         )
         fraud[len(rows) :] = self.labels(batch.tie)  # the batch's own, as they are now
-        risk = terminal_risk(terminal, instant, fraud, DAY_NS)
-        return {name: values[len(rows) :] for name, values in risk.items()}
+        return terminal_risk(terminal, instant, fraud, DAY_NS, rows=_last(len(batch), len(terminal)))
 
     def _rows_of(self, column: str, wanted: np.ndarray, codes: int, batch_ids: np.ndarray) -> np.ndarray:
         """Indices of the remembered rows whose card (terminal) is in `wanted` (a lookup table, not a search),
@@ -206,6 +207,11 @@ class RecentHistory:
             for transaction_id, (label, since) in self._labels.items()
             if since is None or since > end - KEEP_NS
         }
+
+
+def _last(count: int, total: int) -> np.ndarray:
+    """The positions of the batch's rows, appended after the remembered ones."""
+    return np.arange(total - count, total)
 
 
 def _rows(batch: Batch, which: np.ndarray) -> Batch:

@@ -22,7 +22,7 @@ def run(options: StreamOptions) -> None:
     settings = options.settings
     ensure_streams(options)
     model = LatestModel(settings_client(settings), settings.s3_bucket, options.model_check_seconds)
-    build(options, Scorer(model, options.emit_from))
+    build(options, Scorer(model, options.alert_threshold, options.emit_from))
     log.info(
         "reading %s (stream %s), checkpoints in %s",
         options.input_subject,

@@ -20,19 +20,20 @@ from workflow_platform.fraud.features import FEATURES
 from .history import Batch, Codes, RecentHistory
 from .latest_model import LatestModel
 
-# (risk score, the 15 features in FEATURES order, model version, the transaction's label then)
+# (risk score, the 15 features in FEATURES order for an alert (else none), model version, the transaction's
+# label then)
 Scored = tuple[float, tuple[float, ...], str, int]
 
 
 class Scorer:
-    def __init__(self, model: LatestModel, emit_from: dt.datetime | None = None) -> None:
-        """`emit_from`: a replay's instant, before which transactions are remembered, not scored."""
-        from threadpoolctl import threadpool_limits
-
-        # What `fraud.model.score` does per call (one OpenMP thread: a second one spinning on the shared cores
-        # slows scoring down), set once for the process: per call it cost ~7 ms, more than a tick's scoring.
-        threadpool_limits(limits=1, user_api="openmp")
-        self._model = model
+    def __init__(
+        self, model: LatestModel, alert_threshold: float, emit_from: dt.datetime | None = None
+    ) -> None:
+        """`alert_threshold`: the score from which a transaction is an alert, whose body carries its features
+        (the others' are not passed on: 15 values a row less through the dataflow); `emit_from`: a replay's
+        instant, before which transactions are remembered, not scored. The model's OpenMP code runs on one
+        thread (pipeline.py sets OMP_NUM_THREADS)."""
+        self._model, self._alert_threshold = model, alert_threshold
         self._history = RecentHistory(
             featured_from=None if emit_from is None else pd.Timestamp(emit_from).value
         )
@@ -94,9 +95,10 @@ class Scorer:
         model = self._model.current()
         frame = pd.DataFrame(features, columns=FEATURES)[model.features]
         scores = model.estimator.predict_proba(frame)[:, 1]
+        alerts = set(np.flatnonzero(scores >= self._alert_threshold).tolist())
         return [
-            (risk, tuple(row), model.version, label)
-            for risk, row, label in zip(scores.tolist(), features.tolist(), labels.tolist(), strict=True)
+            (risk, tuple(features[row].tolist()) if row in alerts else (), model.version, label)
+            for row, (risk, label) in enumerate(zip(scores.tolist(), labels.tolist(), strict=True))
         ]
 
     def _batch(
