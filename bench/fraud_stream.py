@@ -17,6 +17,10 @@ trained on them, then:
    to its arrival on fraud alerts'
    subject (a core subscription): p50, p99 and max, and the lag at the end.
 
+`--rate 20000 --seconds 9 --days 30` makes step 2 a test of the rate it sustains live: the publishing (this
+process) and JetStream's storing then share the machine with the pipeline, and a rate it cannot sustain shows
+as latencies growing to seconds and a lag at the end.
+
 Prints one JSON object with the load average at start and end: the machine is shared, and other jobs inflate
 every figure. Targets (issue 15): p99 < 500 ms at 1,000 tx/s; sustained > 20,000 tx/s.
 """

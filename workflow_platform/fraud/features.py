@@ -170,14 +170,20 @@ class _Groups:
         sorted_position = np.empty(len(t), dtype=np.int64)
         sorted_position[self.order] = np.arange(len(t))
         self.position = sorted_position[wanted]  # where each wanted row is, sorted
+        # The bounds are searched in input order (usually chronological) among the instants, then in sorted
+        # order among the keys: both searches walk memory in order.
+        self._by_position = self.order if rows is None else np.argsort(self.position)
         wanted_key_base = group[wanted].astype(np.int64) * self.span
         self.limits = {
-            b: wanted_key_base + np.searchsorted(instants, t[wanted] - b, side="right") for b in bounds
+            b: (wanted_key_base + np.searchsorted(instants, t[wanted] - b, side="right"))[self._by_position]
+            for b in bounds
         }
 
     def first_after(self, bound: int) -> np.ndarray:
         """For each wanted row: the first sorted row of its group with time > t - bound."""
-        return np.searchsorted(self.keys, self.limits[bound], side="right")
+        first = np.empty(len(self.position), dtype=np.int64)
+        first[self._by_position] = np.searchsorted(self.keys, self.limits[bound], side="right")
+        return first
 
 
 def _running_sums(values: np.ndarray, group: np.ndarray, first_of_group: np.ndarray) -> np.ndarray:
