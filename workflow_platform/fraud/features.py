@@ -2,7 +2,8 @@
 
 Training and batch scoring call `transform_features` on a table; the Pathway pipelines (fraud-features and
 fraud-detection, `pathway_service/pipelines/fraud/windows.py`) call `calendar_flags`, `customer_spending` and
-`terminal_risk` on each card's and each terminal's history. The windows, the delay and the formulas are here only.
+`terminal_risk` on each card's and each terminal's history, and the fraud stream (`fraud_stream/history.py`)
+on its recent transactions, for a batch's rows (`rows=`). The windows, the delay and the formulas are here only.
 
 `transform_features(transactions)` takes one row per transaction with the columns
 

@@ -33,9 +33,9 @@ the scores it rewrites may differ from the first ones.
     scorer.py        a tick's rows -> features and scores, vectorised
     history.py       the recent transactions the windows reach, their labels, and the features of new ones
     latest_model.py  the model `models/fraud/latest.json` names, looked up again every few seconds
-    scores_sink.py   the scores' upsert into orchestrator.transactions, once per tick
+    scores_sink.py   the scores' upsert into orchestrator.transactions, once per tick (COPY, then one INSERT)
     labels_sink.py   the delayed labels' update of orchestrator.transactions.tx_fraud, once per tick
-    tick_writer.py   the sinks' PostgreSQL connection: a tick's rows in one statement
+    tick_writer.py   the sinks' PostgreSQL connection, on a thread of its own: each tick in one transaction
     persistence.py   where the checkpoints live (object store or directory), one pipeline on them at a time;
                      forgetting them for a replay
 """

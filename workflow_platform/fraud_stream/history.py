@@ -7,8 +7,8 @@ before it computes any of their features, so every transaction is featured on al
 
 The features are the training's own (`workflow_platform.fraud.features`), run on all of a batch's cards and
 terminals together: the remembered rows of those cards (terminals), the batch's own last, go through
-`customer_spending` (`terminal_risk`), which group by card (terminal) themselves, and the batch's results are
-kept. The fraud-detection pipeline (`pathway_service/pipelines/fraud/windows.py`) calls the same functions on
+`customer_spending` (`terminal_risk`), which group by card (terminal) themselves and compute the windows of the
+batch's rows only (`rows=`). The fraud-detection pipeline (`pathway_service/pipelines/fraud/windows.py`) calls the same functions on
 one card's or terminal's history at a time; the formulas are in one place.
 
 Labels come late (feedback.py): `label` sets a remembered transaction's, so that the terminal-risk windows of
@@ -18,8 +18,8 @@ far as a window reaches) past the first clean-up after the label: by then the tr
 label came, or is not coming.
 
 Only what a window can reach is kept: transactions less than 37 days (the terminal's 30-day window, 7 days
-back) older than the newest seen, or than the oldest not featured yet. Rows live in columns with spare capacity, so a tick appends without
-copying the history; expired rows are dropped when the columns fill up.
+back) older than the newest seen, or than the oldest not featured yet. Rows live in columns with spare
+capacity, so a tick appends without copying the history; expired rows are dropped when the columns fill up.
 """
 
 from __future__ import annotations
