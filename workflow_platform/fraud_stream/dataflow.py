@@ -69,7 +69,7 @@ def scoring_udfs(scorer: Scorer) -> tuple[pw.UDF, pw.UDF]:
         terminal_id: list[str],
         amount: list[float],
         tx_fraud: list[int],
-    ) -> list[tuple[float, tuple[float, ...], str, int]]:
+    ) -> list[tuple[float, bool, tuple[float, ...], str, int]]:
         return scorer.score(transaction_id, instant, customer_id, terminal_id, amount, tx_fraud)
 
     return remember, score
@@ -119,7 +119,7 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
     )
     labels = feedback.read(options)
     events = feedback.with_labels(transactions, labels)
-    scored = _scored(events, *scoring_udfs(scorer), options.alert_threshold, _epoch_ns(options.emit_from))
+    scored = _scored(events, *scoring_udfs(scorer), _epoch_ns(options.emit_from))
     dsn = options.settings.require("pg_dsn")
     scores = scored.select(*(scored[column] for column in ScoresSink.COLUMNS))  # not the features (15 values)
     for table, sink, name in ((scores, ScoresSink(dsn), "scores"), (labels, LabelsSink(dsn), "labels")):
@@ -139,9 +139,7 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
     )
 
 
-def _scored(
-    events: pw.Table, remember: pw.UDF, score: pw.UDF, threshold: float, emit_from_ns: int | None
-) -> pw.Table:
+def _scored(events: pw.Table, remember: pw.UDF, score: pw.UDF, emit_from_ns: int | None) -> pw.Table:
     """Two operators, one after the other, so that a tick's rows are all remembered (its labels applied)
     before any transaction is scored; a later tick's transactions reach `score` only after `remember` saw
     them, so after the labels before them.
@@ -168,10 +166,10 @@ def _scored(
     ).select(
         *pw.this.without(pw.this.result, pw.this.tx_fraud),
         risk_score=pw.this.result[0],
-        features=pw.this.result[1],
-        model_version=pw.this.result[2],
-        tx_fraud=pw.this.result[3],  # the label the scorer knew, a delayed one included
-        fraud_flag=pw.this.result[0] >= threshold,
+        fraud_flag=pw.this.result[1],  # the scorer's threshold decides, and gives an alert its features
+        features=pw.this.result[2],
+        model_version=pw.this.result[3],
+        tx_fraud=pw.this.result[4],  # the label the scorer knew, a delayed one included
     )
 
 

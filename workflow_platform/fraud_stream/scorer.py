@@ -20,9 +20,9 @@ from workflow_platform.fraud.features import FEATURES
 from .history import Batch, Codes, RecentHistory
 from .latest_model import LatestModel
 
-# (risk score, the 15 features in FEATURES order for an alert (else none), model version, the transaction's
-# label then)
-Scored = tuple[float, tuple[float, ...], str, int]
+# (risk score, whether it is an alert, its 15 features in FEATURES order if so (else none), model version, the
+# transaction's label then)
+Scored = tuple[float, bool, tuple[float, ...], str, int]
 
 
 class Scorer:
@@ -95,10 +95,12 @@ class Scorer:
         model = self._model.current()
         frame = pd.DataFrame(features, columns=FEATURES)[model.features]
         scores = model.estimator.predict_proba(frame)[:, 1]
-        alerts = set(np.flatnonzero(scores >= self._alert_threshold).tolist())
+        alerts = (scores >= self._alert_threshold).tolist()
         return [
-            (risk, tuple(features[row].tolist()) if row in alerts else (), model.version, label)
-            for row, (risk, label) in enumerate(zip(scores.tolist(), labels.tolist(), strict=True))
+            (risk, alert, tuple(features[row].tolist()) if alert else (), model.version, label)
+            for row, (risk, alert, label) in enumerate(
+                zip(scores.tolist(), alerts, labels.tolist(), strict=True)
+            )
         ]
 
     def _batch(
