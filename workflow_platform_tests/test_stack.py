@@ -22,7 +22,7 @@ from minio import Minio
 from workflow_platform.fraud import NO_MODEL
 from workflow_platform.resources.fraud_stream_control import Status
 from workflow_platform.stack import EmbeddedStack, ServiceStartError
-from workflow_platform.stack.processes import port_open, stop_process, wait_gone
+from workflow_platform.stack.processes import free_ports, port_open, stop_process, wait_gone
 from workflow_platform_tests.conftest import read_json_object
 
 THREE = ("postgres", "nats", "s3")
@@ -70,6 +70,15 @@ def processes_under(state_dir: Path) -> list[psutil.Process]:
 
 def mentions(proc: psutil.Process, state_dir: Path) -> bool:
     return str(state_dir) in " ".join(proc.info["cmdline"] or [])
+
+
+def test_free_ports_are_distinct_and_outside_the_ephemeral_range() -> None:
+    """An outgoing connection's local port comes from the ephemeral range; a server port picked there could be taken
+    before the server binds it."""
+    ephemeral_start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [port for _ in range(20) for port in free_ports(3)]
+    assert len(set(ports)) == len(ports)
+    assert all(1024 <= port < ephemeral_start for port in ports)
 
 
 def test_env_names_every_service(stack: EmbeddedStack) -> None:

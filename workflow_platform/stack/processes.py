@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -87,7 +88,44 @@ class ServiceHandle:
 
 
 def free_ports(count: int = 1) -> list[int]:
-    """Ports the kernel considers free, all held open together so they are distinct."""
+    """Distinct ports free now, for servers we are about to start.
+
+    They are chosen below the kernel's ephemeral range: a port from that range (what binding port 0 gives) can be
+    taken, before our server binds it, as the local end of any outgoing connection (CI saw the webserver lose its
+    port that way). Ports handed out by this process are not handed out again."""
+    low = _ephemeral_ports_start()
+    if low - _PORTS_FLOOR < 1024:  # no room below the ephemeral range: let the kernel choose
+        return _kernel_ports(count)
+    candidates = random.sample(range(_PORTS_FLOOR, low), k=min(4 * count + 64, low - _PORTS_FLOOR))
+    chosen = [port for port in candidates if port not in _handed_out and _bindable(port)][:count]
+    if len(chosen) < count:
+        return _kernel_ports(count)
+    _handed_out.update(chosen)
+    return chosen
+
+
+_PORTS_FLOOR = 10_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    """Free even of connections (no SO_REUSEADDR): nothing listens on it nor uses it as a local end."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _kernel_ports(count: int) -> list[int]:
     with ExitStack() as stack:
         sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
         for sock in sockets:
