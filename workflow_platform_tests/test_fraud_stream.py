@@ -221,6 +221,74 @@ def test_killed_mid_stream_scores_every_transaction_once_and_alerts_once(
     pipeline.check_running()
 
 
+def publish_bodies(subject: str, bodies: list[tuple[str, dict]]) -> None:
+    """Publish JSON bodies to JetStream, each with its Nats-Msg-Id, acknowledged."""
+
+    async def publish() -> None:
+        client = await nats.connect(os.environ["WFP_NATS_URL"])
+        try:
+            js = client.jetstream()
+            for msg_id, body in bodies:
+                await js.publish(subject, json.dumps(body).encode(), headers={"Nats-Msg-Id": msg_id})
+        finally:
+            await client.drain()
+
+    asyncio.run(publish())
+
+
+@pytest.mark.parametrize("pipeline", [0.5], indirect=True)
+def test_transactions_it_cannot_take_are_published_with_the_reason_and_the_stream_goes_on(
+    pipeline: Pipeline, pg, transactions: pd.DataFrame, batch_path: pd.DataFrame
+) -> None:
+    source, total = f"{pipeline.name}-src", len(transactions)
+    publish = functools.partial(replay_to_nats, subject=f"{pipeline.name}.new", stream=pipeline.stream)
+    ordered = transactions.sort_values("TRANSACTION_ID")
+    publish(ordered.head(total // 2), source)
+    good = {
+        "tx_datetime": "2018-05-01T10:00:00Z",
+        "customer_id": "1",
+        "terminal_id": "2",
+        "amount": 10.0,
+        "source": source,
+    }
+    bad = {  # each would have failed PostgreSQL's write or the scorer, at every restart
+        900_001: ({"tx_datetime": "yesterday"}, "tx_datetime 'yesterday' is not an ISO 8601 time"),
+        900_002: ({"tx_datetime": ""}, "tx_datetime '' is not an ISO 8601 time"),
+        900_003: ({"amount": 1e12}, "amount 1000000000000.0 is not a number of less than 10 digits"),
+        900_004: ({"customer_id": "a\x00b"}, "customer_id contains a NUL character"),
+        900_005: ({"source": "evil\r\nNats-Msg-Id: x"}, "source contains a control character"),
+    }
+    bodies = [(f"bad:{i}", good | change | {"transaction_id": i}) for i, (change, _) in bad.items()]
+    # A field of the wrong type fails Pathway's parser, which logs the message and reads on.
+    bodies.append(("bad:900006", good | {"transaction_id": 900_006, "amount": "ten"}))
+    publish_bodies(f"{pipeline.name}.new", bodies)
+    publish(ordered, source)  # the rest (the first half is skipped: published already)
+    pipeline.start()
+    rows = wait_until_scored(pg, pipeline, source, total).set_index("TRANSACTION_ID").sort_index()
+    # Only the good ones are scored, as the batch path scores them: the others did not count in any window.
+    assert_scored_once(rows, total, batch_path)
+    rejected_subject = f"{pipeline.name}.rejected"
+    deadline = time.monotonic() + 30
+    while len(stream_messages(os.environ["WFP_NATS_URL"], pipeline.stream, rejected_subject)) < len(bad):
+        assert time.monotonic() < deadline, "the rejected transactions were not all published"
+        time.sleep(0.5)
+    # Killed and restarted: nothing is published twice, and the stream runs on.
+    pipeline.kill(signal.SIGKILL)
+    pipeline.start()
+    time.sleep(8)
+    pipeline.check_running()
+    messages = stream_messages(os.environ["WFP_NATS_URL"], pipeline.stream, rejected_subject)
+    by_id = {body["transactionId"]: body for _, _, body in messages}
+    assert len(messages) == len(by_id) == len(bad)
+    for transaction_id, (change, reason) in bad.items():
+        body = by_id[transaction_id]
+        assert body["reason"].startswith(reason), body
+        assert body["source"] == change.get("source", source)
+        assert body["transaction"]["amount"] == change.get("amount", 10.0)
+    alerts = {body["transactionId"] for _, _, body in pipeline.alerts()}
+    assert not alerts & set(bad), "a rejected transaction is never an alert"
+
+
 class Supervised(Pipeline):
     """The supervisor (`python -m workflow_platform.fraud_stream`) running the pipeline, obeying a control bucket
     of its own (`<name>_control`)."""

@@ -3,14 +3,18 @@ tick leaves in `orchestrator.transactions`, awkward values included, and a faile
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import psycopg2
 import pytest
 
+from workflow_platform.fraud_stream.labels_sink import LabelsSink
 from workflow_platform.fraud_stream.scores_sink import ScoresSink
 from workflow_platform_tests.conftest import fetch
 
+# 2026-11-30T10:00:00.123456789Z, as the scorer's instant (UTC epoch nanoseconds): stored to the microsecond.
+INSTANT = 1_796_032_800_123_456_789
 AWKWARD = ['with "quotes", commas', "line\nbreak\r\tand tab", "back\\slash \\N", "", "²³", "NULL"]
 
 
@@ -21,7 +25,7 @@ def scored(source: str, transaction_id: int, customer: str, terminal: str, risk:
         "customer_id": customer,
         "terminal_id": terminal,
         "amount": 12.34,
-        "created_at": "2026-11-30T10:00:00+00:00",
+        "instant": INSTANT,
         "tx_fraud": 0,
         "risk_score": risk,
         "fraud_flag": risk >= 0.5,
@@ -58,7 +62,7 @@ def test_a_tick_lands_as_sent_awkward_strings_included(
     # The terminal as a number only where it is one in ASCII digits (the simulator's); "²³" is not.
     assert [r[3] for r in stored] == [None] * len(AWKWARD) + [4711]
     assert {r[4:] for r in stored} == {("12.34", stored[0][5], 0, 0.25, False, True)}
-    assert stored[0][5].isoformat() == "2026-11-30T10:00:00+00:00"
+    assert stored[0][5] == dt.datetime(2026, 11, 30, 10, 0, 0, 123456, tzinfo=dt.UTC)
 
 
 def test_a_transaction_twice_in_a_tick_is_one_row_and_a_seeded_row_keeps_its_columns(
@@ -102,3 +106,17 @@ def test_a_failed_write_fails_the_next_tick_and_the_end(stack_env: dict[str, str
         sink.on_change(None, scored("sink-failing", 2, "c", "t"), 1, True)
         sink.on_time_end(1)
         sink.on_end()
+
+
+def test_a_label_whose_source_holds_a_nul_is_not_written_and_the_others_are(
+    stack_env: dict[str, str], pg: psycopg2.extensions.connection
+) -> None:
+    # PostgreSQL refuses a NUL in text: written, it would fail the tick (and every restart) for all labels.
+    source = f"sink-{uuid.uuid4().hex[:8]}"
+    write_ticks(stack_env["WFP_PG_DSN"], [scored(source, 1, "c", "t")])
+    sink = LabelsSink(stack_env["WFP_PG_DSN"])
+    sink.on_change(None, {"source": "bad\x00source", "transaction_id": 1, "fraud": 1}, 0, True)
+    sink.on_change(None, {"source": source, "transaction_id": 1, "fraud": 1}, 0, True)
+    sink.on_time_end(0)
+    sink.on_end()
+    assert fetch(pg, "SELECT tx_fraud FROM orchestrator.transactions WHERE source = %s", source) == [(1,)]

@@ -5,7 +5,8 @@
         ─► remember the tick's transactions, apply its labels
         ─► the transactions' window features + model score (batched UDFs, scorer.py)
         ─┬─► every score ─► orchestrator.transactions (keyed upsert per tick, scores_sink.py)
-         └─► risk_score >= threshold ─► fraud.alerts (pw.io.nats.write, Nats-Msg-Id = fraud.alerts:<source>:<id>)
+         ├─► risk_score >= threshold ─► fraud.alerts (pw.io.nats.write, Nats-Msg-Id = fraud.alerts:<source>:<id>)
+         └─► a transaction the platform cannot take (scorer.rejection) ─► fraud.rejected, with the reason
 
 With persistence (`pw.persistence.Config`, persistence.py) the reader acknowledges messages only once a
 checkpoint covers them, and a restarted pipeline replays its snapshot through the dataflow (rebuilding the
@@ -14,7 +15,9 @@ delivered again are idempotent (JetStream drops a repeated Nats-Msg-Id, the upse
 """
 
 import datetime as dt
+import hashlib
 import json
+import math
 
 import pathway as pw
 
@@ -23,7 +26,7 @@ from workflow_platform.fraud.features import FEATURES
 from . import feedback
 from .labels_sink import LabelsSink
 from .options import StreamOptions
-from .scorer import Scorer
+from .scorer import REJECTED, Scorer, rejection
 from .scores_sink import ScoresSink
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -56,9 +59,10 @@ def scoring_udfs(scorer: Scorer) -> tuple[pw.UDF, pw.UDF]:
         terminal_id: list[str],
         amount: list[float],
         tx_fraud: list[int],
+        source: list[str],
     ) -> list[int]:
         return scorer.remember(
-            is_label, transaction_id, created_at, customer_id, terminal_id, amount, tx_fraud
+            is_label, transaction_id, created_at, customer_id, terminal_id, amount, tx_fraud, source
         )
 
     @pw.udf(max_batch_size=1_000_000)
@@ -103,6 +107,33 @@ def alert_body(
     return json.dumps(document, separators=(",", ":"))
 
 
+@pw.udf(deterministic=True)
+def rejected_message(
+    subject: str,
+    source: str,
+    transaction_id: int,
+    created_at: str,
+    customer_id: str,
+    terminal_id: str,
+    amount: float,
+) -> tuple[str, str]:
+    """(body, Nats-Msg-Id) of a transaction the platform cannot take: its fields as received and why. The id
+    names the source by a hash, as it may be the very reason (a control character cannot go into a header)."""
+    document = {
+        "transactionId": transaction_id,
+        "source": source,
+        "reason": rejection(created_at, customer_id, terminal_id, amount, source),
+        "transaction": {
+            "tx_datetime": created_at,
+            "customer_id": customer_id,
+            "terminal_id": terminal_id,
+            "amount": amount if math.isfinite(amount) else str(amount),
+        },
+    }
+    source_hash = hashlib.sha256(source.encode()).hexdigest()[:16]
+    return json.dumps(document, separators=(",", ":")), f"{subject}:{source_hash}:{transaction_id}"
+
+
 def build(options: StreamOptions, scorer: Scorer) -> None:
     """Connect the reader, the scorer and both outputs (run with `pw.run`)."""
     nats_url = options.settings.require("nats_url")
@@ -119,7 +150,9 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
     )
     labels = feedback.read(options)
     events = feedback.with_labels(transactions, labels)
-    scored = _scored(events, *scoring_udfs(scorer), _epoch_ns(options.emit_from))
+    remember, score = scoring_udfs(scorer)
+    remembered = _remembered(events, remember)
+    scored = _scored(remembered, score, _epoch_ns(options.emit_from))
     dsn = options.settings.require("pg_dsn")
     scores = scored.select(*(scored[column] for column in ScoresSink.COLUMNS))  # not the features (15 values)
     for table, sink, name in ((scores, ScoresSink(dsn), "scores"), (labels, LabelsSink(dsn), "labels")):
@@ -137,12 +170,42 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
         jetstream_stream_name=options.alerts_stream,
         name="alerts",
     )
+    rejected = _rejected(remembered, options.rejected_subject)
+    pw.io.nats.write(
+        rejected,
+        nats_url,
+        options.rejected_subject,
+        format="plaintext",
+        value=rejected.body,
+        headers=[rejected["Nats-Msg-Id"]],
+        jetstream_stream_name=options.alerts_stream,
+        name="rejected",
+    )
 
 
-def _scored(events: pw.Table, remember: pw.UDF, score: pw.UDF, emit_from_ns: int | None) -> pw.Table:
-    """Two operators, one after the other, so that a tick's rows are all remembered (its labels applied)
-    before any transaction is scored; a later tick's transactions reach `score` only after `remember` saw
-    them, so after the labels before them.
+def _remembered(events: pw.Table, remember: pw.UDF) -> pw.Table:
+    """The events with each transaction's `instant` (REJECTED if the platform cannot take it), once the scorer
+    has remembered them (and applied the labels)."""
+    return events.select(
+        *pw.this,
+        created_at=pw.this.tx_datetime,
+        instant=remember(
+            pw.this.is_label,
+            pw.this.transaction_id,
+            pw.this.tx_datetime,
+            pw.this.customer_id,
+            pw.this.terminal_id,
+            pw.this.amount,
+            pw.this.tx_fraud,
+            pw.this.source,
+        ),
+    ).without(pw.this.tx_datetime)
+
+
+def _scored(remembered: pw.Table, score: pw.UDF, emit_from_ns: int | None) -> pw.Table:
+    """Scoring after remembering: two operators, one after the other, so that a tick's rows are all remembered
+    (its labels applied) before any transaction is scored; a later tick's transactions reach `score` only after
+    `remember` saw them, so after the labels before them.
 
     One operator calling both would score the first ~1,000 rows of a tick (in key order, not time order)
     before the rest were remembered. That Pathway runs the first operator over the rows it has before the
@@ -150,27 +213,47 @@ def _scored(events: pw.Table, remember: pw.UDF, score: pw.UDF, emit_from_ns: int
     checks the outcome (streamed features and scores equal the batch path's), test_fraud_stream_labels.py
     that of the labels. Transactions before `emit_from_ns` (a replay's history) are remembered, not scored.
     """
-    columns = (pw.this.customer_id, pw.this.terminal_id, pw.this.amount, pw.this.tx_fraud)
-    remembered = events.select(
-        *pw.this,
-        created_at=pw.this.tx_datetime,
-        instant=remember(pw.this.is_label, pw.this.transaction_id, pw.this.tx_datetime, *columns),
-    )
-    scored = ~remembered.is_label
+    scored = ~remembered.is_label & (remembered.instant != REJECTED)
     if emit_from_ns is not None:
         scored &= remembered.instant >= emit_from_ns
-    remembered = remembered.filter(scored).without(pw.this.tx_datetime, pw.this.is_label)
-    return remembered.select(
-        *pw.this.without(pw.this.instant),
-        result=score(pw.this.transaction_id, pw.this.instant, *columns),
-    ).select(
-        *pw.this.without(pw.this.result, pw.this.tx_fraud),
-        risk_score=pw.this.result[0],
-        fraud_flag=pw.this.result[1],  # the scorer's threshold decides, and gives an alert its features
-        features=pw.this.result[2],
-        model_version=pw.this.result[3],
-        tx_fraud=pw.this.result[4],  # the label the scorer knew, a delayed one included
+    return (
+        remembered.filter(scored)
+        .without(pw.this.is_label)
+        .select(
+            *pw.this.without(pw.this.tx_fraud),
+            result=score(
+                pw.this.transaction_id,
+                pw.this.instant,
+                pw.this.customer_id,
+                pw.this.terminal_id,
+                pw.this.amount,
+                pw.this.tx_fraud,
+            ),
+        )
+        .select(
+            *pw.this.without(pw.this.result),
+            risk_score=pw.this.result[0],
+            fraud_flag=pw.this.result[1],  # the scorer's threshold decides, and gives an alert its features
+            features=pw.this.result[2],
+            model_version=pw.this.result[3],
+            tx_fraud=pw.this.result[4],  # the label the scorer knew, a delayed one included
+        )
     )
+
+
+def _rejected(remembered: pw.Table, subject: str) -> pw.Table:
+    message = remembered.filter(~pw.this.is_label & (pw.this.instant == REJECTED)).select(
+        message=rejected_message(
+            subject,
+            pw.this.source,
+            pw.this.transaction_id,
+            pw.this.created_at,
+            pw.this.customer_id,
+            pw.this.terminal_id,
+            pw.this.amount,
+        )
+    )
+    return message.select(body=pw.this.message[0], **{"Nats-Msg-Id": pw.this.message[1]})
 
 
 def _epoch_ns(instant: dt.datetime | None) -> int | None:

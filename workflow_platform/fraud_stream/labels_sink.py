@@ -1,7 +1,9 @@
 """The delayed labels into `orchestrator.transactions.tx_fraud`, where training reads them; an UPDATE a tick.
 
 Keyed like the scores (scores_sink.py) on (source, source_tx_id). A label whose transaction has no row yet
-updates nothing here: the scores' insert carries it (the scorer applies a label that came first).
+updates nothing here: the scores' insert carries it (the scorer applies a label that came first). A label
+whose source holds a NUL character names no transaction (the scorer rejects those) and is not written: PostgreSQL
+would refuse the whole tick.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class LabelsSink:
         self._pending: dict[tuple[str, int], int] = {}  # the last label of each transaction in the tick
 
     def on_change(self, key: Any, row: dict[str, Any], time: int, is_addition: bool) -> None:
-        if is_addition:
+        if is_addition and "\x00" not in row["source"]:
             self._pending[(row["source"], row["transaction_id"])] = int(row["fraud"] > 0)
 
     def on_time_end(self, time: int) -> None:

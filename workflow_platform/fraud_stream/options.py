@@ -42,6 +42,12 @@ class StreamOptions:
     emit_from: dt.datetime | None = None
 
     @property
+    def rejected_subject(self) -> str:
+        """Where transactions the pipeline cannot take go, with the reason (in the alerts' stream): the alerts'
+        subject with its last token `rejected` (fraud.alerts: fraud.rejected)."""
+        return f"{self.alerts_subject.rpartition('.')[0] or self.alerts_subject}.rejected"
+
+    @property
     def feedback_consumer(self) -> str:
         """The feedback's durable consumer, named after the transactions' (one pair per pipeline)."""
         return f"{self.consumer}-feedback"

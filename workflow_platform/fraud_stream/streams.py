@@ -69,6 +69,7 @@ async def ensure(
     ack floor, or recreated to deliver from `replay_from` (with the history the windows reach)."""
     await ensure_stream(js, options.input_subject, options.input_stream, duplicate_window_s=0)
     await ensure_stream(js, options.alerts_subject, options.alerts_stream)
+    await ensure_stream(js, options.rejected_subject, options.alerts_stream)
     await ensure_stream(js, options.feedback_subject, options.feedback_stream)
     await _rewound_consumer(js, options.input_stream, options.input_subject, options.consumer, replay_from)
     await _rewound_consumer(
