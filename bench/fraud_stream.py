@@ -17,9 +17,11 @@ trained on them, then:
    its transaction's publish to its arrival on fraud alerts' subject (a core subscription): p50, p99 and max,
    and the lag at the end.
 
-`--rate 20000 --seconds 9 --days 30` makes step 2 a test of the rate it sustains live: the publishing (this
-process) and JetStream's storing then share the machine with the pipeline, and a rate it cannot sustain shows
-as latencies growing to seconds and a lag at the end.
+The scorer's memory (the cards' and terminals' last 37 days) grows as transactions are scored, and each
+transaction costs more the more of it there is: `--days 60 --backlog 500000` measures a drain with it full (see
+`rate_tx_per_s_second_half`), and `--days 60 --backlog 50000 --rate R --seconds 25` the rate it sustains live while
+it fills: the publishing (this process) and JetStream's storing then share the machine with the pipeline, and a
+rate it cannot sustain shows as `latency_p50_ms_per_5s_published` growing and a lag at the end.
 
 Prints one JSON object with the load average at start and end: the machine is shared, and other jobs inflate
 every figure. Targets (issue 15): p99 < 500 ms at 1,000 tx/s; sustained > 20,000 tx/s.
