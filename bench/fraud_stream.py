@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import psutil
 import psycopg2
 
 from workflow_platform.demo_data.fraud_load import replay_to_nats, transaction_messages
@@ -93,14 +94,22 @@ def scored(pg: psycopg2.extensions.connection) -> int:
         return int(cursor.fetchone()[0])
 
 
+def rss_mb(process: subprocess.Popen) -> float:
+    return round(psutil.Process(process.pid).memory_info().rss / 2**20, 1)
+
+
 def drain(pg: psycopg2.extensions.connection, process: subprocess.Popen, total: int, timeout: float) -> dict:
     """Poll the scored rows until all `total` are there: (time, count) from the first scored to the last."""
     samples: list[tuple[float, int]] = []
+    rss: dict[
+        int, float
+    ] = {}  # the pipeline's memory each 100,000 scored: bounded, or growing with the stream
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         count = scored(pg)
         if count:
             samples.append((time.monotonic(), count))
+            rss.setdefault(count // 100_000 * 100_000, rss_mb(process))
         if count >= total:
             break
         time.sleep(0.2)
@@ -115,6 +124,7 @@ def drain(pg: psycopg2.extensions.connection, process: subprocess.Popen, total: 
         "seconds_first_to_last_scored": round(last_t - first_t, 2),
         "rate_tx_per_s": round((last_n - first_n) / (last_t - first_t), 1),
         "rate_tx_per_s_second_half": round((last_n - middle_n) / max(last_t - middle_t, 1e-9), 1),
+        "pipeline_rss_mb_by_scored": rss,
     }
 
 
@@ -215,6 +225,7 @@ def main() -> None:
             messages = transaction_messages(live, SOURCE)
             report["steady"] = asyncio.run(steady(env["WFP_NATS_URL"], messages, args.rate))
             report["steady"]["lag_at_end"] = len(backlog) + len(live) - scored(pg)
+            report["steady"]["pipeline_rss_mb"] = rss_mb(process)
         pg.close()
         if args.keep_log:
             args.keep_log.write_bytes((Path(work) / "pipeline.log").read_bytes())

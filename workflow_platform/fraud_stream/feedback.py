@@ -19,7 +19,7 @@ import pathway as pw
 from .options import StreamOptions
 
 
-class FeedbackSchema(pw.Schema):
+class FeedbackSchema(pw.Schema, append_only=True):
     transaction_id: int
     source: str = pw.column_definition(default_value="stream")
     fraud: int

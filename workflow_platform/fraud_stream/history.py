@@ -151,26 +151,34 @@ class RecentHistory:
         return self._columns["fraud"][[self._rows[i] for i in transaction_ids.tolist()]]
 
     def _spending(self, batch: Batch, cards: int) -> dict[str, np.ndarray]:
-        rows = self._rows_of("card", batch.card, cards, batch.tie)
+        since = int(batch.instant.min()) - max(WINDOWS_DAYS) * DAY_NS
+        rows = self._rows_of("card", batch.card, cards, batch.tie, since)
         card, instant, tie, amount = (
             self._with(rows, name, batch) for name in ("card", "instant", "tie", "amount")
         )
         return customer_spending(card, instant, tie, amount, DAY_NS, rows=_last(len(batch), len(card)))
 
     def _risk(self, batch: Batch, terminals: int) -> dict[str, np.ndarray]:
-        rows = self._rows_of("terminal", batch.terminal, terminals, batch.tie)
+        rows = self._rows_of(
+            "terminal", batch.terminal, terminals, batch.tie, int(batch.instant.min()) - KEEP_NS
+        )
         terminal, instant, fraud = (
             self._with(rows, name, batch) for name in ("terminal", "instant", "fraud")
         )
         fraud[len(rows) :] = self.labels(batch.tie)  # the batch's own, as they are now
         return terminal_risk(terminal, instant, fraud, DAY_NS, rows=_last(len(batch), len(terminal)))
 
-    def _rows_of(self, column: str, wanted: np.ndarray, codes: int, batch_ids: np.ndarray) -> np.ndarray:
-        """Indices of the remembered rows whose card (terminal) is in `wanted` (a lookup table, not a search),
-        but the batch's own: the batch is appended to them."""
+    def _rows_of(
+        self, column: str, wanted: np.ndarray, codes: int, batch_ids: np.ndarray, since: int
+    ) -> np.ndarray:
+        """Indices of the remembered rows whose card (terminal) is in `wanted` (a lookup table, not a search)
+        and whose instant is after `since` (older ones are in no window of the batch's: the columns hold up to
+        twice what the windows reach between clean-ups, and sorting them cost the most), but the batch's own:
+        the batch is appended to them."""
         is_wanted = np.zeros(codes, dtype=bool)
         is_wanted[wanted] = True
-        rows = np.flatnonzero(is_wanted[self._columns[column][: self._size]])
+        recent = self._columns["instant"][: self._size] > since
+        rows = np.flatnonzero(is_wanted[self._columns[column][: self._size]] & recent)
         return rows[~np.isin(self._columns["tie"][rows], batch_ids)]
 
     def _with(self, rows: np.ndarray, name: str, batch: Batch) -> np.ndarray:
