@@ -165,28 +165,21 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
         pw.io.subscribe(
             table, on_change=sink.on_change, on_time_end=sink.on_time_end, on_end=sink.on_end, name=name
         )
-    alerts = _alerts(scored, options.alerts_subject)
-    pw.io.nats.write(
-        alerts,
-        nats_url,
-        options.alerts_subject,
-        format="plaintext",
-        value=alerts.body,
-        headers=[alerts["Nats-Msg-Id"]],
-        jetstream_stream_name=options.alerts_stream,
-        name="alerts",
+    outputs = (
+        (_alerts(scored, options.alerts_subject), options.alerts_subject, "alerts"),
+        (_rejected(remembered, options.rejected_subject), options.rejected_subject, "rejected"),
     )
-    rejected = _rejected(remembered, options.rejected_subject)
-    pw.io.nats.write(
-        rejected,
-        nats_url,
-        options.rejected_subject,
-        format="plaintext",
-        value=rejected.body,
-        headers=[rejected["Nats-Msg-Id"]],
-        jetstream_stream_name=options.alerts_stream,
-        name="rejected",
-    )
+    for messages, subject, name in outputs:
+        pw.io.nats.write(
+            messages,
+            nats_url,
+            subject,
+            format="plaintext",
+            value=messages.body,
+            headers=[messages["Nats-Msg-Id"]],
+            jetstream_stream_name=options.alerts_stream,
+            name=name,
+        )
 
 
 def _remembered(events: pw.Table, remember: pw.UDF) -> pw.Table:

@@ -86,25 +86,12 @@ class Scorer:
         source: list[str],
     ) -> list[int]:
         instant = _instants_if_all_fine(created_at, customer_id, terminal_id, amount, source)
-        if instant is None:  # some row is not right: each one looked at alone
-            return self._remember_the_fine_ones(
-                transaction_id, created_at, customer_id, terminal_id, amount, tx_fraud, source
+        if instant is not None:
+            self._history.remember(
+                self._batch(transaction_id, instant, customer_id, terminal_id, amount, tx_fraud)
             )
-        self._history.remember(
-            self._batch(transaction_id, instant, customer_id, terminal_id, amount, tx_fraud)
-        )
-        return instant.tolist()
-
-    def _remember_the_fine_ones(
-        self,
-        transaction_id: list[int],
-        created_at: list[str],
-        customer_id: list[str],
-        terminal_id: list[str],
-        amount: list[float],
-        tx_fraud: list[int],
-        source: list[str],
-    ) -> list[int]:
+            return instant.tolist()
+        # Some row is not right: each one looked at alone, the fine ones remembered.
         fine = [
             row
             for row, reason in enumerate(map(rejection, created_at, customer_id, terminal_id, amount, source))
