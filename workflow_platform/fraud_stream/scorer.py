@@ -29,9 +29,8 @@ from .latest_model import LatestModel
 # (risk score, whether it is an alert, its 15 features in FEATURES order if so (else none), model version, the
 # transaction's label then)
 Scored = tuple[float, bool, tuple[float, ...], str, int]
-REJECTED = np.iinfo(
-    np.int64
-).min  # the instant `remember` gives a rejected transaction (pandas' NaT: no time)
+# The instant `remember` gives a rejected transaction (pandas' NaT: never a time).
+REJECTED = int(np.iinfo(np.int64).min)
 MAX_AMOUNT = 1e10  # orchestrator.transactions.amount is numeric(12, 2)
 
 
@@ -103,7 +102,7 @@ class Scorer:
                 _pick(column, fine) for column in (transaction_id, customer_id, terminal_id, amount, tx_fraud)
             ]
             self._history.remember(self._batch(picked[0], instant, *picked[1:]))
-        instants = [int(REJECTED)] * len(transaction_id)
+        instants = [REJECTED] * len(transaction_id)
         for row, value in zip(fine, instant.tolist(), strict=True):
             instants[row] = value
         return instants

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,10 @@ class ServiceHandle:
         return cls(**{**raw, "process": ProcessRef(**raw["process"])})
 
 
+_PORTS_FLOOR = 10_000
+_handed_out: set[int] = set()  # by free_ports, in this process
+
+
 def free_ports(count: int = 1) -> list[int]:
     """Distinct ports free now, for servers we are about to start.
 
@@ -97,15 +102,11 @@ def free_ports(count: int = 1) -> list[int]:
     if low - _PORTS_FLOOR < 1024:  # no room below the ephemeral range: let the kernel choose
         return _kernel_ports(count)
     candidates = random.sample(range(_PORTS_FLOOR, low), k=min(4 * count + 64, low - _PORTS_FLOOR))
-    chosen = [port for port in candidates if port not in _handed_out and _bindable(port)][:count]
+    chosen = list(islice((p for p in candidates if p not in _handed_out and _bindable(p)), count))
     if len(chosen) < count:
         return _kernel_ports(count)
     _handed_out.update(chosen)
     return chosen
-
-
-_PORTS_FLOOR = 10_000
-_handed_out: set[int] = set()
 
 
 def _ephemeral_ports_start() -> int:
