@@ -235,7 +235,7 @@ def test_a_label_waits_for_its_transaction_until_no_window_can_reach_it() -> Non
 
     def featured(batch: Batch) -> dict[str, float]:
         history.remember(batch)
-        return dict(zip(FEATURES, history.features(batch, cards=1, terminals=2)[-1], strict=True))
+        return dict(zip(FEATURES, history.features(batch)[-1], strict=True))
 
     history.label([1, 2, 99], [1.0, 1.0, 1.0])  # 99 never comes
     featured(history_batch([1], day=0))
@@ -259,5 +259,5 @@ def test_a_replays_history_only_transactions_expire_like_the_others() -> None:
     for day in range(10, 200):
         batch = history_batch([day * 10 + n for n in range(4)], day=day, terminal=1)
         history.remember(batch)
-        history.features(batch, cards=1, terminals=2)
+        history.features(batch)
     assert len(history) < 2 * 4 * (37 + 1)  # about what the windows reach, not 190 days of rows

@@ -2,8 +2,11 @@
 
 Training and batch scoring call `transform_features` on a table; the Pathway pipelines (fraud-features and
 fraud-detection, `pathway_service/pipelines/fraud/windows.py`) call `calendar_flags`, `customer_spending` and
-`terminal_risk` on each card's and each terminal's history, and the fraud stream (`fraud_stream/history.py`)
-on its recent transactions, for a batch's rows (`rows=`). The windows, the delay and the formulas are here only.
+`terminal_risk` on each card's and each terminal's history; the fraud stream (`fraud_stream/history.py`) keeps
+each card and terminal in time order as it goes (`timelines.Timelines`) and calls `customer_spending_in` and
+`terminal_risk_in`. Both ways end in `_spending_windows` and `_risk_windows`, given where each transaction's
+windows start and end in its card's (terminal's) ordered rows: the windows, the delay and the formulas are here
+only, and the two ways of finding those places are tested equal.
 
 `transform_features(transactions)` takes one row per transaction with the columns
 
@@ -32,13 +35,16 @@ position; we order such ties by TRANSACTION_ID. `FEATURES` lists the 15 model in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
+
+from .timelines import Timelines
 
 WINDOWS_DAYS = (1, 7, 30)
 DELAY_DAYS = 7
 DAY = np.timedelta64(1, "D")
-Rows = np.ndarray | None  # positions of the rows whose windows are wanted; None: all, in input order
 NIGHT_END_HOUR = 7  # night: hours 0 to 6
 
 CUSTOMER_FEATURES = [
@@ -91,14 +97,13 @@ def calendar_flags(wall_clock: np.ndarray, day: int) -> dict[str, np.ndarray]:
 
 
 def customer_spending(
-    customer: np.ndarray, t: np.ndarray, tie: np.ndarray, amount: np.ndarray, day: int, rows: Rows = None
+    customer: np.ndarray, t: np.ndarray, tie: np.ndarray, amount: np.ndarray, day: int
 ) -> dict[str, np.ndarray]:
-    """CUSTOMER_ID_NB_TX/AVG_AMOUNT_{n}DAY_WINDOW of each transaction, in input order, or of the `rows`
-    (positions) only, in their order: all the transactions count, only these rows' windows are computed.
+    """CUSTOMER_ID_NB_TX/AVG_AMOUNT_{n}DAY_WINDOW of each transaction, in input order.
 
     `t`: instants in any unit, `day`: one day in that unit; `tie` orders a card's transactions at one instant.
     """
-    groups = _Groups(customer, t, tie, [n * day for n in WINDOWS_DAYS], rows)
+    groups = _Groups(customer, t, tie, [n * day for n in WINDOWS_DAYS])
     sorted_amount = amount[groups.order]
     # Amounts in whole cents (the simulator's, and money in general) are summed exactly as integers, so an
     # average does not depend on where the data starts; otherwise a running float sum restarted per customer.
@@ -108,33 +113,83 @@ def customer_spending(
     )
     values, scale = (cents.astype(np.int64), 100.0) if exact else (sorted_amount, 1.0)
     running = _running_sums(values, groups.group, groups.first_of_group)
-    position, first = groups.position, groups.first_of_group[groups.position]
+    first = groups.first_of_group[groups.position]
+
+    def total(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        before = np.where(start > first, running[np.maximum(start - 1, 0)], 0)
+        return running[end - 1] - before
+
+    return _spending_windows(groups.first_after, groups.position + 1, total, scale, day)
+
+
+def customer_spending_in(
+    timelines: Timelines, card: np.ndarray, t: np.ndarray, tie: np.ndarray, day: int
+) -> dict[str, np.ndarray]:
+    """customer_spending of transactions held in `timelines` (the stream's), whose values are `in_cents`."""
+    return _spending_windows(
+        lambda bound: timelines.first_after(card, t - bound),
+        timelines.end_of(card, t, tie),
+        timelines.total,
+        100.0,
+        day,
+    )
+
+
+def in_cents(amount: np.ndarray) -> np.ndarray:
+    """Amounts x 100, whole cents exactly (so that their sums are exact, as customer_spending's)."""
+    cents = np.rint(amount * 100)
+    return np.where(np.abs(cents - amount * 100) < 1e-6, cents, amount * 100)
+
+
+def _spending_windows(
+    first_after: Callable[[int], np.ndarray],
+    end: np.ndarray,
+    total: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    scale: float,
+    day: int,
+) -> dict[str, np.ndarray]:
+    """The customer windows, given where each transaction's rows of its card end (after itself), where
+    those with time > t - bound start, and the sum of the amounts (x `scale`) between two such places."""
     out: dict[str, np.ndarray] = {}
     for n in WINDOWS_DAYS:
-        start = groups.first_after(n * day)
-        count = position - start + 1
-        before = np.where(start > first, running[np.maximum(start - 1, 0)], 0)
+        start = first_after(n * day)
+        count = end - start
         out[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = count.astype(np.int64)
-        out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = (running[position] - before) / (count * scale)
+        out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = total(start, end) / (count * scale)
     return out
 
 
-def terminal_risk(
-    terminal: np.ndarray, t: np.ndarray, fraud: np.ndarray, day: int, rows: Rows = None
-) -> dict[str, np.ndarray]:
-    """TERMINAL_ID_NB_TX/RISK_{n}DAY_WINDOW of each transaction, in input order, or of the `rows` only (`t`,
-    `day`, `rows`: as above)."""
+def terminal_risk(terminal: np.ndarray, t: np.ndarray, fraud: np.ndarray, day: int) -> dict[str, np.ndarray]:
+    """TERMINAL_ID_NB_TX/RISK_{n}DAY_WINDOW of each transaction, in input order (`t`, `day`: as above)."""
     bounds = [DELAY_DAYS * day, *((DELAY_DAYS + n) * day for n in WINDOWS_DAYS)]
     # Ties need no tie-breaker here: both window ends are delayed, so rows at t itself never count.
-    groups = _Groups(terminal, t, None, bounds, rows)
+    groups = _Groups(terminal, t, None, bounds)
     frauds_before = np.concatenate([[0.0], np.cumsum(fraud[groups.order])])
-    delayed_end = groups.first_after(DELAY_DAYS * day)  # rows with time <= t - 7 days end here
+    return _risk_windows(
+        groups.first_after, lambda start, end: frauds_before[end] - frauds_before[start], day
+    )
+
+
+def terminal_risk_in(
+    timelines: Timelines, terminal: np.ndarray, t: np.ndarray, day: int
+) -> dict[str, np.ndarray]:
+    """terminal_risk of transactions in `timelines` (the stream's), whose values are the labels."""
+    return _risk_windows(lambda bound: timelines.first_after(terminal, t - bound), timelines.total, day)
+
+
+def _risk_windows(
+    first_after: Callable[[int], np.ndarray],
+    total: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    day: int,
+) -> dict[str, np.ndarray]:
+    """The terminal windows, given where each transaction's rows of its terminal with time > t - bound
+    start, and the number of frauds between two such places."""
+    delayed_end = first_after(DELAY_DAYS * day)  # rows with time <= t - 7 days end here
     out: dict[str, np.ndarray] = {}
     for n in WINDOWS_DAYS:
-        start = groups.first_after((DELAY_DAYS + n) * day)
+        start = first_after((DELAY_DAYS + n) * day)
         count = delayed_end - start
-        nb_fraud = frauds_before[delayed_end] - frauds_before[start]
-        risk = np.divide(nb_fraud, count, out=np.zeros(len(count)), where=count > 0)
+        risk = np.divide(total(start, delayed_end), count, out=np.zeros(len(count)), where=count > 0)
         out[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = count.astype(np.int64)
         out[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = risk
     return out
@@ -145,13 +200,9 @@ class _Groups:
 
     Times become ranks r(x) = #{distinct instants <= x}, so that t_j > x exactly when r(t_j) > r(x); rows
     are sorted, and a bound `time > t - b` searched, by the small exact integer keys `group * span + r(time)`.
-    Bounds are searched for the wanted rows only (`rows`, all by default): the stream wants a few hundred of
-    the thousands of rows it passes.
     """
 
-    def __init__(
-        self, keys: np.ndarray, t: np.ndarray, tie: np.ndarray | None, bounds: list[int], rows: Rows
-    ) -> None:
+    def __init__(self, keys: np.ndarray, t: np.ndarray, tie: np.ndarray | None, bounds: list[int]) -> None:
         group, _ = pd.factorize(keys, sort=True)
         by_time = np.argsort(t)
         ordered = t[by_time]
@@ -167,23 +218,19 @@ class _Groups:
         starts = np.flatnonzero(np.r_[True, self.group[1:] != self.group[:-1]])
         # For each sorted row, the first sorted row of its group.
         self.first_of_group = np.repeat(starts, np.diff(np.r_[starts, len(t)]))
-        wanted = np.arange(len(t)) if rows is None else np.asarray(rows)
-        sorted_position = np.empty(len(t), dtype=np.int64)
-        sorted_position[self.order] = np.arange(len(t))
-        self.position = sorted_position[wanted]  # where each wanted row is, sorted
+        self.position = np.empty(len(t), dtype=np.int64)  # where each row is, sorted
+        self.position[self.order] = np.arange(len(t))
         # The bounds are searched in input order (usually chronological) among the instants, then in sorted
         # order among the keys: both searches walk memory in order.
-        self._by_position = self.order if rows is None else np.argsort(self.position)
-        wanted_key_base = group[wanted].astype(np.int64) * self.span
+        key_base = group.astype(np.int64) * self.span
         self.limits = {
-            b: (wanted_key_base + np.searchsorted(instants, t[wanted] - b, side="right"))[self._by_position]
-            for b in bounds
+            b: (key_base + np.searchsorted(instants, t - b, side="right"))[self.order] for b in bounds
         }
 
     def first_after(self, bound: int) -> np.ndarray:
-        """For each wanted row: the first sorted row of its group with time > t - bound."""
+        """For each row: the first sorted row of its group with time > t - bound."""
         first = np.empty(len(self.position), dtype=np.int64)
-        first[self._by_position] = np.searchsorted(self.keys, self.limits[bound], side="right")
+        first[self.order] = np.searchsorted(self.keys, self.limits[bound], side="right")
         return first
 
 

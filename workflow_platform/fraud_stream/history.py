@@ -5,11 +5,12 @@ transaction delivered again is remembered once), `features` computes transaction
 remembered (they included: a window ends at the transaction itself). The dataflow remembers each tick's rows
 before it computes any of their features, so every transaction is featured on all those before it in time.
 
-The features are the training's own (`workflow_platform.fraud.features`), run on all of a batch's cards and
-terminals together: the remembered rows of those cards (terminals), the batch's own last, go through
-`customer_spending` (`terminal_risk`), which group by card (terminal) themselves and compute the windows of the
-batch's rows only (`rows=`). The fraud-detection pipeline (`pathway_service/pipelines/fraud/windows.py`) calls the same functions on
-one card's or terminal's history at a time; the formulas are in one place.
+The features are the training's own (`workflow_platform.fraud.features`): each card's and each terminal's
+transactions are kept in time order with running sums (`Timelines`), of the amounts and of the labels, and
+`customer_spending_in` / `terminal_risk_in` find each window in them by binary search, so a transaction costs
+the same however much history the windows hold. The fraud-detection pipeline
+(`pathway_service/pipelines/fraud/windows.py`) and training compute the same windows by sorting; the formulas
+are in one place.
 
 Labels come late (feedback.py): `label` sets a remembered transaction's, so that the terminal-risk windows of
 transactions featured afterwards count it (7 days later, the handbook's delay: `terminal_risk`). A label for a
@@ -18,8 +19,9 @@ far as a window reaches) past the first clean-up after the label: by then the tr
 label came, or is not coming.
 
 Only what a window can reach is kept: transactions less than 37 days (the terminal's 30-day window, 7 days
-back) older than the newest seen, or than the oldest not featured yet. Rows live in columns with spare
-capacity, so a tick appends without copying the history; expired rows are dropped when the columns fill up.
+back) older than the newest seen, or than the oldest not featured yet. The transactions themselves (their
+ids, for the labels and to remember each once) live in columns with spare capacity, so a tick appends without
+copying the history; expired rows are dropped when the columns fill up, and from a timeline when it fills up.
 """
 
 from __future__ import annotations
@@ -33,20 +35,17 @@ from workflow_platform.fraud.features import (
     FEATURES,
     WINDOWS_DAYS,
     calendar_flags,
-    customer_spending,
-    terminal_risk,
+    customer_spending_in,
+    in_cents,
+    terminal_risk_in,
 )
+from workflow_platform.fraud.timelines import Timelines
 
 DAY_NS = 86_400 * 10**9
 KEEP_NS = (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY_NS
-_COLUMNS = {
-    "card": np.int64,
-    "terminal": np.int64,
-    "instant": np.int64,
-    "tie": np.int64,
-    "amount": np.float64,
-    "fraud": np.float64,
-}
+_BATCH_COLUMNS = ("card", "terminal", "instant", "tie", "amount", "fraud")
+# What is kept of each transaction besides its timelines: what featuring it again and labelling it take.
+_COLUMNS = {"card": np.int64, "terminal": np.int64, "instant": np.int64, "tie": np.int64, "fraud": np.float64}
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,8 @@ class RecentHistory:
         self._labels: dict[int, tuple[float, int | None]] = {}
         self._unfeatured: dict[int, int] = {}  # id -> instant of those remembered, not featured yet
         self._featured_from = np.iinfo(np.int64).min if featured_from is None else featured_from
+        self._spending = Timelines()  # per card: amounts in cents
+        self._risk = Timelines()  # per terminal: labels
 
     def __len__(self) -> int:
         return self._size
@@ -120,69 +121,36 @@ class RecentHistory:
 
     def label(self, transaction_ids: list[int], frauds: list[float]) -> None:
         """Set the transactions' labels (1 = a fraud): now if remembered, else when they come."""
-        fraud = self._columns["fraud"]
+        columns = self._columns
         for transaction_id, value in zip(transaction_ids, frauds, strict=True):
             if (row := self._rows.get(transaction_id)) is not None:
-                fraud[row] = value
+                columns["fraud"][row] = value
+                self._risk.set_value(
+                    int(columns["terminal"][row]), int(columns["instant"][row]), transaction_id, value
+                )
             else:
                 self._labels[transaction_id] = (value, None)
 
-    def features(self, batch: Batch, cards: int, terminals: int) -> np.ndarray:
-        """The batch's FEATURES matrix (one row per transaction), against the remembered transactions.
-
-        `cards`, `terminals`: how many codes exist (the batch's included)."""
+    def features(self, batch: Batch) -> np.ndarray:
+        """The FEATURES matrix of remembered transactions (one row per transaction of the batch), against the
+        others remembered; each as it was remembered, should it have been sent again otherwise."""
         if len(batch) == 0:
             return np.empty((0, len(FEATURES)))
-        _, first, copies = np.unique(batch.tie, return_index=True, return_inverse=True)
-        if len(first) < len(batch):  # a transaction delivered twice in one batch must not count itself twice
-            return self.features(_rows(batch, first), cards, terminals)[copies]
         for transaction_id in batch.tie.tolist():
             self._unfeatured.pop(transaction_id, None)
+        rows = np.fromiter(map(self._rows.__getitem__, batch.tie.tolist()), dtype=np.int64, count=len(batch))
+        card, terminal, instant = (self._columns[name][rows] for name in ("card", "terminal", "instant"))
         features = {
             "TX_AMOUNT": batch.amount,
-            **calendar_flags(batch.instant, DAY_NS),  # the wall clock of UTC
-            **self._spending(batch, cards),
-            **self._risk(batch, terminals),
+            **calendar_flags(instant, DAY_NS),  # the wall clock of UTC
+            **customer_spending_in(self._spending, card, instant, batch.tie, DAY_NS),
+            **terminal_risk_in(self._risk, terminal, instant, DAY_NS),
         }
         return np.column_stack([np.asarray(features[name], dtype=np.float64) for name in FEATURES])
 
     def labels(self, transaction_ids: np.ndarray) -> np.ndarray:
         """The remembered transactions' labels (1.0 = a fraud)."""
         return self._columns["fraud"][[self._rows[i] for i in transaction_ids.tolist()]]
-
-    def _spending(self, batch: Batch, cards: int) -> dict[str, np.ndarray]:
-        since = int(batch.instant.min()) - max(WINDOWS_DAYS) * DAY_NS
-        rows = self._rows_of("card", batch.card, cards, batch.tie, since)
-        card, instant, tie, amount = (
-            self._with(rows, name, batch) for name in ("card", "instant", "tie", "amount")
-        )
-        return customer_spending(card, instant, tie, amount, DAY_NS, rows=_last(len(batch), len(card)))
-
-    def _risk(self, batch: Batch, terminals: int) -> dict[str, np.ndarray]:
-        rows = self._rows_of(
-            "terminal", batch.terminal, terminals, batch.tie, int(batch.instant.min()) - KEEP_NS
-        )
-        terminal, instant, fraud = (
-            self._with(rows, name, batch) for name in ("terminal", "instant", "fraud")
-        )
-        fraud[len(rows) :] = self.labels(batch.tie)  # the batch's own, as they are now
-        return terminal_risk(terminal, instant, fraud, DAY_NS, rows=_last(len(batch), len(terminal)))
-
-    def _rows_of(
-        self, column: str, wanted: np.ndarray, codes: int, batch_ids: np.ndarray, since: int
-    ) -> np.ndarray:
-        """Indices of the remembered rows whose card (terminal) is in `wanted` (a lookup table, not a search)
-        and whose instant is after `since` (older ones are in no window of the batch's: the columns hold up to
-        twice what the windows reach between clean-ups, and sorting them cost the most), but the batch's own:
-        the batch is appended to them."""
-        is_wanted = np.zeros(codes, dtype=bool)
-        is_wanted[wanted] = True
-        recent = self._columns["instant"][: self._size] > since
-        rows = np.flatnonzero(is_wanted[self._columns[column][: self._size]] & recent)
-        return rows[~np.isin(self._columns["tie"][rows], batch_ids)]
-
-    def _with(self, rows: np.ndarray, name: str, batch: Batch) -> np.ndarray:
-        return np.concatenate([self._columns[name][rows], getattr(batch, name)])
 
     def _append(self, batch: Batch) -> None:
         self._newest = max(self._newest, int(batch.instant.max(initial=self._newest)))
@@ -194,12 +162,18 @@ class RecentHistory:
             self._columns[name][self._size : end] = getattr(batch, name)
         self._rows.update(zip(batch.tie.tolist(), range(self._size, end), strict=True))
         self._size = end
+        self._spending.add(batch.card, batch.instant, batch.tie, in_cents(batch.amount), self._expired)
+        self._risk.add(batch.terminal, batch.instant, batch.tie, batch.fraud, self._expired)
+
+    def _expired(self) -> int:
+        """The instant at and before which no window of a transaction to come or not featured yet reaches."""
+        return min(self._newest, min(self._unfeatured.values(), default=self._newest)) - KEEP_NS
 
     def _compact(self, incoming: int) -> None:
         """Drop what no window reaches any more (that of the oldest transaction not featured yet included);
         grow so that the live rows fill at most half."""
-        end = min(self._newest, min(self._unfeatured.values(), default=self._newest))
-        live = np.flatnonzero(self._columns["instant"][: self._size] > end - KEEP_NS)
+        expired = self._expired()
+        live = np.flatnonzero(self._columns["instant"][: self._size] > expired)
         capacity = max(len(self._columns["instant"]), 2 * (len(live) + incoming))
         for name, dtype in _COLUMNS.items():
             column = np.empty(capacity, dtype)
@@ -213,14 +187,9 @@ class RecentHistory:
         self._labels = {
             transaction_id: (label, self._newest if since is None else since)
             for transaction_id, (label, since) in self._labels.items()
-            if since is None or since > end - KEEP_NS
+            if since is None or since > expired
         }
 
 
-def _last(count: int, total: int) -> np.ndarray:
-    """The positions of the batch's rows, appended after the remembered ones."""
-    return np.arange(total - count, total)
-
-
 def _rows(batch: Batch, which: np.ndarray) -> Batch:
-    return Batch(**{name: getattr(batch, name)[which] for name in _COLUMNS})
+    return Batch(**{name: getattr(batch, name)[which] for name in _BATCH_COLUMNS})

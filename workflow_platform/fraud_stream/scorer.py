@@ -119,7 +119,7 @@ class Scorer:
         batch = self._batch(
             transaction_id, np.asarray(instant, dtype=np.int64), customer_id, terminal_id, amount, tx_fraud
         )
-        features = self._history.features(batch, len(self._cards), len(self._terminals))
+        features = self._history.features(batch)
         labels = self._history.labels(batch.tie).astype(np.int64)
         model = self._model.current()
         frame = pd.DataFrame(features, columns=FEATURES)[model.features]
