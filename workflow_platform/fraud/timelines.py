@@ -60,12 +60,12 @@ class Timelines:
         after_last = empty | (instant[first] > self._instant[last])
         after_last |= ~empty & (instant[first] == self._instant[last]) & (tie[first] > self._tie[last])
         fits = self._size[keys] + count <= self._capacity[keys]
-        appended = after_last & fits
-        if appended.any():
-            rows = np.repeat(appended, count)
-            self._append(keys[appended], count[appended], instant[rows], tie[rows], value[rows])
+        for way, groups in ((self._append, after_last & fits), (self._merge, ~after_last & fits)):
+            if groups.any():
+                rows = np.repeat(groups, count)
+                way(keys[groups], count[groups], instant[rows], tie[rows], value[rows])
         expired_at = functools.cache(expired)  # asked once at most
-        for group in np.flatnonzero(~appended).tolist():
+        for group in np.flatnonzero(~fits).tolist():
             rows = slice(first[group], first[group] + count[group])
             self._rewrite(int(keys[group]), instant[rows], tie[rows], value[rows], expired_at)
 
@@ -114,29 +114,56 @@ class Timelines:
     ) -> None:
         """Entries sorted by (key, instant, tie), all after their key's last one, with room for them."""
         end = self._start[keys] + self._size[keys]
-        group_start = np.repeat(np.cumsum(count) - count, count)
-        slot = np.repeat(end, count) + np.arange(len(instant)) - group_start
-        self._instant[slot], self._tie[slot], self._value[slot] = instant, tie, value
-        summed = np.cumsum(value)
-        before_group = np.repeat(summed[np.cumsum(count) - count] - value[np.cumsum(count) - count], count)
-        self._running[slot + 1] = np.repeat(self._running[end], count) + summed - before_group
+        self._place(keys, end, count, instant, tie, value)
         self._size[keys] += count
+
+    def _merge(
+        self, keys: np.ndarray, count: np.ndarray, instant: np.ndarray, tie: np.ndarray, value: np.ndarray
+    ) -> None:
+        """Entries sorted by (key, instant, tie), some before their key's last one, with room for them: the
+        keys' entries, old and new, sorted again together (all keys at once: a tick comes in several calls,
+        in no time order, so many cards get an entry before their last)."""
+        size = self._size[keys]
+        held = _slots(self._start[keys], size)
+        owner = np.concatenate([np.repeat(keys, size), np.repeat(keys, count)])
+        instant = np.concatenate([self._instant[held], instant])
+        tie = np.concatenate([self._tie[held], tie])
+        value = np.concatenate([self._value[held], value])
+        order = np.lexsort((tie, instant, owner))
+        self._place(keys, self._start[keys], size + count, instant[order], tie[order], value[order])
+        self._size[keys] += count
+
+    def _place(
+        self,
+        keys: np.ndarray,
+        at: np.ndarray,
+        count: np.ndarray,
+        instant: np.ndarray,
+        tie: np.ndarray,
+        value: np.ndarray,
+    ) -> None:
+        """Write each key's `count` entries (sorted by key, instant, tie) from its slot `at` on, with their
+        running sums from the one at `at`."""
+        slot = _slots(at, count)
+        self._instant[slot], self._tie[slot], self._value[slot] = instant, tie, value
+        first = np.cumsum(count) - count
+        summed = np.cumsum(value)
+        self._running[slot + 1] = np.repeat(self._running[at] - summed[first] + value[first], count) + summed
 
     def _rewrite(
         self, key: int, instant: np.ndarray, tie: np.ndarray, value: np.ndarray, expired: Callable[[], int]
     ) -> None:
-        """Merge the key's new entries with its own; if that fills more than three quarters of its room, drop
-        what no window reaches, and if it still does, move it to the end of the slab with twice the room."""
+        """A key without room for its new entries: merged with its own, less what no window reaches, in place
+        if that fills at most three quarters of its room, else moved to the end of the slab with twice the
+        room it needs (each key is moved once per so many entries, not at every entry)."""
         start, size = int(self._start[key]), int(self._size[key])
         held = slice(start, start + size)
         instant = np.concatenate([self._instant[held], instant])
         tie = np.concatenate([self._tie[held], tie])
         value = np.concatenate([self._value[held], value])
         order = np.lexsort((tie, instant))
-        instant, tie, value = instant[order], tie[order], value[order]
-        if len(instant) > self._capacity[key] * 3 // 4:
-            live = slice(int(np.searchsorted(instant, expired(), side="right")), None)
-            instant, tie, value = instant[live], tie[live], value[live]
+        live = order[int(np.searchsorted(instant[order], expired(), side="right")) :]
+        instant, tie, value = instant[live], tie[live], value[live]
         if len(instant) > self._capacity[key] * 3 // 4:
             self._capacity[key] = 0  # its slots become a hole
             start = self._allocate(key, max(_MIN_CAPACITY, 2 * len(instant)))
@@ -169,12 +196,7 @@ class Timelines:
         start = np.cumsum(slots) - slots
         # Every entry's slot, old and new, and the running sum after each key's last.
         kept = np.where(room > 0, self._size + 1, 0)
-        old = (
-            np.repeat(self._start, kept)
-            + np.arange(int(kept.sum()))
-            - np.repeat(np.cumsum(kept) - kept, kept)
-        )
-        new = np.repeat(start, kept) + old - np.repeat(self._start, kept)
+        old, new = _slots(self._start, kept), _slots(start, kept)
         for name, fill in (("_instant", _AFTER_ALL), ("_tie", 0), ("_value", 0.0), ("_running", 0.0)):
             column = getattr(self, name)
             rebuilt = np.full(length, fill, dtype=column.dtype)
@@ -188,3 +210,8 @@ class Timelines:
             self._start = np.concatenate([self._start, np.zeros(grow, dtype=np.int64)])
             self._size = np.concatenate([self._size, np.zeros(grow, dtype=np.int64)])
             self._capacity = np.concatenate([self._capacity, np.zeros(grow, dtype=np.int64)])
+
+
+def _slots(start: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """start[0], start[0] + 1, ..., start[0] + count[0] - 1, start[1], ...: the slots of several keys."""
+    return np.repeat(start - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
