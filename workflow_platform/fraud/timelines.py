@@ -120,17 +120,19 @@ class Timelines:
     def _merge(
         self, keys: np.ndarray, count: np.ndarray, instant: np.ndarray, tie: np.ndarray, value: np.ndarray
     ) -> None:
-        """Entries sorted by (key, instant, tie), some before their key's last one, with room for them: the
-        keys' entries, old and new, sorted again together (all keys at once: a tick comes in several calls,
-        in no time order, so many cards get an entry before their last)."""
-        size = self._size[keys]
-        held = _slots(self._start[keys], size)
-        owner = np.concatenate([np.repeat(keys, size), np.repeat(keys, count)])
+        """Entries sorted by (key, instant, tie), some before their key's last one, with room for them: each
+        key's entries from its first new one on, old and new, sorted again together (all keys at once: a tick
+        comes in several calls, in no time order, so many cards get an entry just before their last)."""
+        first = np.cumsum(count) - count
+        cut = self.end_of(keys, instant[first], tie[first])  # the old entries from here on move
+        after = self._start[keys] + self._size[keys] - cut
+        held = _slots(cut, after)
+        owner = np.concatenate([np.repeat(keys, after), np.repeat(keys, count)])
         instant = np.concatenate([self._instant[held], instant])
         tie = np.concatenate([self._tie[held], tie])
         value = np.concatenate([self._value[held], value])
         order = np.lexsort((tie, instant, owner))
-        self._place(keys, self._start[keys], size + count, instant[order], tie[order], value[order])
+        self._place(keys, cut, after + count, instant[order], tie[order], value[order])
         self._size[keys] += count
 
     def _place(
