@@ -233,10 +233,16 @@ def _initdb(pgdata: Path, log_path: Path, admin: pg_access.Login) -> None:
     pg_access.write_hba(pgdata, _owner())
 
 
+# The default (128 MB) holds the indexes of orchestrator.transactions up to a few hundred thousand rows: past
+# that every upsert of the fraud stream reads and evicts pages, and PostgreSQL's CPU triples over a million rows
+# (bench/fraud_stream.py --days 120 --backlog 1100000). Memory is taken as pages are used, not at start.
+SHARED_BUFFERS = "512MB"
+
+
 def _start_server(pgdata: Path, port: int, log_path: Path) -> None:
     socket_dir = str(pgdata) if len(f"{pgdata}/.s.PGSQL.{port}") <= _MAX_SOCKET_PATH else ""
     # pg_ctl hands -o to the server through /bin/sh, hence the quoting; -k '' means TCP only.
-    options = f"-h {LOOPBACK} -p {port} -k {shlex.quote(socket_dir)}"
+    options = f"-h {LOOPBACK} -p {port} -k {shlex.quote(socket_dir)} -c shared_buffers={SHARED_BUFFERS}"
     args = ["-D", str(pgdata), "-l", str(log_path), "-o", options, "-w", "-t", "30", "start"]
     _run_or_fail("pg_ctl", args, pgdata, log_path)
 
