@@ -57,8 +57,7 @@ def assert_equal_to_batch(got: dict[int, np.ndarray], expected: pd.DataFrame) ->
 
 def test_ticks_in_time_order_shuffled_within_and_delivered_twice(simulated, expected) -> None:
     """The stream's way: each tick remembered, then featured; a tick's rows in any order, some again."""
-    history = RecentHistory(capacity=1024)
-    history._spending, history._risk = Timelines(slab=64), Timelines(slab=64)
+    history = RecentHistory(capacity=64)
     rng = np.random.default_rng(7)
     ordered = simulated.sort_values(["TX_DATETIME", "TRANSACTION_ID"])
     got: dict[int, np.ndarray] = {}
@@ -72,8 +71,7 @@ def test_ticks_in_time_order_shuffled_within_and_delivered_twice(simulated, expe
 
 def test_everything_remembered_out_of_order_and_labelled_later_then_featured(simulated, expected) -> None:
     """Every card's transactions arriving out of time order (each timeline rewritten), labels after them."""
-    history = RecentHistory(capacity=1024)
-    history._spending, history._risk = Timelines(slab=64), Timelines(slab=64)
+    history = RecentHistory(capacity=64)
     shuffled = simulated.sample(frac=1.0, random_state=11)
     for tick in chunks(shuffled, 300):
         history.remember(batch_of(tick, fraud=np.zeros(len(tick))))
@@ -84,7 +82,6 @@ def test_everything_remembered_out_of_order_and_labelled_later_then_featured(sim
         batch = batch_of(tick)
         got.update(zip(batch.tie.tolist(), history.features(batch), strict=True))
     assert_equal_to_batch(got, expected)
-    assert len(history._spending) == len(history._risk) == len(simulated)  # nothing featured yet dropped
 
 
 def test_timelines_drop_what_no_window_reaches_when_they_fill_up() -> None:

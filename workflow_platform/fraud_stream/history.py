@@ -84,8 +84,8 @@ class RecentHistory:
     """The transactions any window of a new one can reach, as columns with room to grow."""
 
     def __init__(self, capacity: int = 1 << 16, featured_from: int | None = None) -> None:
-        """`featured_from`: transactions before this instant (a replay's history) are remembered only, never
-        featured: no window has to wait for them."""
+        """`capacity`: the rows (and each timeline's slots) to start with; `featured_from`: transactions before
+        this instant (a replay's history) are remembered only, never featured: no window has to wait for them."""
         self._columns = {name: np.empty(capacity, dtype) for name, dtype in _COLUMNS.items()}
         self._size = 0
         self._newest = np.iinfo(np.int64).min
@@ -94,8 +94,8 @@ class RecentHistory:
         self._labels: dict[int, tuple[float, int | None]] = {}
         self._unfeatured: dict[int, int] = {}  # id -> instant of those remembered, not featured yet
         self._featured_from = np.iinfo(np.int64).min if featured_from is None else featured_from
-        self._spending = Timelines()  # per card: amounts in cents
-        self._risk = Timelines()  # per terminal: labels
+        self._spending = Timelines(slab=capacity)  # per card: amounts in cents
+        self._risk = Timelines(slab=capacity)  # per terminal: labels
 
     def __len__(self) -> int:
         return self._size
