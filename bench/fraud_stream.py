@@ -102,9 +102,8 @@ def rss_mb(process: subprocess.Popen) -> float:
 def drain(pg: psycopg2.extensions.connection, process: subprocess.Popen, total: int, timeout: float) -> dict:
     """Poll the scored rows until all `total` are there: (time, count) from the first scored to the last."""
     samples: list[tuple[float, int]] = []
-    rss: dict[
-        int, float
-    ] = {}  # the pipeline's memory each 100,000 scored: bounded, or growing with the stream
+    # The pipeline's memory each 100,000 scored: bounded, or growing with the stream.
+    rss: dict[int, float] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         count = scored(pg)

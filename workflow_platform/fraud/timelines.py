@@ -21,12 +21,11 @@ from collections.abc import Callable
 import numpy as np
 
 _MIN_CAPACITY = 16
-_AFTER_ALL = np.iinfo(np.int64).max  # the instant of empty slots: after any real one
 
 
 class Timelines:
     def __init__(self, slab: int = 1 << 16) -> None:
-        self._instant = np.full(slab, _AFTER_ALL, dtype=np.int64)
+        self._instant = np.zeros(slab, dtype=np.int64)
         self._tie = np.zeros(slab, dtype=np.int64)
         self._value = np.zeros(slab, dtype=np.float64)
         self._running = np.zeros(slab, dtype=np.float64)
@@ -174,7 +173,6 @@ class Timelines:
     def _write(self, key: int, start: int, instant: np.ndarray, tie: np.ndarray, value: np.ndarray) -> None:
         end = start + len(instant)
         self._instant[start:end], self._tie[start:end], self._value[start:end] = instant, tie, value
-        self._instant[end : start + self._capacity[key]] = _AFTER_ALL
         self._running[start] = 0.0
         self._running[start + 1 : end + 1] = np.cumsum(value)
         self._start[key], self._size[key] = start, len(instant)
@@ -199,9 +197,9 @@ class Timelines:
         # Every entry's slot, old and new, and the running sum after each key's last.
         kept = np.where(room > 0, self._size + 1, 0)
         old, new = _slots(self._start, kept), _slots(start, kept)
-        for name, fill in (("_instant", _AFTER_ALL), ("_tie", 0), ("_value", 0.0), ("_running", 0.0)):
+        for name in ("_instant", "_tie", "_value", "_running"):
             column = getattr(self, name)
-            rebuilt = np.full(length, fill, dtype=column.dtype)
+            rebuilt = np.zeros(length, dtype=column.dtype)
             rebuilt[new] = column[old]
             setattr(self, name, rebuilt)
         self._start, self._capacity, self._end = start, room, used
