@@ -235,12 +235,12 @@ def test_a_label_waits_for_its_transaction_until_no_window_can_reach_it() -> Non
 
     def featured(batch: Batch) -> dict[str, float]:
         history.remember(batch)
-        return dict(zip(FEATURES, history.features(batch)[-1], strict=True))
+        return dict(zip(FEATURES, history.features(batch.tie.tolist())[-1], strict=True))
 
     history.label([1, 2, 99], [1.0, 1.0, 1.0])  # 99 never comes
     featured(history_batch([1], day=0))
     featured(history_batch([1, 2], day=0))  # 1 delivered again: remembered once, its label kept
-    assert history.labels(np.array([1, 2])).tolist() == [1.0, 1.0]
+    assert history.labels([1, 2]).tolist() == [1.0, 1.0]
     history.label([2], [0.0])  # a later label replaces the first
     risk = featured(history_batch([3], day=7.5))  # its delayed 1-day window: day 0
     assert risk["TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 2 and risk["TERMINAL_ID_RISK_1DAY_WINDOW"] == 0.5
@@ -248,7 +248,7 @@ def test_a_label_waits_for_its_transaction_until_no_window_can_reach_it() -> Non
     for day in range(8, 120):
         featured(history_batch([day * 10 + n for n in range(4)], day=day, terminal=1))
     featured(history_batch([99], day=120))
-    assert history.labels(np.array([99])).tolist() == [0.0]
+    assert history.labels([99]).tolist() == [0.0]
 
 
 def test_a_replays_history_only_transactions_expire_like_the_others() -> None:
@@ -259,5 +259,5 @@ def test_a_replays_history_only_transactions_expire_like_the_others() -> None:
     for day in range(10, 200):
         batch = history_batch([day * 10 + n for n in range(4)], day=day, terminal=1)
         history.remember(batch)
-        history.features(batch)
+        history.features(batch.tie.tolist())
     assert len(history) < 2 * 4 * (37 + 1)  # about what the windows reach, not 190 days of rows

@@ -18,18 +18,22 @@ INSTANT = 1_796_032_800_123_456_789
 AWKWARD = ['with "quotes", commas', "line\nbreak\r\tand tab", "back\\slash \\N", "", "²³", "NULL"]
 
 
-def scored(source: str, transaction_id: int, customer: str, terminal: str, risk: float = 0.25) -> dict:
-    return {
+def scored(
+    source: str, transaction_id: int, customer: str, terminal: str, risk: float = 0.25, amount: float = 12.34
+) -> dict:
+    """A scored transaction as the dataflow hands it to the sink: its COLUMNS as one tuple."""
+    values = {
         "source": source,
         "transaction_id": transaction_id,
         "customer_id": customer,
         "terminal_id": terminal,
-        "amount": 12.34,
+        "amount": amount,
         "instant": INSTANT,
         "tx_fraud": 0,
         "risk_score": risk,
         "fraud_flag": risk >= 0.5,
     }
+    return {"row": tuple(values[column] for column in ScoresSink.COLUMNS)}
 
 
 def write_ticks(dsn: str, *ticks: list[dict]) -> None:
@@ -100,7 +104,7 @@ def test_a_transaction_twice_in_a_tick_is_one_row_and_a_seeded_row_keeps_its_col
 def test_a_failed_write_fails_the_next_tick_and_the_end(stack_env: dict[str, str]) -> None:
     # An amount beyond the column's numeric(12, 2): the write fails on the writer's thread.
     sink = ScoresSink(stack_env["WFP_PG_DSN"])
-    sink.on_change(None, {**scored("sink-failing", 1, "c", "t"), "amount": 1e13}, 0, True)
+    sink.on_change(None, scored("sink-failing", 1, "c", "t", amount=1e13), 0, True)
     sink.on_time_end(0)
     with pytest.raises(RuntimeError, match="writing to PostgreSQL failed: numeric field overflow"):
         sink.on_change(None, scored("sink-failing", 2, "c", "t"), 1, True)

@@ -65,7 +65,7 @@ def test_ticks_in_time_order_shuffled_within_and_delivered_twice(simulated, expe
         again = tick.sample(frac=0.05, random_state=int(rng.integers(1 << 30)))
         batch = batch_of(pd.concat([tick, again]).sample(frac=1.0, random_state=int(rng.integers(1 << 30))))
         history.remember(batch)
-        got.update(zip(batch.tie.tolist(), history.features(batch), strict=True))
+        got.update(zip(batch.tie.tolist(), history.features(batch.tie.tolist()), strict=True))
     assert_equal_to_batch(got, expected)
 
 
@@ -80,7 +80,7 @@ def test_everything_remembered_out_of_order_and_labelled_later_then_featured(sim
     got: dict[int, np.ndarray] = {}
     for tick in chunks(shuffled, 50):
         batch = batch_of(tick)
-        got.update(zip(batch.tie.tolist(), history.features(batch), strict=True))
+        got.update(zip(batch.tie.tolist(), history.features(batch.tie.tolist()), strict=True))
     assert_equal_to_batch(got, expected)
 
 

@@ -66,15 +66,8 @@ def scoring_udfs(scorer: Scorer) -> tuple[pw.UDF, pw.UDF]:
         )
 
     @pw.udf(max_batch_size=1_000_000)
-    def score(
-        transaction_id: list[int],
-        instant: list[int],
-        customer_id: list[str],
-        terminal_id: list[str],
-        amount: list[float],
-        tx_fraud: list[int],
-    ) -> list[tuple[float, bool, tuple[float, ...], str, int]]:
-        return scorer.score(transaction_id, instant, customer_id, terminal_id, amount, tx_fraud)
+    def score(transaction_id: list[int]) -> list[tuple[float, bool, tuple[float, ...], str, int]]:
+        return scorer.score(transaction_id)
 
     return remember, score
 
@@ -160,7 +153,8 @@ def build(options: StreamOptions, scorer: Scorer) -> None:
     scored = _scored(remembered, score, _epoch_ns(options.emit_from)).filter_out_results_of_forgetting()
     remembered = remembered.filter_out_results_of_forgetting()
     dsn = options.settings.require("pg_dsn")
-    scores = scored.select(*(scored[column] for column in ScoresSink.COLUMNS))  # not the features (15 values)
+    # One tuple a row: Pathway's subscription builds a dict of a row's columns for each row it hands over.
+    scores = scored.select(row=pw.make_tuple(*(scored[column] for column in ScoresSink.COLUMNS)))
     for table, sink, name in ((scores, ScoresSink(dsn), "scores"), (labels, LabelsSink(dsn), "labels")):
         pw.io.subscribe(
             table, on_change=sink.on_change, on_time_end=sink.on_time_end, on_end=sink.on_end, name=name
@@ -218,17 +212,7 @@ def _scored(remembered: pw.Table, score: pw.UDF, emit_from_ns: int | None) -> pw
     return (
         remembered.filter(scored)
         .without(pw.this.is_label)
-        .select(
-            *pw.this.without(pw.this.tx_fraud),
-            result=score(
-                pw.this.transaction_id,
-                pw.this.instant,
-                pw.this.customer_id,
-                pw.this.terminal_id,
-                pw.this.amount,
-                pw.this.tx_fraud,
-            ),
-        )
+        .select(*pw.this.without(pw.this.tx_fraud), result=score(pw.this.transaction_id))
         .select(
             *pw.this.without(pw.this.result),
             risk_score=pw.this.result[0],

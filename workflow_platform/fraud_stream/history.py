@@ -43,9 +43,15 @@ from workflow_platform.fraud.timelines import Timelines
 
 DAY_NS = 86_400 * 10**9
 KEEP_NS = (DELAY_DAYS + max(WINDOWS_DAYS)) * DAY_NS
-_BATCH_COLUMNS = ("card", "terminal", "instant", "tie", "amount", "fraud")
-# What is kept of each transaction besides its timelines: what featuring it again and labelling it take.
-_COLUMNS = {"card": np.int64, "terminal": np.int64, "instant": np.int64, "tie": np.int64, "fraud": np.float64}
+# What is kept of each transaction (a Batch's fields) besides its timelines: what featuring and labelling it take.
+_COLUMNS = {
+    "card": np.int64,
+    "terminal": np.int64,
+    "instant": np.int64,
+    "tie": np.int64,
+    "amount": np.float64,
+    "fraud": np.float64,
+}
 
 
 @dataclass(frozen=True)
@@ -131,26 +137,33 @@ class RecentHistory:
             else:
                 self._labels[transaction_id] = (value, None)
 
-    def features(self, batch: Batch) -> np.ndarray:
-        """The FEATURES matrix of remembered transactions (one row per transaction of the batch), against the
-        others remembered; each as it was remembered, should it have been sent again otherwise."""
-        if len(batch) == 0:
+    def features(self, transaction_ids: list[int]) -> np.ndarray:
+        """The FEATURES matrix of remembered transactions (a row each), against the others remembered; each as
+        it was remembered, should it have been sent again otherwise."""
+        if not transaction_ids:
             return np.empty((0, len(FEATURES)))
-        for transaction_id in batch.tie.tolist():
+        for transaction_id in transaction_ids:
             self._unfeatured.pop(transaction_id, None)
-        rows = np.fromiter(map(self._rows.__getitem__, batch.tie.tolist()), dtype=np.int64, count=len(batch))
-        card, terminal, instant = (self._columns[name][rows] for name in ("card", "terminal", "instant"))
+        rows = self._rows_of(transaction_ids)
+        card, terminal, instant, tie, amount = (
+            self._columns[name][rows] for name in ("card", "terminal", "instant", "tie", "amount")
+        )
         features = {
-            "TX_AMOUNT": batch.amount,
+            "TX_AMOUNT": amount,
             **calendar_flags(instant, DAY_NS),  # the wall clock of UTC
-            **customer_spending_in(self._spending, card, instant, batch.tie, DAY_NS),
+            **customer_spending_in(self._spending, card, instant, tie, DAY_NS),
             **terminal_risk_in(self._risk, terminal, instant, DAY_NS),
         }
         return np.column_stack([np.asarray(features[name], dtype=np.float64) for name in FEATURES])
 
-    def labels(self, transaction_ids: np.ndarray) -> np.ndarray:
+    def labels(self, transaction_ids: list[int]) -> np.ndarray:
         """The remembered transactions' labels (1.0 = a fraud)."""
-        return self._columns["fraud"][[self._rows[i] for i in transaction_ids.tolist()]]
+        return self._columns["fraud"][self._rows_of(transaction_ids)]
+
+    def _rows_of(self, transaction_ids: list[int]) -> np.ndarray:
+        return np.fromiter(
+            map(self._rows.__getitem__, transaction_ids), dtype=np.int64, count=len(transaction_ids)
+        )
 
     def _append(self, batch: Batch) -> None:
         self._newest = max(self._newest, int(batch.instant.max(initial=self._newest)))
@@ -192,4 +205,4 @@ class RecentHistory:
 
 
 def _rows(batch: Batch, which: np.ndarray) -> Batch:
-    return Batch(**{name: getattr(batch, name)[which] for name in _BATCH_COLUMNS})
+    return Batch(**{name: getattr(batch, name)[which] for name in _COLUMNS})

@@ -107,20 +107,10 @@ class Scorer:
             instants[row] = value
         return instants
 
-    def score(
-        self,
-        transaction_id: list[int],
-        instant: list[int],
-        customer_id: list[str],
-        terminal_id: list[str],
-        amount: list[float],
-        tx_fraud: list[int],
-    ) -> list[Scored]:
-        batch = self._batch(
-            transaction_id, np.asarray(instant, dtype=np.int64), customer_id, terminal_id, amount, tx_fraud
-        )
-        features = self._history.features(batch)
-        labels = self._history.labels(batch.tie).astype(np.int64)
+    def score(self, transaction_id: list[int]) -> list[Scored]:
+        """Score remembered transactions, each as it was remembered."""
+        features = self._history.features(transaction_id)
+        labels = self._history.labels(transaction_id).astype(np.int64)
         model = self._model.current()
         frame = pd.DataFrame(features, columns=FEATURES)[model.features]
         scores = model.estimator.predict_proba(frame)[:, 1]

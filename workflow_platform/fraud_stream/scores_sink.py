@@ -69,9 +69,11 @@ class ScoresSink:
         self._pending: dict[tuple[str, int], tuple] = {}
 
     def on_change(self, key: Any, row: dict[str, Any], time: int, is_addition: bool) -> None:
-        # A score, once given, is final: the stream never retracts one (see scorer.py).
+        """`row`: {"row": the COLUMNS' values}. A score, once given, is final: the stream never retracts one
+        (see scorer.py)."""
         if is_addition:
-            self._pending[(row["source"], row["transaction_id"])] = tuple(row[c] for c in self.COLUMNS)
+            values = row["row"]
+            self._pending[values[:2]] = values  # (source, transaction_id)
 
     def on_time_end(self, time: int) -> None:
         if self._pending:
