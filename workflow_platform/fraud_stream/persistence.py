@@ -136,5 +136,10 @@ def _forget_prefix(settings: ServiceSettings, prefix: str) -> None:
         raise RuntimeError(f"could not delete checkpoints under {prefix}: {failed[0]}")
 
 
+def compiled_models_dir(options: StreamOptions) -> Path:
+    """Where the pipeline keeps its compiled models (fraud.compiled): its own, beside its checkpoints."""
+    return _beside(options, "-models")
+
+
 def _beside(options: StreamOptions, suffix: str) -> Path:
     return options.persistence_dir.with_name(options.persistence_dir.name + suffix)

@@ -21,7 +21,12 @@ log = logging.getLogger(__name__)
 def run(options: StreamOptions) -> None:
     settings = options.settings
     ensure_streams(options)
-    model = LatestModel(settings_client(settings), settings.s3_bucket, options.model_check_seconds)
+    model = LatestModel(
+        settings_client(settings),
+        settings.s3_bucket,
+        options.model_check_seconds,
+        compiled_dir=persistence.compiled_models_dir(options),
+    )
     build(options, Scorer(model, options.alert_threshold, options.emit_from))
     log.info(
         "reading %s (stream %s), checkpoints in %s",

@@ -111,12 +111,10 @@ class Scorer:
         """Score remembered transactions, each as it was remembered."""
         features = self._history.features(transaction_id)
         labels = self._history.labels(transaction_id).astype(np.int64)
-        model = self._model.current()
-        frame = pd.DataFrame(features, columns=FEATURES)[model.features]
-        scores = model.estimator.predict_proba(frame)[:, 1]
+        scores, version = self._model.score(pd.DataFrame(features, columns=FEATURES))
         alerts = (scores >= self._alert_threshold).tolist()
         return [
-            (risk, alert, tuple(features[row].tolist()) if alert else (), model.version, label)
+            (risk, alert, tuple(features[row].tolist()) if alert else (), version, label)
             for row, (risk, alert, label) in enumerate(
                 zip(scores.tolist(), alerts, labels.tolist(), strict=True)
             )
