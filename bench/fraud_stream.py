@@ -10,8 +10,9 @@ simulates the handbook's transactions (its 5,000 cards and 10,000 terminals, `--
 trained on them, then:
 
 1. publishes the first `--backlog` transactions with the pipeline stopped, starts it and measures how fast it
-   scores them (rows in orchestrator.transactions over time, from the first scored to the last): the most it
-   sustains, since a backlog is the pipeline going flat out, features, model, PostgreSQL and alerts included;
+   scores them (the newest of them in orchestrator.transactions over time, from the first scored to the last;
+   the rows counted at the end): the most it sustains, since a backlog is the pipeline going flat out,
+   features, model, PostgreSQL and alerts included;
 2. publishes the next ones at `--rate` per second for `--seconds` (core NATS publishes into the JetStream
    subject, in bursts every 5 ms, each message timed), after the backlog has settled, and times every alert from
    its transaction's publish to its arrival on fraud alerts' subject (a core subscription): p50, p99 and max,

@@ -79,7 +79,11 @@ def test_the_stream_scores_each_promoted_version_through_its_compiled_trees(
     first = fit_model("hist_gradient_boosting", featured)
     save_model(first, s3, bucket)
     caplog.set_level(logging.INFO, logger="workflow_platform.fraud_stream.latest_model")
+    unfinished = tmp_path / "models" / "building-x1y2" / "main.c"  # what a pipeline killed mid-build left
+    unfinished.parent.mkdir(parents=True)
+    unfinished.write_text("int main;")
     latest = LatestModel(s3, bucket, check_seconds=0, compiled_dir=tmp_path / "models")
+    assert not unfinished.parent.exists()
     scores, version = latest.score(rows)
     assert version == first.version
     np.testing.assert_allclose(scores, first.estimator.predict_proba(rows[first.features])[:, 1], atol=1e-12)

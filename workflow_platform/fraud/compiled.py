@@ -26,6 +26,7 @@ from workflow_platform.fraud.model import FraudModel
 log = logging.getLogger(__name__)
 
 Predict = Callable[[pd.DataFrame], np.ndarray]  # the model's features -> the fraud probability of each row
+_BUILDING = "building-"  # the prefix of a build's scratch directory, beside the libraries
 
 
 def compiler() -> str | None:
@@ -66,6 +67,12 @@ def compiled_predictor(model: FraudModel, directory: Path) -> Predict | None:
     return predict
 
 
+def remove_unfinished(directory: Path) -> None:
+    """Remove the scratch of builds cut short (a killed process): before any build in `directory` starts."""
+    for scratch in directory.glob(f"{_BUILDING}*"):
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _build(classifier: object, library: Path, cc: str) -> None:
     """Compile into a temporary name, then rename: a build cut short never leaves a library to load."""
     import tl2cgen
@@ -73,7 +80,7 @@ def _build(classifier: object, library: Path, cc: str) -> None:
 
     library.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     trees = treelite.sklearn.import_model(classifier)
-    with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
+    with tempfile.TemporaryDirectory(prefix=_BUILDING, dir=library.parent) as scratch:
         built = Path(scratch) / library.name
         tl2cgen.export_lib(trees, toolchain=cc, libpath=str(built), params={"parallel_comp": 8}, nthread=1)
         os.replace(built, library)

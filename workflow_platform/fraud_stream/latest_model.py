@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from workflow_platform.fraud import NO_MODEL, latest_version
-from workflow_platform.fraud.compiled import Predict, compiled_predictor
+from workflow_platform.fraud.compiled import Predict, compiled_predictor, remove_unfinished
 from workflow_platform.fraud.model import FraudModel, load_model
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ class LatestModel:
         """`compiled_dir`: where compiled models are kept (the pipeline's own directory); None: never compile."""
         self._client, self._bucket, self._check_seconds = client, bucket, check_seconds
         self._compiled_dir = compiled_dir
+        if compiled_dir is not None:
+            remove_unfinished(compiled_dir)
         self._compiled: dict[str, Predict] = {}  # version -> its compiled trees, once built
         self._verified: set[str] = set()  # versions whose compiled trees gave scikit-learn's probabilities
         self._model = self._load(self._latest_version(), wait=True)
