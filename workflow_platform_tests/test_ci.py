@@ -14,7 +14,7 @@ BASH = shutil.which("bash") or "/bin/bash"
 
 
 def test_ci_stops_when_a_tool_cannot_be_installed(tmp_path: Path) -> None:
-    # a machine without Chromium, docker-compose or apt-get to install them
+    # a machine without Chromium, docker-compose, a C compiler or apt-get to install them
     (tmp_path / "bin").mkdir()
     completed = subprocess.run(
         [BASH, str(ROOT / ".ci" / "tools")],
@@ -24,7 +24,8 @@ def test_ci_stops_when_a_tool_cannot_be_installed(tmp_path: Path) -> None:
         timeout=60,
     )
     assert completed.returncode == 1
-    assert "docker-compose chromium not installed and apt-get is not available" in completed.stderr
+    assert "docker-compose chromium cc not installed and apt-get is not available" in completed.stderr
+    assert "Debian package(s) docker-compose chromium gcc" in completed.stderr
 
 
 def test_a_test_needing_a_missing_tool_fails_in_ci_and_skips_with_its_reason_elsewhere(
