@@ -98,7 +98,7 @@ def scored(pg: psycopg2.extensions.connection) -> int:
 
 def newest_scored(pg: psycopg2.extensions.connection) -> int | None:
     """The newest transaction id scored: one look-up in the table's (source, source_tx_id) key. Counting the
-    rows instead, five times a second, took PostgreSQL a third of a core at 300,000 rows (35 ms a count) and
+    rows instead, five times a second, took PostgreSQL a seventh of a core at 300,000 rows (35 ms a count) and
     more as the table grew: the bench slowed what it measured."""
     with pg.cursor() as cursor:
         cursor.execute("SELECT max(source_tx_id) FROM orchestrator.transactions WHERE source = %s", (SOURCE,))
