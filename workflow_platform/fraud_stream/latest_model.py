@@ -33,18 +33,17 @@ SAME = 1e-9  # the largest difference from scikit-learn's probabilities a compil
 
 
 class LatestModel:
-    def __init__(self, client: Minio, bucket: str, check_seconds: float, compiled_dir: Path | None) -> None:
-        """`compiled_dir`: where compiled models are kept (the pipeline's own directory); None: never compile."""
+    def __init__(self, client: Minio, bucket: str, check_seconds: float, compiled_dir: Path) -> None:
+        """`compiled_dir`: where compiled models are kept (the pipeline's own directory)."""
         self._client, self._bucket, self._check_seconds = client, bucket, check_seconds
         self._compiled_dir = compiled_dir
-        if compiled_dir is not None:
-            remove_unfinished(compiled_dir)
+        remove_unfinished(compiled_dir)
         self._compiled: dict[str, Predict] = {}  # version -> its compiled trees, once built
         self._verified: set[str] = set()  # versions whose compiled trees gave scikit-learn's probabilities
         self._model = self._load(self._latest_version(), wait=True)
         self._checked = time.monotonic()
 
-    def current(self) -> FraudModel:
+    def _current(self) -> FraudModel:
         """The latest model; a failed look-up keeps the one in use (the object store may be down a moment)."""
         if time.monotonic() - self._checked >= self._check_seconds:
             self._checked = time.monotonic()
@@ -59,7 +58,7 @@ class LatestModel:
     def score(self, features: pd.DataFrame) -> tuple[np.ndarray, str]:
         """The latest model's fraud probability for each row of `features` (every FEATURES column), and its
         version."""
-        model = self.current()
+        model = self._current()
         frame = features[model.features]
         compiled = self._compiled.get(model.version)
         if compiled is None:
@@ -80,13 +79,12 @@ class LatestModel:
         a thread (a new version mid-stream: the stream goes on meanwhile)."""
         model = load_model(version, self._client, self._bucket)
         log.info("scoring with model %s (%s)", version, model.name)
-        if self._compiled_dir is not None:
-            compiling = threading.Thread(
-                target=self._compile, args=(model, self._compiled_dir), name="wfp-model-compiler", daemon=True
-            )
-            compiling.start()
-            if wait:
-                compiling.join()
+        compiling = threading.Thread(
+            target=self._compile, args=(model, self._compiled_dir), name="wfp-model-compiler", daemon=True
+        )
+        compiling.start()
+        if wait:
+            compiling.join()
         return model
 
     def _compile(self, model: FraudModel, directory: Path) -> None:
